@@ -1,0 +1,419 @@
+r"""The balancing kernel: raking / IPF / Sinkhorn scaling, written once for every array library.
+
+Balancing alternately rescales a non-negative table so that each balanced axis sums to its target
+(``theory.md`` §1.2). Step ``k`` adjusts balanced axis ``(k - 1) mod d``: for a 2-D table odd steps
+fix the X-marginal (rows) and even steps the Y-marginal (columns), as in the paper's
+:math:`P_n^{(k)}`.
+
+The kernel works in the *scaling form*: it never materialises the intermediate tables but keeps
+one factor vector per axis, so that after any number of steps
+
+.. math::
+
+    P^{(k)}(x_1, \dots, x_d) = K(x_1, \dots, x_d)\, f_1(x_1) \cdots f_d(x_d),
+
+and the step on axis :math:`a` sets :math:`f_a = t_a / R_a`, where :math:`R_a` is the marginal of
+:math:`K \prod_{b \ne a} f_b` on axis :math:`a`. For 2-D tables :math:`R_a` is one batched
+mat-vec. In the *log domain* the table holds log-weights :math:`L = \log K` and the factors are
+log-potentials, :math:`g_a = \log t_a - \operatorname{logsumexp}_{\neg a}(L + \sum_{b\ne a} g_b)`.
+
+Every function dispatches on the input's array namespace (NumPy, CuPy, PyTorch, array-api-strict)
+through :mod:`raking._array_api`; leading axes are batch axes and are never looped over in Python.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from raking._array_api import Array, device, get_xp, is_numpy, to_float
+from raking.exceptions import ConvergenceWarning
+from raking.results import BalanceResult, ScalingResult
+from raking.validation import (
+    check_check_every,
+    check_max_steps,
+    check_steps,
+    check_table,
+    check_targets,
+    check_tol,
+    count_targets,
+    raise_on_empty_categories,
+)
+
+__all__ = ["apply_scaling", "balance", "balance_result", "scaling_factors"]
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def balance(
+    table: Array,
+    targets: Sequence[Array],
+    steps: int | None = None,
+    *,
+    tol: float = 1e-10,
+    max_steps: int = 10_000,
+    log_domain: bool = False,
+) -> Array:
+    r"""Balance ``table`` so that its last ``len(targets)`` axes match ``targets``.
+
+    .. math::
+
+        P^{(k)} = \begin{cases} P^{(k-1)}\, t_a / P^{(k-1)}_a & \text{(axis } a = (k-1) \bmod d)
+        \end{cases}, \qquad P^{(0)} = \text{table}.
+
+    Parameters
+    ----------
+    table : array, shape ``(*batch, n_1, ..., n_d)``
+        Non-negative weights or counts (any scale; integers are promoted to float64, float32
+        stays float32). With ``log_domain=True``: log-weights, finite or ``-inf``.
+    targets : sequence of d arrays
+        Target marginal of each balanced axis, shape ``(n_i,)`` (or ``(*batch, n_i)``): shares or
+        counts, non-negative, all with the same total. The result has that total.
+    steps : int or None
+        ``k`` single-marginal adjustments, cycling through the axes starting with the first
+        (odd = X-step, even = Y-step for 2-D tables). ``None`` (or ``math.inf``): iterate until
+        the max absolute marginal error is at most ``tol``.
+    tol : float
+        Largest accepted ``|marginal - target|`` (units of the targets) when ``steps`` is None.
+    max_steps : int
+        Cap on adjustments when iterating to ``tol``; reaching it emits a
+        :class:`~raking.exceptions.ConvergenceWarning` with the achieved error.
+    log_domain : bool
+        Whether ``table`` holds log-weights; the result is then the balanced log-table.
+
+    Returns
+    -------
+    array
+        The balanced table, same array type, device and shape as ``table`` (never the input
+        object modified in place).
+
+    Raises
+    ------
+    ValueError
+        Negative, NaN or infinite entries; a target of the wrong length, negative or non-finite;
+        targets whose totals disagree.
+    raking.exceptions.EmptyCategoryError
+        A category with no mass in ``table`` but a positive target (missing mass).
+
+    Notes
+    -----
+    ``theory.md`` §1.2 [SUM]: each step is the I-projection (KL) onto one marginal constraint;
+    ``steps=None`` converges to the Sinkhorn / IPF fixed point :math:`e^{f(x)+g(y)} P_n(x, y)`.
+    One "iteration" of the authors' ``data_balance`` is two steps here.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from raking import balance
+    >>> table = np.array([[2.0, 1.0], [1.0, 4.0]])
+    >>> out = balance(table, [np.array([0.5, 0.5]), np.array([0.3, 0.7])])
+    >>> np.round(out.sum(axis=1), 10), np.round(out.sum(axis=0), 10)
+    (array([0.5, 0.5]), array([0.3, 0.7]))
+    """
+    return balance_result(
+        table, targets, steps, tol=tol, max_steps=max_steps, log_domain=log_domain
+    ).table
+
+
+def balance_result(
+    table: Array,
+    targets: Sequence[Array],
+    steps: int | None = None,
+    *,
+    tol: float = 1e-10,
+    max_steps: int = 10_000,
+    log_domain: bool = False,
+    check_every: int | None = None,
+) -> BalanceResult:
+    """Like :func:`balance`, but return a :class:`~raking.results.BalanceResult`.
+
+    The result holds the balanced table, the per-axis factors, the number of steps taken, the
+    final marginal error (always measured) and ``converged``. ``check_every`` is the period, in
+    single-marginal adjustments, of the convergence check when iterating to ``tol`` (default: one
+    full sweep over the axes); on a GPU each check is a host synchronisation.
+    """
+    xp, table, targets, config = _validate(
+        table, targets, steps, tol, max_steps, log_domain, check_every
+    )
+    scaling = _ipf(table, targets, xp=xp, log_domain=log_domain, **config)
+    return BalanceResult(
+        table=_apply(table, scaling.factors, xp=xp, log_domain=log_domain),
+        factors=scaling.factors,
+        steps=scaling.steps,
+        converged=scaling.converged,
+        marginal_error=scaling.marginal_error,
+        tol=scaling.tol,
+        log_domain=log_domain,
+    )
+
+
+def scaling_factors(
+    table: Array,
+    targets: Sequence[Array],
+    steps: int | None = None,
+    *,
+    tol: float = 1e-10,
+    max_steps: int = 10_000,
+    log_domain: bool = False,
+    check_every: int | None = None,
+) -> ScalingResult:
+    """Balance in the scaling form and return only the per-axis factors.
+
+    Memory stays at the table plus one vector per axis: no intermediate or final table is formed
+    (for 2-D tables each step is one batched mat-vec). Arguments as in :func:`balance_result`;
+    :func:`apply_scaling` forms the balanced table when it is needed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from raking import apply_scaling, balance, scaling_factors
+    >>> K = np.array([[1.0, 2.0], [3.0, 1.0]])
+    >>> t = [np.array([0.4, 0.6]), np.array([0.5, 0.5])]
+    >>> res = scaling_factors(K, t, steps=5)
+    >>> bool(np.allclose(apply_scaling(K, res.factors), balance(K, t, steps=5)))
+    True
+    """
+    xp, table, targets, config = _validate(
+        table, targets, steps, tol, max_steps, log_domain, check_every
+    )
+    return _ipf(table, targets, xp=xp, log_domain=log_domain, **config)
+
+
+def apply_scaling(table: Array, factors: Sequence[Array], *, log_domain: bool = False) -> Array:
+    r"""Form the balanced table :math:`K \cdot f_1 \otimes \dots \otimes f_d` from its factors.
+
+    With ``log_domain=True``, ``table`` is a log-table and ``factors`` are log-potentials; the
+    result is :math:`L + g_1 \oplus \dots \oplus g_d`.
+    """
+    xp = get_xp(table, *factors)
+    table = check_table(table, n_axes=len(factors), xp=xp, log_domain=log_domain)
+    d = len(factors)
+    for i, f in enumerate(factors):
+        if f.shape[-1] != table.shape[table.ndim - d + i]:
+            raise ValueError(
+                f"factors[{i}] has {f.shape[-1]} entries but balanced axis {i} of table has "
+                f"{table.shape[table.ndim - d + i]}; pass the factors computed for this table."
+            )
+    return _apply(table, factors, xp=xp, log_domain=log_domain)
+
+
+# --------------------------------------------------------------------------------------------
+# Private kernel: no validation, no namespace lookup
+# --------------------------------------------------------------------------------------------
+
+
+def _validate(
+    table: Array,
+    targets: Sequence[Array],
+    steps: object,
+    tol: object,
+    max_steps: object,
+    log_domain: bool,
+    check_every: object,
+) -> tuple[Any, Array, list[Array], dict[str, Any]]:
+    """The single door of the public kernel functions."""
+    xp = get_xp(table)
+    n_axes = count_targets(targets)
+    table = check_table(table, n_axes=n_axes, xp=xp, log_domain=log_domain)
+    targets = check_targets(targets, table, xp=xp)
+    raise_on_empty_categories(table, targets, xp=xp, log_domain=log_domain)
+    config = {
+        "steps": check_steps(steps),
+        "tol": check_tol(tol),
+        "max_steps": check_max_steps(max_steps),
+        "check_every": check_check_every(check_every, n_axes=n_axes),
+    }
+    return xp, table, targets, config
+
+
+def _expand(vector: Array, axis: int, d: int, *, xp: Any) -> Array:
+    """Reshape ``(*batch, n)`` to broadcast along balanced axis ``axis`` of a d-axis table."""
+    shape = tuple(vector.shape[:-1]) + tuple(
+        vector.shape[-1] if b == axis else 1 for b in range(d)
+    )
+    return xp.reshape(vector, shape)
+
+
+def _logsumexp(x: Array, axis: tuple[int, ...], *, xp: Any) -> Array:
+    """``log(sum(exp(x)))`` over ``axis``, ``-inf`` where every entry is ``-inf``."""
+    top = xp.max(x, axis=axis, keepdims=True)
+    top = xp.where(xp.isfinite(top), top, xp.zeros_like(top))
+    total = xp.sum(xp.exp(x - top), axis=axis)
+    top = xp.squeeze(top, axis=axis)
+    positive = total > 0
+    safe = xp.where(positive, total, xp.ones_like(total))
+    return xp.where(positive, xp.log(safe) + top, xp.full_like(total, -math.inf))
+
+
+def _reduce(table: Array, factors: list[Array], axis: int, *, xp: Any, log_domain: bool) -> Array:
+    r"""Marginal on ``axis`` of the table scaled by every factor except ``factors[axis]``.
+
+    Linear: :math:`R_a = \sum_{\neg a} K \prod_{b\ne a} f_b`; log: the same with logsumexp.
+    """
+    d = len(factors)
+    first = table.ndim - d
+    if not log_domain and d == 2:
+        if axis == 0:
+            return xp.matmul(table, factors[1][..., None])[..., 0]
+        return xp.matmul(factors[0][..., None, :], table)[..., 0, :]
+    others = tuple(first + b for b in range(d) if b != axis)
+    scaled = table
+    for b in range(d):
+        if b != axis:
+            f = _expand(factors[b], b, d, xp=xp)
+            scaled = scaled + f if log_domain else scaled * f
+    if log_domain:
+        return _logsumexp(scaled, others, xp=xp)
+    return xp.sum(scaled, axis=others)
+
+
+def _new_factor(reduced: Array, target: Array, log_target: Array | None, *, xp: Any) -> Array:
+    """The factor that makes axis ``a`` match its target: ``t / R`` (log: ``log t - R``).
+
+    Categories without mass (``R = 0``, log ``-inf``) get the neutral factor; they are either
+    infeasible (caught by validation) or have a zero target.
+    """
+    if log_target is not None:
+        finite = xp.isfinite(reduced)
+        safe = xp.where(finite, reduced, xp.zeros_like(reduced))
+        return xp.where(finite, log_target - safe, xp.zeros_like(reduced))
+    positive = reduced > 0
+    safe = xp.where(positive, reduced, xp.ones_like(reduced))
+    return xp.where(positive, target / safe, xp.ones_like(reduced))
+
+
+def _axis_error(
+    reduced: Array, factor: Array, target: Array, *, xp: Any, log_domain: bool
+) -> Array:
+    """Max of ``|f_a R_a - t_a|`` (0-d array; NaN propagates)."""
+    marginal = xp.exp(factor + reduced) if log_domain else factor * reduced
+    return xp.max(xp.abs(marginal - target))
+
+
+def _log_targets(targets: list[Array], *, xp: Any) -> list[Array]:
+    """``log t`` with ``-inf`` for zero targets, without a divide-by-zero warning."""
+    out = []
+    for t in targets:
+        positive = t > 0
+        safe = xp.where(positive, t, xp.ones_like(t))
+        out.append(xp.where(positive, xp.log(safe), xp.full_like(t, -math.inf)))
+    return out
+
+
+def _initial_factors(table: Array, targets: list[Array], *, xp: Any, log_domain: bool) -> list:
+    d = len(targets)
+    batch = tuple(table.shape[: table.ndim - d])
+    fill = 0.0 if log_domain else 1.0
+    return [
+        xp.full(
+            (*batch, table.shape[table.ndim - d + a]), fill, dtype=table.dtype, device=device(table)
+        )
+        for a in range(d)
+    ]
+
+
+def _measure(
+    table: Array,
+    targets: list[Array],
+    factors: list[Array],
+    *,
+    skip: int | None,
+    xp: Any,
+    log_domain: bool,
+) -> tuple[float, dict[int, Array]]:
+    """Max marginal error over all axes except ``skip`` (exact by construction after its step).
+
+    Returns the error as a float (one host synchronisation) and the reductions computed, so the
+    next step on one of those axes can reuse its reduction.
+    """
+    reductions = {}
+    errors = []
+    for a in range(len(targets)):
+        if a == skip:
+            continue
+        reductions[a] = _reduce(table, factors, a, xp=xp, log_domain=log_domain)
+        errors.append(
+            _axis_error(reductions[a], factors[a], targets[a], xp=xp, log_domain=log_domain)
+        )
+    err = errors[0]
+    for e in errors[1:]:
+        err = xp.maximum(err, e)
+    return to_float(err), reductions
+
+
+def _ipf(
+    table: Array,
+    targets: list[Array],
+    *,
+    steps: int | None,
+    tol: float,
+    max_steps: int,
+    check_every: int,
+    log_domain: bool,
+    xp: Any,
+) -> ScalingResult:
+    """Run the balancing steps in the scaling form (validated inputs only).
+
+    Fixed ``steps``: exactly that many adjustments. ``steps=None``: adjust until the error,
+    measured every ``check_every`` steps, is at most ``tol``, or ``max_steps`` is reached.
+    """
+    if steps is not None and not log_domain and is_numpy(xp):
+        from raking._numba import numba_ipf, use_numba
+
+        if use_numba(table, targets, steps):
+            return numba_ipf(table, targets, steps)
+    d = len(targets)
+    log_targets = _log_targets(targets, xp=xp) if log_domain else None
+    factors = _initial_factors(table, targets, xp=xp, log_domain=log_domain)
+    limit = max_steps if steps is None else steps
+    taken = 0
+    cached: dict[int, Array] = {}
+    error = math.inf
+    if steps is None:
+        error, cached = _measure(table, targets, factors, skip=None, xp=xp, log_domain=log_domain)
+    while taken < limit and not (steps is None and error <= tol):
+        a = taken % d
+        reduced = cached.pop(a) if a in cached else _reduce(
+            table, factors, a, xp=xp, log_domain=log_domain
+        )
+        cached.clear()
+        factors[a] = _new_factor(
+            reduced, targets[a], None if log_targets is None else log_targets[a], xp=xp
+        )
+        taken += 1
+        if steps is None and (taken % check_every == 0 or taken == limit):
+            error, cached = _measure(table, targets, factors, skip=a, xp=xp, log_domain=log_domain)
+    # The final error is always measured on every axis, fixed step count or not.
+    error, _ = _measure(table, targets, factors, skip=None, xp=xp, log_domain=log_domain)
+    converged = math.isfinite(error) and (steps is not None or error <= tol)
+    if steps is None and not converged:
+        warnings.warn(
+            f"balancing stopped after max_steps={max_steps} adjustments with max |marginal - "
+            f"target| = {error:.3g} > tol={tol:.3g}. Increase max_steps, loosen tol, or check "
+            "whether the table's zeros make the targets unreachable.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return ScalingResult(
+        factors=tuple(factors),
+        steps=taken,
+        converged=converged,
+        marginal_error=error,
+        tol=None if steps is not None else tol,
+        log_domain=log_domain,
+    )
+
+
+def _apply(table: Array, factors: Sequence[Array], *, xp: Any, log_domain: bool) -> Array:
+    """``K * f_1 ⊗ ... ⊗ f_d`` (log: ``L + g_1 ⊕ ... ⊕ g_d``), a new array."""
+    d = len(factors)
+    out = table
+    for a, f in enumerate(factors):
+        e = _expand(f, a, d, xp=xp)
+        out = out + e if log_domain else out * e
+    return out

@@ -1,0 +1,288 @@
+"""Every check of user input, in one place.
+
+Each function takes the value and the argument's ``name``, returns a clean value or raises a
+:class:`ValueError` (or :class:`TypeError`) whose message says which argument, what it received,
+why that is a problem and how to fix it. Public functions call these once; private functions never
+validate.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from raking._array_api import Array, device, is_array, to_float, to_numpy
+from raking.exceptions import EmptyCategoryError
+
+__all__ = [
+    "check_check_every",
+    "check_max_steps",
+    "check_steps",
+    "check_table",
+    "check_targets",
+    "check_tol",
+    "count_targets",
+    "find_empty_categories",
+    "raise_on_empty_categories",
+    "total_tolerance",
+]
+
+_MAX_LISTED = 10
+
+
+def _listed(values: Sequence[Any]) -> str:
+    """``[a, b, c]`` with at most ``_MAX_LISTED`` entries, then ``...``."""
+    shown = ", ".join(str(v) for v in values[:_MAX_LISTED])
+    return f"[{shown}{', ...' if len(values) > _MAX_LISTED else ''}]"
+
+
+def check_steps(steps: object, *, name: str = "steps") -> int | None:
+    """Validate a number of single-marginal adjustments.
+
+    Returns ``None`` for "iterate to tolerance" (``None`` or ``math.inf``), else an ``int >= 0``.
+    """
+    if steps is None or (isinstance(steps, float) and math.isinf(steps) and steps > 0):
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise TypeError(
+            f"{name} must be a non-negative integer, None or math.inf, got {steps!r}. "
+            f"Pass e.g. {name}=4 for four single-marginal adjustments, or {name}=None to "
+            "iterate to the tolerance."
+        )
+    if steps < 0:
+        raise ValueError(
+            f"{name} must be >= 0, got {steps}. It counts single-marginal adjustments "
+            "(odd = X-step, even = Y-step); use 0 for the unbalanced table."
+        )
+    return int(steps)
+
+
+def check_tol(tol: object, *, name: str = "tol") -> float:
+    """Validate a positive, finite tolerance."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < math.inf):
+        raise ValueError(
+            f"{name} must be a positive finite number, got {tol!r}. It is the largest absolute "
+            "marginal error accepted (in the units of the targets); 1e-10 suits shares."
+        )
+    return float(tol)
+
+
+def check_max_steps(max_steps: object, *, name: str = "max_steps") -> int:
+    """Validate a positive cap on the number of single-marginal adjustments."""
+    if (
+        isinstance(max_steps, bool)
+        or not isinstance(max_steps, numbers.Integral)
+        or max_steps < 1
+    ):
+        raise ValueError(f"{name} must be a positive integer, got {max_steps!r}.")
+    return int(max_steps)
+
+
+def check_check_every(check_every: object, *, n_axes: int, name: str = "check_every") -> int:
+    """Validate the convergence-check period (in single-marginal adjustments)."""
+    if check_every is None:
+        return n_axes
+    if (
+        isinstance(check_every, bool)
+        or not isinstance(check_every, numbers.Integral)
+        or check_every < 1
+    ):
+        raise ValueError(
+            f"{name} must be a positive integer or None (one full sweep = {n_axes} steps), "
+            f"got {check_every!r}."
+        )
+    return int(check_every)
+
+
+def _float_dtype(xp: Any, x: Array) -> Any:
+    """The floating dtype that ``x`` is computed in: floats stay, everything else is float64."""
+    if xp.isdtype(x.dtype, "real floating"):
+        return x.dtype
+    if xp.isdtype(x.dtype, ("integral", "bool")):
+        return xp.float64
+    raise TypeError(
+        f"expected a real-valued array, got dtype {x.dtype}. Complex tables cannot be balanced."
+    )
+
+
+def check_table(
+    table: Array, *, n_axes: int, xp: Any, log_domain: bool = False, name: str = "table"
+) -> Array:
+    """Validate a (batched) table whose last ``n_axes`` axes are balanced.
+
+    Returns the table as a floating array of its own namespace (integers become float64). The
+    caller's array is never modified. Entries must be finite and non-negative, or, with
+    ``log_domain=True``, log-weights: finite or ``-inf`` (zero weight), never NaN or ``+inf``.
+    """
+    if not is_array(table):
+        raise TypeError(
+            f"{name} must be an array (NumPy, CuPy, PyTorch or another array-API library), got "
+            f"{type(table).__name__}. Wrap it with numpy.asarray first."
+        )
+    if table.ndim < n_axes:
+        raise ValueError(
+            f"{name} has {table.ndim} axes but {n_axes} targets were given; the last {n_axes} "
+            f"axes of {name} are balanced, one per target. Give one target per balanced axis."
+        )
+    if any(n == 0 for n in table.shape):
+        raise ValueError(f"{name} has an empty axis (shape {tuple(table.shape)}).")
+    table = xp.astype(table, _float_dtype(xp, table), copy=False)
+    total = xp.sum(table)
+    if log_domain:
+        bad = xp.isnan(table) | (table == math.inf)
+        if bool(xp.any(bad)):
+            cells = np.argwhere(to_numpy(bad))
+            raise ValueError(
+                f"{name} holds log-weights, so every entry must be finite or -inf (zero weight); "
+                f"found NaN or +inf at {_listed([tuple(c) for c in cells])}. Replace them before "
+                "balancing."
+            )
+        return table
+    if not math.isfinite(to_float(total)):
+        cells = np.argwhere(~np.isfinite(to_numpy(table)))
+        raise ValueError(
+            f"{name} must be finite, found NaN or inf at cells {_listed([tuple(c) for c in cells])}"
+            ". Impute or drop those entries before balancing."
+        )
+    if to_float(xp.min(table)) < 0:
+        cells = np.argwhere(to_numpy(table) < 0)
+        raise ValueError(
+            f"{name} must be non-negative (weights or counts), found negative entries at cells "
+            f"{_listed([tuple(c) for c in cells])}. Balancing rescales mass and cannot make it "
+            "negative; for log-weights pass log_domain=True."
+        )
+    return table
+
+
+def count_targets(targets: object, *, name: str = "targets") -> int:
+    """Number of balanced axes: ``targets`` must be a non-empty sequence of 1-D arrays."""
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence) or not targets:
+        raise TypeError(
+            f"{name} must be a non-empty sequence (list or tuple) with one 1-D array per balanced "
+            f"axis, got {type(targets).__name__}. For a 2-D table pass [p_x, p_y]."
+        )
+    return len(targets)
+
+
+def total_tolerance(xp: Any, dtype: Any) -> float:
+    """Relative tolerance for "targets have equal totals": ``1e-8`` in float64, ``1e-4`` below."""
+    return 1e-8 if dtype == xp.float64 else 1e-4
+
+
+def check_targets(
+    targets: Sequence[Array], table: Array, *, xp: Any, name: str = "targets"
+) -> list[Array]:
+    """Validate one target marginal per balanced axis of ``table``.
+
+    Each target is a 1-D array of length ``table.shape[-d + i]`` (or has the table's batch axes in
+    front), non-negative, finite, with a positive total; all targets share one total (shares summing
+    to 1, or population counts). Lists and NumPy arrays are converted to the table's namespace,
+    dtype and device.
+    """
+    d = count_targets(targets, name=name)
+    batch_shape = tuple(table.shape[: table.ndim - d])
+    out = []
+    totals = []
+    for i, target in enumerate(targets):
+        label = f"{name}[{i}]"
+        n_i = table.shape[table.ndim - d + i]
+        try:
+            if is_array(target) and not isinstance(target, np.ndarray):
+                t = xp.asarray(target, dtype=table.dtype, device=device(table))
+            else:
+                t = xp.asarray(np.asarray(target, dtype=np.float64), device=device(table))
+                t = xp.astype(t, table.dtype)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(
+                f"{label} could not be converted to the table's array type: {exc}. Pass it as "
+                "an array of the same library (and device) as the table."
+            ) from exc
+        shape = tuple(t.shape)
+        if shape not in ((n_i,), (*batch_shape, n_i)):
+            raise ValueError(
+                f"{label} has shape {shape} but axis {table.ndim - d + i} of the table has "
+                f"{n_i} categories; give a 1-D array of length {n_i} (or one with the table's "
+                f"batch axes {batch_shape} in front)."
+            )
+        t_np = to_numpy(t)
+        if not np.all(np.isfinite(t_np)):
+            raise ValueError(f"{label} must be finite, got {t_np}. Replace NaN/inf entries.")
+        if np.any(t_np < 0):
+            bad = np.argwhere(t_np < 0)[:, -1].tolist()
+            raise ValueError(
+                f"{label} has negative entries at categories {_listed(bad)}; targets are "
+                "shares or counts and must be >= 0."
+            )
+        total = t_np.sum(axis=-1)
+        if np.any(total <= 0):
+            raise ValueError(f"{label} sums to 0; a target marginal needs positive total mass.")
+        totals.append(total)
+        out.append(t)
+    rtol = total_tolerance(xp, table.dtype)
+    for i in range(1, d):
+        if not np.allclose(totals[i], totals[0], rtol=rtol, atol=0):
+            raise ValueError(
+                f"{name}[{i}] sums to {np.ravel(totals[i])[0]:.6g} but {name}[0] sums to "
+                f"{np.ravel(totals[0])[0]:.6g}; every target must have the same total. Divide "
+                "each by its sum to give shares, or give population counts for all of them."
+            )
+    return out
+
+
+def _balanced_marginal(table: Array, axis: int, n_axes: int, *, xp: Any, log_domain: bool) -> Array:
+    """Mass of each category on balanced axis ``axis`` (max log-weight in the log domain)."""
+    first = table.ndim - n_axes
+    others = tuple(first + b for b in range(n_axes) if b != axis)
+    if not others:
+        return table
+    return xp.max(table, axis=others) if log_domain else xp.sum(table, axis=others)
+
+
+def find_empty_categories(
+    table: Array, targets: Sequence[Array], *, xp: Any, log_domain: bool = False
+) -> list[Array]:
+    """Boolean masks, one per balanced axis, of the empty categories with a positive target.
+
+    Mask ``i`` has shape ``(*batch, n_i)``; ``True`` marks a category whose row (hyper-slice) of
+    the table holds no mass while ``targets[i]`` asks for some: the constraints are infeasible.
+    """
+    d = len(targets)
+    masks = []
+    for axis, target in enumerate(targets):
+        marg = _balanced_marginal(table, axis, d, xp=xp, log_domain=log_domain)
+        empty = (marg == -math.inf) if log_domain else (marg <= 0)
+        masks.append(empty & (target > 0))
+    return masks
+
+
+def raise_on_empty_categories(
+    table: Array, targets: Sequence[Array], *, xp: Any, log_domain: bool = False,
+    name: str = "table",
+) -> None:
+    """Raise :class:`EmptyCategoryError` naming the first empty category with a positive target."""
+    d = len(targets)
+    axis_names = "XYZ"
+    for axis, mask in enumerate(find_empty_categories(table, targets, xp=xp, log_domain=log_domain)):
+        if not bool(xp.any(mask)):
+            continue
+        mask_np = to_numpy(mask)
+        batch = mask_np.reshape(-1, mask_np.shape[-1])
+        first = int(np.argmax(batch.any(axis=-1)))
+        cats = tuple(int(c) for c in np.flatnonzero(batch[first]))
+        n_bad = int(batch.any(axis=-1).sum())
+        where = "" if mask_np.ndim == 1 else f" in batch entry {first} ({n_bad} tables affected)"
+        label = axis_names[axis] if d <= 3 else f"axis-{axis}"
+        raise EmptyCategoryError(
+            f"{name} has no mass in {label} categories {_listed(list(cats))} (balanced axis "
+            f"{table.ndim - d + axis}){where}, but targets[{axis}] is positive there; raking "
+            "cannot rescale an empty category (missing mass). Merge those categories with a "
+            "neighbour, set their target to 0, or use the 'empirical' missing-mass policy of "
+            "raking.estimators.",
+            axis=axis,
+            categories=cats,
+            batch_index=None if mask_np.ndim == 1 else first,
+        )
