@@ -74,5 +74,7 @@ def to_numpy(x: Array) -> np.ndarray:
 
 
 def to_float(x: Array) -> float:
-    """A 0-d array as a Python float (one host synchronisation)."""
+    """A 0-d array as a Python float (one host synchronisation; autograd is not involved)."""
+    if array_api_compat.is_torch_array(x):
+        x = x.detach()
     return float(x)

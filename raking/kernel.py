@@ -33,6 +33,7 @@ from raking.exceptions import ConvergenceWarning
 from raking.results import BalanceResult, ScalingResult
 from raking.validation import (
     check_check_every,
+    check_is_array,
     check_max_steps,
     check_steps,
     check_table,
@@ -217,6 +218,7 @@ def _validate(
     check_every: object,
 ) -> tuple[Any, Array, list[Array], dict[str, Any]]:
     """The single door of the public kernel functions."""
+    check_is_array(table, name="table")
     xp = get_xp(table)
     n_axes = count_targets(targets)
     table = check_table(table, n_axes=n_axes, xp=xp, log_domain=log_domain)
@@ -233,9 +235,7 @@ def _validate(
 
 def _expand(vector: Array, axis: int, d: int, *, xp: Any) -> Array:
     """Reshape ``(*batch, n)`` to broadcast along balanced axis ``axis`` of a d-axis table."""
-    shape = tuple(vector.shape[:-1]) + tuple(
-        vector.shape[-1] if b == axis else 1 for b in range(d)
-    )
+    shape = tuple(vector.shape[:-1]) + tuple(vector.shape[-1] if b == axis else 1 for b in range(d))
     return xp.reshape(vector, shape)
 
 
@@ -378,8 +378,10 @@ def _ipf(
         error, cached = _measure(table, targets, factors, skip=None, xp=xp, log_domain=log_domain)
     while taken < limit and not (steps is None and error <= tol):
         a = taken % d
-        reduced = cached.pop(a) if a in cached else _reduce(
-            table, factors, a, xp=xp, log_domain=log_domain
+        reduced = (
+            cached.pop(a)
+            if a in cached
+            else _reduce(table, factors, a, xp=xp, log_domain=log_domain)
         )
         cached.clear()
         factors[a] = _new_factor(

@@ -20,6 +20,7 @@ from raking.exceptions import EmptyCategoryError
 
 __all__ = [
     "check_check_every",
+    "check_is_array",
     "check_max_steps",
     "check_steps",
     "check_table",
@@ -38,6 +39,11 @@ def _listed(values: Sequence[Any]) -> str:
     """``[a, b, c]`` with at most ``_MAX_LISTED`` entries, then ``...``."""
     shown = ", ".join(str(v) for v in values[:_MAX_LISTED])
     return f"[{shown}{', ...' if len(values) > _MAX_LISTED else ''}]"
+
+
+def _cells(indices: np.ndarray) -> list[tuple[int, ...]]:
+    """Rows of ``np.argwhere`` output as tuples of Python ints."""
+    return [tuple(int(i) for i in row) for row in indices]
 
 
 def check_steps(steps: object, *, name: str = "steps") -> int | None:
@@ -73,11 +79,7 @@ def check_tol(tol: object, *, name: str = "tol") -> float:
 
 def check_max_steps(max_steps: object, *, name: str = "max_steps") -> int:
     """Validate a positive cap on the number of single-marginal adjustments."""
-    if (
-        isinstance(max_steps, bool)
-        or not isinstance(max_steps, numbers.Integral)
-        or max_steps < 1
-    ):
+    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1:
         raise ValueError(f"{name} must be a positive integer, got {max_steps!r}.")
     return int(max_steps)
 
@@ -96,6 +98,15 @@ def check_check_every(check_every: object, *, n_axes: int, name: str = "check_ev
             f"got {check_every!r}."
         )
     return int(check_every)
+
+
+def check_is_array(x: object, *, name: str) -> None:
+    """Raise a TypeError unless ``x`` is an array of a library that array-api-compat knows."""
+    if not is_array(x):
+        raise TypeError(
+            f"{name} must be an array (NumPy, CuPy, PyTorch or another array-API library), got "
+            f"{type(x).__name__}. Wrap it with numpy.asarray first."
+        )
 
 
 def _float_dtype(xp: Any, x: Array) -> Any:
@@ -118,11 +129,7 @@ def check_table(
     caller's array is never modified. Entries must be finite and non-negative, or, with
     ``log_domain=True``, log-weights: finite or ``-inf`` (zero weight), never NaN or ``+inf``.
     """
-    if not is_array(table):
-        raise TypeError(
-            f"{name} must be an array (NumPy, CuPy, PyTorch or another array-API library), got "
-            f"{type(table).__name__}. Wrap it with numpy.asarray first."
-        )
+    check_is_array(table, name=name)
     if table.ndim < n_axes:
         raise ValueError(
             f"{name} has {table.ndim} axes but {n_axes} targets were given; the last {n_axes} "
@@ -138,21 +145,21 @@ def check_table(
             cells = np.argwhere(to_numpy(bad))
             raise ValueError(
                 f"{name} holds log-weights, so every entry must be finite or -inf (zero weight); "
-                f"found NaN or +inf at {_listed([tuple(c) for c in cells])}. Replace them before "
+                f"found NaN or +inf at {_listed(_cells(cells))}. Replace them before "
                 "balancing."
             )
         return table
     if not math.isfinite(to_float(total)):
         cells = np.argwhere(~np.isfinite(to_numpy(table)))
         raise ValueError(
-            f"{name} must be finite, found NaN or inf at cells {_listed([tuple(c) for c in cells])}"
+            f"{name} must be finite, found NaN or inf at cells {_listed(_cells(cells))}"
             ". Impute or drop those entries before balancing."
         )
     if to_float(xp.min(table)) < 0:
         cells = np.argwhere(to_numpy(table) < 0)
         raise ValueError(
             f"{name} must be non-negative (weights or counts), found negative entries at cells "
-            f"{_listed([tuple(c) for c in cells])}. Balancing rescales mass and cannot make it "
+            f"{_listed(_cells(cells))}. Balancing rescales mass and cannot make it "
             "negative; for log-weights pass log_domain=True."
         )
     return table
@@ -260,13 +267,19 @@ def find_empty_categories(
 
 
 def raise_on_empty_categories(
-    table: Array, targets: Sequence[Array], *, xp: Any, log_domain: bool = False,
+    table: Array,
+    targets: Sequence[Array],
+    *,
+    xp: Any,
+    log_domain: bool = False,
     name: str = "table",
 ) -> None:
     """Raise :class:`EmptyCategoryError` naming the first empty category with a positive target."""
     d = len(targets)
     axis_names = "XYZ"
-    for axis, mask in enumerate(find_empty_categories(table, targets, xp=xp, log_domain=log_domain)):
+    for axis, mask in enumerate(
+        find_empty_categories(table, targets, xp=xp, log_domain=log_domain)
+    ):
         if not bool(xp.any(mask)):
             continue
         mask_np = to_numpy(mask)

@@ -1,0 +1,45 @@
+"""Shared fixtures: the ``xp`` fixture runs a test once per installed array library."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+
+def _namespaces() -> list:
+    params = [pytest.param("numpy", id="numpy")]
+    for name in ("array_api_strict", "torch"):
+        params.append(pytest.param(name, id=name))
+    try:
+        import cupy  # noqa: F401
+
+        params.append(pytest.param("cupy", id="cupy", marks=pytest.mark.gpu))
+    except ImportError:
+        pass
+    return params
+
+
+@pytest.fixture(params=_namespaces())
+def xp(request):
+    """The array namespace under test (NumPy, array-api-strict, CPU torch; CuPy on a GPU)."""
+    return importlib.import_module(request.param)
+
+
+def to_xp(xp, a):
+    """A float64 NumPy array as an array of ``xp``."""
+    return xp.asarray(np.asarray(a, dtype=np.float64))
+
+
+def assert_close(actual, expected, *, xp, rtol=1e-12, atol=1e-14):
+    """Check the namespace and dtype of ``actual``, then its values against NumPy ``expected``."""
+    import array_api_compat
+
+    from raking._array_api import to_numpy
+
+    assert array_api_compat.array_namespace(actual) is array_api_compat.array_namespace(
+        xp.asarray(np.zeros(1))
+    ), f"result is a {type(actual)}, expected an array of {xp.__name__}"
+    assert actual.dtype == xp.float64
+    np.testing.assert_allclose(to_numpy(actual), np.asarray(expected), rtol=rtol, atol=atol)
