@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from raking.exceptions import EmptyCategoryError
+from raking.validation import check_function, check_joint
 
 __all__ = [
     "SingularSystem",
@@ -29,72 +29,6 @@ __all__ = [
     "singular_system",
     "singular_values",
 ]
-
-_SUM_TOL = 1e-9
-"""Largest accepted ``|sum(P) - 1|`` for a joint pmf."""
-
-
-# --------------------------------------------------------------------------------------------
-# Input checks (shared by operators.py, variance.py and theory.py)
-# --------------------------------------------------------------------------------------------
-
-
-def _as_joint(P: ArrayLike, name: str = "P") -> np.ndarray:
-    """Return ``P`` as a float64 joint pmf with strictly positive marginals, or raise."""
-    arr = np.asarray(P, dtype=np.float64)
-    if arr.ndim != 2 or arr.size == 0:
-        raise ValueError(
-            f"{name} must be a non-empty 2-D joint pmf of shape (m, l), got shape {arr.shape}. "
-            "Pass the joint probabilities as an m x l array (rows X, columns Y)."
-        )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(
-            f"{name} contains NaN or infinite entries; a joint pmf must be finite. Replace "
-            "them before computing the theory."
-        )
-    if np.any(arr < 0):
-        raise ValueError(
-            f"{name} has negative entries (smallest {arr.min():.6g}); a joint pmf is "
-            "non-negative. Pass probabilities, not centred or log values."
-        )
-    total = float(arr.sum())
-    if abs(total - 1.0) > _SUM_TOL:
-        raise ValueError(
-            f"{name} sums to {total:.12g}, not 1 (tolerance {_SUM_TOL:g}); the theory is stated "
-            f"for a probability table. Divide {name} by its sum ({name} / {name}.sum())."
-        )
-    for axis, label in ((0, "X"), (1, "Y")):
-        empty = np.flatnonzero(arr.sum(axis=1 - axis) == 0)
-        if empty.size:
-            cats = [int(c) for c in empty]
-            kind = "rows" if axis == 0 else "columns"
-            raise EmptyCategoryError(
-                f"{name} has zero probability in {label} categories {cats}; the conditional "
-                f"means given {label} divide by P_{label}, which is 0 there. Drop these {kind} "
-                f"from {name} (the rest still sums to 1).",
-                axis=axis,
-                categories=tuple(cats),
-                batch_index=None,
-            )
-    return arr
-
-
-def _as_function(h: ArrayLike, shape: tuple[int, int], name: str = "h") -> np.ndarray:
-    """Return ``h`` as a finite float64 array of the table's ``shape``, or raise."""
-    arr = np.asarray(h, dtype=np.float64)
-    if arr.shape != tuple(shape):
-        raise ValueError(
-            f"{name} must have the joint table's shape {tuple(shape)}, got {arr.shape}. Give "
-            f"{name}(x, y) for every cell; for a function of x only, broadcast it first "
-            "(np.broadcast_to(f[:, None], shape))."
-        )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(
-            f"{name} contains NaN or infinite values; the theory needs a bounded function. "
-            "Replace them before computing the theory."
-        )
-    return arr
-
 
 # --------------------------------------------------------------------------------------------
 # Unchecked kernels (arguments already validated)
@@ -164,7 +98,7 @@ def conditional_mean_operators(P: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     >>> mu_x.sum(axis=1), mu_y.shape
     (array([1., 1.]), (2, 2))
     """
-    P = _as_joint(P)
+    P = check_joint(P)
     return P / P.sum(axis=1)[:, None], P.T / P.sum(axis=0)[:, None]
 
 
@@ -192,8 +126,8 @@ def project_x(P: ArrayLike, h: ArrayLike) -> np.ndarray:
     ``theory.md`` §2.1 [DER]; ``theory/variance.md`` §1. Idempotent and self-adjoint in
     :math:`L^2(P)`; on functions of :math:`y` it coincides with :math:`\mu_X`.
     """
-    P = _as_joint(P)
-    h = _as_function(h, P.shape)
+    P = check_joint(P)
+    h = check_function(h, P.shape)
     return np.broadcast_to(_cond_x(P, h)[:, None], P.shape).copy()
 
 
@@ -220,8 +154,8 @@ def project_y(P: ArrayLike, h: ArrayLike) -> np.ndarray:
     -----
     ``theory.md`` §2.1 [DER]; ``theory/variance.md`` §1.
     """
-    P = _as_joint(P)
-    h = _as_function(h, P.shape)
+    P = check_joint(P)
+    h = check_function(h, P.shape)
     return np.broadcast_to(_cond_y(P, h)[None, :], P.shape).copy()
 
 
@@ -324,7 +258,7 @@ def singular_system(P: ArrayLike) -> SingularSystem:
     >>> np.round(sys.s, 6), np.round(sys.alpha[:, 0], 6)
     (array([1.      , 0.408248]), array([1., 1.]))
     """
-    return _singular_system(_as_joint(P))
+    return _singular_system(check_joint(P))
 
 
 def singular_values(P: ArrayLike) -> np.ndarray:

@@ -1,16 +1,22 @@
-"""Frozen result objects of the kernel: numbers and outputs, never inputs.
+"""Frozen result objects: numbers and outputs, never inputs.
 
-Arrays stay in the caller's namespace and on the caller's device; they are converted to NumPy only
-by :meth:`summary` and :meth:`to_dict`.
+The kernel's results (:class:`ScalingResult`, :class:`BalanceResult`) keep their arrays in the
+caller's namespace and on the caller's device; they are converted to NumPy only by
+:meth:`summary` and :meth:`to_dict`. The estimators' results (:class:`BatchEstimates`,
+:class:`BalancedEstimates`, :class:`Estimate`) hold NumPy float64 values.
 """
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
 
 from raking._array_api import Array
 
-__all__ = ["BalanceResult", "ScalingResult"]
+__all__ = ["BalanceResult", "BalancedEstimates", "BatchEstimates", "Estimate", "ScalingResult"]
 
 
 def _convergence_line(steps: int, converged: bool, marginal_error: float, tol: float | None) -> str:
@@ -119,4 +125,170 @@ class BalanceResult:
             "converged": self.converged,
             "marginal_error": self.marginal_error,
             "tol": self.tol,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEstimates:
+    """Estimates for a batch of count tables, with the missing-mass fallbacks flagged.
+
+    Attributes
+    ----------
+    values : numpy.ndarray of float64, batch shape
+        One estimate per table (0-d for a single table).
+    fallback : numpy.ndarray of bool, batch shape
+        ``True`` where a table had an empty category and got the empirical estimate instead.
+    n_fallback : int
+        ``fallback.sum()``.
+    method : str
+        The estimator, e.g. ``"balanced, k=4"`` or ``"IPWI (both marginals) [INF]"``.
+    """
+
+    values: np.ndarray
+    fallback: np.ndarray
+    n_fallback: int
+    method: str
+
+    def _fallback_line(self) -> str:
+        if self.n_fallback == 0:
+            return "fallbacks: none (every table has mass in every category it is divided by)"
+        return (
+            f"fallbacks: {self.n_fallback} of {self.fallback.size} tables had an empty category "
+            "with a positive target (missing mass) and report the empirical mean P_n(h)"
+        )
+
+    def summary(self) -> str:
+        """A short text report: method, batch shape and fallbacks."""
+        return "\n".join(
+            [
+                f"{self.method}: {self.values.size} estimate(s), batch shape {self.values.shape}",
+                self._fallback_line(),
+            ]
+        )
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+@dataclass(frozen=True, slots=True)
+class BalancedEstimates(BatchEstimates):
+    r"""Balanced estimates :math:`\varphi_n^{(k)}` of a batch of tables, with diagnostics.
+
+    Attributes
+    ----------
+    values, fallback, n_fallback, method
+        As in :class:`BatchEstimates`.
+    steps : int or None
+        The requested k (single-marginal adjustments); ``None``: balanced to ``tol``.
+    steps_taken : int
+        Adjustments performed (``steps`` unless iterating to ``tol``; 0 if every table fell back).
+    converged : bool
+        Whether the balanced tables reached ``tol`` (fixed ``steps``: whether the result is
+        finite). ``False`` when no table was balanced.
+    marginal_error : float
+        Final max ``|marginal - target|`` over the balanced tables, NaN when none was balanced.
+    """
+
+    steps: int | None
+    steps_taken: int
+    converged: bool
+    marginal_error: float
+
+    def summary(self) -> str:
+        """A short text report: method, convergence and fallbacks."""
+        if self.steps is None:
+            conv = "converged" if self.converged else "NOT converged"
+            line = f"balanced to tolerance in {self.steps_taken} steps, {conv}"
+        else:
+            line = f"steps: {self.steps} (fixed count)"
+        return "\n".join(
+            [
+                BatchEstimates.summary(self),
+                f"{line}; final max |marginal - target| = {self.marginal_error:.3g}",
+            ]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A point estimate of :math:`P(h)` with its standard error and diagnostics.
+
+    Attributes
+    ----------
+    estimate : float
+        The estimate.
+    se : float
+        Its standard error.
+    se_method : str
+        How ``se`` was computed, with the tag of its derivation.
+    n : int
+        Sample size.
+    steps : int or None
+        Single-marginal adjustments; ``None``: balanced to tolerance.
+    converged : bool
+        Convergence of the balancing (fixed ``steps``: finite result).
+    marginal_error : float
+        Final max ``|marginal - target|`` of the balanced table (always measured).
+    notes : tuple of str
+        Assumptions and diagnostics, printed as numbered notes.
+    """
+
+    estimate: float
+    se: float
+    se_method: str
+    n: int
+    steps: int | None
+    converged: bool
+    marginal_error: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        """The 95% normal confidence interval."""
+        return self.confint(0.95)
+
+    def confint(self, level: float = 0.95) -> tuple[float, float]:
+        """Normal confidence interval ``estimate ± z_{(1+level)/2} · se``."""
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level!r}; e.g. 0.95.")
+        z = NormalDist().inv_cdf(0.5 + level / 2)
+        return (self.estimate - z * self.se, self.estimate + z * self.se)
+
+    def summary(self) -> str:
+        """Estimate, SE, CI, n, steps, SE method, convergence and numbered notes."""
+        lo, hi = self.ci
+        k = "to tolerance" if self.steps is None else f"{self.steps} (fixed count)"
+        if self.steps is None:
+            state = "converged" if self.converged else "NOT converged"
+        else:
+            state = "finite" if self.converged else "NOT finite or not run"
+        lines = [
+            f"estimate: {self.estimate:.6g}   SE: {self.se:.4g}   95% CI: [{lo:.6g}, {hi:.6g}]",
+            f"n: {self.n}   steps: {k}",
+            f"SE method: {self.se_method}",
+            f"balancing: {state}; final max |marginal - target| = {self.marginal_error:.3g}",
+        ]
+        lines += [f"  [{i}] {note}" for i, note in enumerate(self.notes, start=1)]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(self.summary())}</pre>"
+
+    def to_dict(self) -> dict[str, float | int | str | bool | None]:
+        """Flat dict of the numbers (notes joined by ``"; "``), for DataFrames and Dask."""
+        lo, hi = self.ci
+        return {
+            "estimate": self.estimate,
+            "se": self.se,
+            "ci_low": lo,
+            "ci_high": hi,
+            "se_method": self.se_method,
+            "n": self.n,
+            "steps": self.steps,
+            "converged": self.converged,
+            "marginal_error": self.marginal_error,
+            "notes": "; ".join(self.notes),
         }

@@ -10,7 +10,6 @@ non-asymptotic MSE bound. Everything is computed exactly from a known joint pmf 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,16 +17,22 @@ from numpy.typing import ArrayLike
 
 from raking.kernel import balance
 from raking.operators import (
-    _as_function,
-    _as_joint,
     conditional_mean_operators,
     maximal_correlation,
     singular_system,
     singular_values,
 )
+from raking.validation import (
+    check_function,
+    check_joint,
+    check_marginal_pmfs,
+    check_nonnegative,
+    check_option,
+    check_positive_int,
+    check_steps_or_inf,
+)
 from raking.variance import (
     _additive_residual,
-    _as_steps,
     asymptotic_variance,
     efficient_variance,
     ipwi_variance,
@@ -53,56 +58,7 @@ __all__ = [
     "variance_operator",
 ]
 
-_SUM_TOL = 1e-9
 _ESTIMATORS = ("balanced", "ipwi", "empirical")
-
-
-def _as_targets(
-    targets: Sequence[ArrayLike], shape: tuple[int, int], name: str = "targets"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return the supplied marginals ``(px_tilde, py_tilde)`` as float64 pmfs, or raise."""
-    if (isinstance(targets, np.ndarray) and targets.ndim != 2) or len(targets) != 2:
-        raise ValueError(
-            f"{name} must be a pair (px_tilde, py_tilde) of marginal pmfs over X and Y. Pass "
-            f"{name}=(px_tilde, py_tilde) with lengths {shape[0]} and {shape[1]}."
-        )
-    out = []
-    for i, (t, size) in enumerate(zip(targets, shape, strict=True)):
-        arr = np.asarray(t, dtype=np.float64)
-        label = f"{name}[{i}]"
-        if arr.shape != (size,):
-            raise ValueError(
-                f"{label} must have shape ({size},) to match axis {i} of P, got {arr.shape}. "
-                "Give one probability per category, in the table's order."
-            )
-        if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-            raise ValueError(
-                f"{label} has negative or non-finite entries; a marginal pmf is non-negative "
-                "and finite. Check how the targets were built."
-            )
-        if abs(float(arr.sum()) - 1.0) > _SUM_TOL:
-            raise ValueError(
-                f"{label} sums to {float(arr.sum()):.12g}, not 1 (tolerance {_SUM_TOL:g}). "
-                f"Divide it by its sum ({label} / {label}.sum())."
-            )
-        out.append(arr)
-    return out[0], out[1]
-
-
-def _check_positive(value: object, name: str, *, integer: bool, allow_zero: bool) -> float:
-    """A finite number ``> 0`` (``>= 0`` with ``allow_zero``), integral if ``integer``."""
-    kind = numbers.Integral if integer else numbers.Real
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, kind)
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        what = "integer" if integer else "number"
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite {what} {bound}, got {value!r}.")
-    return value
 
 
 def population_bias(
@@ -167,17 +123,16 @@ def population_bias(
     >>> population_bias(P, h, (P.sum(axis=1), P.sum(axis=0)), 3)
     0.0
     """
-    if estimator not in _ESTIMATORS:
-        raise ValueError(f"estimator must be one of {list(_ESTIMATORS)}, got {estimator!r}.")
+    check_option(estimator, options=_ESTIMATORS, name="estimator")
     if self_normalized and estimator != "ipwi":
         raise ValueError(
             f"self_normalized=True applies only to estimator='ipwi', got estimator={estimator!r}. "
             "Drop self_normalized or choose estimator='ipwi'."
         )
-    P = _as_joint(P)
-    h = _as_function(h, P.shape)
-    px_t, py_t = _as_targets(targets, P.shape)
-    k = _as_steps(steps)
+    P = check_joint(P)
+    h = check_function(h, P.shape)
+    px_t, py_t = check_marginal_pmfs(targets, P.shape)
+    k = check_steps_or_inf(steps)
     truth = float(np.sum(P * h))
     if estimator == "empirical":
         return 0.0
@@ -244,10 +199,10 @@ def misspecified_variance(
     :math:`\mathrm{MSE} \approx \mathrm{bias}^2 + \sigma^2/n`, which leaves :math:`\sigma^2`
     unspecified. Cost: :math:`k` calls of :func:`raking.kernel.balance`, :math:`O(k^2 ml)`.
     """
-    P = _as_joint(P)
-    h = _as_function(h, P.shape)
-    px_t, py_t = _as_targets(targets, P.shape)
-    k = _as_steps(steps)
+    P = check_joint(P)
+    h = check_function(h, P.shape)
+    px_t, py_t = check_marginal_pmfs(targets, P.shape)
+    k = check_steps_or_inf(steps)
     if k == math.inf:
         Q = balance(P, [px_t, py_t], steps=None)
         g = _safe_ratio(Q, P) * _additive_residual(Q, h)
@@ -309,7 +264,7 @@ def asymptotic_mse(
     §1.2, so it is accurate only when every category is observed with high probability.
     ``theory/variance.md`` §9.
     """
-    n = _check_positive(n, "n", integer=True, allow_zero=False)
+    n = check_positive_int(n, name="n")
     bias = population_bias(P, h, targets, steps)
     return bias * bias + misspecified_variance(P, h, targets, steps) / n
 
@@ -354,13 +309,13 @@ def mse_bound(sigma2_k: float, n: int, steps: int, C: float) -> float:
     >>> mse_bound(0.5, 100, 2, C=1.0)  # 0.5 / 100 + 1.0 * 2**6 / 100**1.5
     0.069
     """
-    sigma2_k = _check_positive(sigma2_k, "sigma2_k", integer=False, allow_zero=True)
-    n = _check_positive(n, "n", integer=True, allow_zero=False)
+    sigma2_k = check_nonnegative(sigma2_k, name="sigma2_k")
+    n = check_positive_int(n, name="n")
     if steps is None or (isinstance(steps, float) and math.isinf(steps)):
         raise ValueError(
             "steps must be a finite integer for the MSE bound: its k^6 n^{-3/2} term diverges "
             "as k grows. Pass the number of single-marginal adjustments, e.g. steps=4."
         )
-    k = _as_steps(steps)
-    C = _check_positive(C, "C", integer=False, allow_zero=True)
+    k = check_steps_or_inf(steps)
+    C = check_nonnegative(C, name="C")
     return sigma2_k / n + C * k**6 / n**1.5

@@ -23,15 +23,8 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-from raking.operators import (
-    _as_function,
-    _as_joint,
-    _cond_x,
-    _cond_y,
-    _singular_system,
-    maximal_correlation,
-)
-from raking.validation import check_steps
+from raking.operators import _cond_x, _cond_y, _singular_system, maximal_correlation
+from raking.validation import check_function, check_joint, check_option, check_steps_or_inf
 
 __all__ = [
     "asymptotic_variance",
@@ -47,12 +40,6 @@ _TIE_TOL = 1e-12
 """Singular values ``s_j >= 1 - _TIE_TOL`` (j >= 2) are treated as exactly 1 (reducible table)."""
 
 _METHODS = ("closed_form", "operator")
-
-
-def _as_steps(steps: object, name: str = "steps") -> int | float:
-    """``int >= 0``, or ``math.inf`` for ``math.inf`` / ``None`` (the limit k -> infinity)."""
-    k = check_steps(steps, name=name)
-    return math.inf if k is None else k
 
 
 def _center(P: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -131,9 +118,9 @@ def variance_operator(P: ArrayLike, h: ArrayLike, steps: int | float | None) -> 
     >>> round(variance_operator(P, h, 0), 6), round(variance_operator(P, h, 1), 6)
     (0.21, 0.075)
     """
-    P = _as_joint(P)
-    g = _center(P, _as_function(h, P.shape))
-    k = _as_steps(steps)
+    P = check_joint(P)
+    g = _center(P, check_function(h, P.shape))
+    k = check_steps_or_inf(steps)
     if k == math.inf:
         return _norm2(P, _additive_residual(P, g))
     for i in range(k, 0, -1):
@@ -222,8 +209,8 @@ def variance_closed_form(P: ArrayLike, h: ArrayLike, steps: int | float | None) 
     >>> round(variance_closed_form(P, h, 1), 6), round(variance_closed_form(P, h, np.inf), 6)
     (0.075, 0.048)
     """
-    P = _as_joint(P)
-    return _closed_form(P, _as_function(h, P.shape), _as_steps(steps))
+    P = check_joint(P)
+    return _closed_form(P, check_function(h, P.shape), check_steps_or_inf(steps))
 
 
 def asymptotic_variance(
@@ -257,11 +244,12 @@ def asymptotic_variance(
     ``theory.md`` §2.2-2.3 [DER]; ``theory/variance.md`` §3-4. The two methods agree to
     about 1e-12 (``tests/test_variance.py``).
     """
-    if method not in _METHODS:
-        raise ValueError(
-            f"method must be one of {list(_METHODS)}, got {method!r}. Use 'closed_form' (SVD) "
-            "or 'operator' (direct operator product)."
-        )
+    check_option(
+        method,
+        options=_METHODS,
+        name="method",
+        hint="Use 'closed_form' (SVD) or 'operator' (direct operator product).",
+    )
     fn = variance_closed_form if method == "closed_form" else variance_operator
     return fn(P, h, steps)
 
@@ -327,8 +315,8 @@ def ipwi_variance(P: ArrayLike, h: ArrayLike) -> float:
     [DER]: it never exceeds :math:`\operatorname{Var}_P(h)` (``theory.md`` §4.2 says it can;
     that remark is wrong for correct marginals). ``theory/variance.md`` §7.
     """
-    P = _as_joint(P)
-    hbar = _center(P, _as_function(h, P.shape))
+    P = check_joint(P)
+    hbar = _center(P, check_function(h, P.shape))
     influence = hbar - _cond_x(P, hbar)[:, None] - _cond_y(P, hbar)[None, :]
     return _norm2(P, influence)
 
@@ -363,13 +351,15 @@ def one_sided_ipw_variance(P: ArrayLike, h: ArrayLike, side: str) -> float:
     P_{n,X}(x)` is exactly one X-step of balancing; its linearisation gives the influence
     function :math:`\bar h - \Pi_X \bar h`, i.e. :math:`\sigma_1^2` of ``theory.md`` §2.2.
     """
-    if side not in ("x", "y"):
-        raise ValueError(
-            f"side must be 'x' or 'y', got {side!r}: the marginal whose known probabilities "
-            "weight the sample ('x' = rows of P, 'y' = columns)."
-        )
-    P = _as_joint(P)
-    hbar = _center(P, _as_function(h, P.shape))
+    check_option(
+        side,
+        options=("x", "y"),
+        name="side",
+        hint="It is the marginal whose known probabilities weight the sample ('x' = rows of P, "
+        "'y' = columns).",
+    )
+    P = check_joint(P)
+    hbar = _center(P, check_function(h, P.shape))
     return _norm2(P, _residual_x(P, hbar) if side == "x" else _residual_y(P, hbar))
 
 
@@ -402,14 +392,14 @@ def variance_decay_bound(P: ArrayLike, h: ArrayLike, steps: int | float | None) 
     :math:`(b_j - s_j a_j)^2 \le a_j^2 - 2 s_j a_j b_j + b_j^2` and
     :math:`s_j^{2(k-1)} \le s_2^{2(k-1)}`.
     """
-    k = _as_steps(steps)
+    k = check_steps_or_inf(steps)
     if k < 1:
         raise ValueError(
             f"steps must be >= 1 for the decay bound, got {k}; at k = 0 the variance is "
             "Var_P(h) itself (use asymptotic_variance(P, h, 0))."
         )
-    P = _as_joint(P)
-    h = _as_function(h, P.shape)
+    P = check_joint(P)
+    h = check_function(h, P.shape)
     var0, var_inf = _closed_form(P, h, 0), _closed_form(P, h, math.inf)
     s2 = maximal_correlation(P)
     return var_inf + s2 ** (2 * (k - 1)) * (var0 - var_inf)

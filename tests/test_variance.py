@@ -233,7 +233,7 @@ def test_bad_arguments_raise():
         variance_operator(P, h, -1)
     with pytest.raises(TypeError, match="steps must be a non-negative integer"):
         variance_closed_form(P, h, 1.5)
-    with pytest.raises(ValueError, match="side must be 'x' or 'y'"):
+    with pytest.raises(ValueError, match=r"side must be one of \['x', 'y'\], got 'X'"):
         one_sided_ipw_variance(P, h, "X")
     with pytest.raises(ValueError, match="sums to"):
         ipwi_variance(2 * P, h)

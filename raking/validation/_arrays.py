@@ -1,15 +1,11 @@
-"""Every check of user input, in one place.
+"""Checks of the kernel's inputs: (batched) tables and targets of any array-API library.
 
-Each function takes the value and the argument's ``name``, returns a clean value or raises a
-:class:`ValueError` (or :class:`TypeError`) whose message says which argument, what it received,
-why that is a problem and how to fix it. Public functions call these once; private functions never
-validate.
+Every array keeps its namespace, dtype and device; messages list the offending cells.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,87 +13,7 @@ import numpy as np
 
 from raking._array_api import Array, device, is_array, to_float, to_numpy
 from raking.exceptions import EmptyCategoryError
-
-__all__ = [
-    "check_check_every",
-    "check_is_array",
-    "check_max_steps",
-    "check_steps",
-    "check_table",
-    "check_targets",
-    "check_tol",
-    "count_targets",
-    "find_empty_categories",
-    "raise_on_empty_categories",
-    "total_tolerance",
-]
-
-_MAX_LISTED = 10
-
-
-def _listed(values: Sequence[Any]) -> str:
-    """``[a, b, c]`` with at most ``_MAX_LISTED`` entries, then ``...``."""
-    shown = ", ".join(str(v) for v in values[:_MAX_LISTED])
-    return f"[{shown}{', ...' if len(values) > _MAX_LISTED else ''}]"
-
-
-def _cells(indices: np.ndarray) -> list[tuple[int, ...]]:
-    """Rows of ``np.argwhere`` output as tuples of Python ints."""
-    return [tuple(int(i) for i in row) for row in indices]
-
-
-def check_steps(steps: object, *, name: str = "steps") -> int | None:
-    """Validate a number of single-marginal adjustments.
-
-    Returns ``None`` for "iterate to tolerance" (``None`` or ``math.inf``), else an ``int >= 0``.
-    """
-    if steps is None or (isinstance(steps, float) and math.isinf(steps) and steps > 0):
-        return None
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-        raise TypeError(
-            f"{name} must be a non-negative integer, None or math.inf, got {steps!r}. "
-            f"Pass e.g. {name}=4 for four single-marginal adjustments, or {name}=None to "
-            "iterate to the tolerance."
-        )
-    if steps < 0:
-        raise ValueError(
-            f"{name} must be >= 0, got {steps}. It counts single-marginal adjustments "
-            "(odd = X-step, even = Y-step); use 0 for the unbalanced table."
-        )
-    return int(steps)
-
-
-def check_tol(tol: object, *, name: str = "tol") -> float:
-    """Validate a positive, finite tolerance."""
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < math.inf):
-        raise ValueError(
-            f"{name} must be a positive finite number, got {tol!r}. It is the largest absolute "
-            "marginal error accepted (in the units of the targets); 1e-10 suits shares."
-        )
-    return float(tol)
-
-
-def check_max_steps(max_steps: object, *, name: str = "max_steps") -> int:
-    """Validate a positive cap on the number of single-marginal adjustments."""
-    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1:
-        raise ValueError(f"{name} must be a positive integer, got {max_steps!r}.")
-    return int(max_steps)
-
-
-def check_check_every(check_every: object, *, n_axes: int, name: str = "check_every") -> int:
-    """Validate the convergence-check period (in single-marginal adjustments)."""
-    if check_every is None:
-        return n_axes
-    if (
-        isinstance(check_every, bool)
-        or not isinstance(check_every, numbers.Integral)
-        or check_every < 1
-    ):
-        raise ValueError(
-            f"{name} must be a positive integer or None (one full sweep = {n_axes} steps), "
-            f"got {check_every!r}."
-        )
-    return int(check_every)
+from raking.validation._messages import _cells, _listed
 
 
 def check_is_array(x: object, *, name: str) -> None:

@@ -1,0 +1,77 @@
+"""Every check of user input, in one place.
+
+Each function takes the value and the argument's ``name``, returns a clean value or raises a
+:class:`ValueError` (or :class:`TypeError`, or :class:`~raking.exceptions.EmptyCategoryError`)
+whose message says which argument, what it received, why that is a problem and how to fix it.
+Public functions call these once; private functions never validate. Import the checks from
+``raking.validation``; the private submodules only split the file by kind of input:
+
+- ``_arrays``: the kernel's (batched) tables and targets, any array-API library;
+- ``_scalars``: step counts, tolerances, sizes, noise levels, options and seeds;
+- ``_statistics``: the statistics layer's NumPy inputs (count tables, codes, ``h``, pmfs);
+- ``_messages``: the message builder they share.
+"""
+
+from raking.validation._arrays import (
+    check_is_array,
+    check_table,
+    check_targets,
+    count_targets,
+    find_empty_categories,
+    raise_on_empty_categories,
+    total_tolerance,
+)
+from raking.validation._scalars import (
+    MISSING_POLICIES,
+    check_check_every,
+    check_max_steps,
+    check_nonnegative,
+    check_option,
+    check_policy,
+    check_positive_int,
+    check_seed,
+    check_steps,
+    check_steps_or_inf,
+    check_tol,
+)
+from raking.validation._statistics import (
+    PROBABILITY_TOL,
+    check_codes,
+    check_counts,
+    check_function,
+    check_joint,
+    check_marginal_pmfs,
+    check_probability,
+    check_shape,
+    check_xy_targets,
+)
+
+__all__ = [
+    "MISSING_POLICIES",
+    "PROBABILITY_TOL",
+    "check_check_every",
+    "check_codes",
+    "check_counts",
+    "check_function",
+    "check_is_array",
+    "check_joint",
+    "check_marginal_pmfs",
+    "check_max_steps",
+    "check_nonnegative",
+    "check_option",
+    "check_policy",
+    "check_positive_int",
+    "check_probability",
+    "check_seed",
+    "check_shape",
+    "check_steps",
+    "check_steps_or_inf",
+    "check_table",
+    "check_targets",
+    "check_tol",
+    "check_xy_targets",
+    "count_targets",
+    "find_empty_categories",
+    "raise_on_empty_categories",
+    "total_tolerance",
+]

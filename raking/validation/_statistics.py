@@ -1,0 +1,229 @@
+"""Checks of the statistics layer's inputs, returned as NumPy float64 (codes as int64).
+
+Count tables, category codes, functions h(x, y), probability vectors and joint pmfs, and pairs
+of target marginals.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from raking._array_api import get_xp
+from raking.exceptions import EmptyCategoryError
+from raking.validation._arrays import check_table, check_targets, count_targets
+from raking.validation._messages import _MAX_LISTED, _listed, _where
+
+
+def check_counts(counts: object, *, name: str = "counts") -> np.ndarray:
+    """Count table(s) as float64 ``(..., m, l)``: finite, non-negative, every table with mass."""
+    arr = np.asarray(counts)
+    if arr.ndim < 2:
+        raise ValueError(
+            f"{name} must be a count table of shape (..., m, l), got shape {arr.shape}. Build "
+            "it from integer codes with raking.marginals.counts_from_codes."
+        )
+    table = np.asarray(check_table(arr, n_axes=2, xp=get_xp(arr), name=name), np.float64)
+    totals = table.sum(axis=(-2, -1))
+    if np.any(totals <= 0):
+        first = np.argwhere(np.atleast_1d(totals) <= 0)[0].tolist()
+        raise ValueError(
+            f"{name} has a table with no observations (batch index {first}); an estimate needs "
+            "n > 0. Drop empty replicates before estimating."
+        )
+    return table
+
+
+def check_shape(
+    shape: object, *, name: str = "shape", like: tuple[int, ...] | None = None, like_name: str = "h"
+) -> tuple[int, int]:
+    """A pair ``(m, l)`` of positive integers.
+
+    With ``like`` (the shape of the argument ``like_name``), ``shape`` must equal it.
+    """
+    ok = (
+        isinstance(shape, tuple | list)
+        and len(shape) == 2
+        and all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in shape
+        )
+    )
+    if like is not None and (not ok or tuple(shape) != tuple(like)):  # type: ignore[arg-type]
+        raise ValueError(
+            f"{name} is {shape!r} but {like_name} has shape {tuple(like)}; {like_name} must give "
+            f"one value per (x, y) cell. Drop {name} or pass {like_name} of that shape."
+        )
+    if not ok:
+        raise ValueError(
+            f"{name} must be a pair (m, l) of positive integers, got {shape!r}; m and l are the "
+            "numbers of categories of x and y."
+        )
+    return int(shape[0]), int(shape[1])  # type: ignore[index]
+
+
+def check_codes(
+    codes: object, n_categories: int, *, name: str, replicates: bool = True
+) -> np.ndarray:
+    """Integer category codes in ``[0, n_categories)`` as int64, 1-D (or 2-D with replicates)."""
+    arr = np.asarray(codes)
+    if arr.ndim != 1 and not (replicates and arr.ndim == 2):
+        if replicates:
+            raise ValueError(
+                f"{name} must be 1-D (one sample) or 2-D (replicates, samples), got shape "
+                f"{arr.shape}."
+            )
+        raise ValueError(
+            f"{name} must be 1-D (one sample), got shape {arr.shape}. For replicates, use "
+            "counts_from_codes and balanced_estimate."
+        )
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"{name} must hold integer category codes, got dtype {arr.dtype}. Encode the "
+            "categories as 0, 1, ..., e.g. with numpy.unique(values, return_inverse=True)."
+        )
+    bad = (arr < 0) | (arr >= n_categories)
+    if np.any(bad):
+        values = np.unique(arr[bad])[:_MAX_LISTED].tolist()
+        raise ValueError(
+            f"{name} has codes {values} outside [0, {n_categories}); every code must index a "
+            f"category. Pass a larger shape or re-encode {name}."
+        )
+    return arr.astype(np.int64, copy=False)
+
+
+def check_function(
+    h: object, shape: tuple[int, ...] | None = None, *, name: str = "h"
+) -> np.ndarray:
+    """Function values ``h(x, y)`` as a finite float64 ``(m, l)`` array, of ``shape`` if given."""
+    arr = np.asarray(h, dtype=np.float64)
+    if shape is None and arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be an (m, l) table of {name}(x, y), got shape {arr.shape}. Give one "
+            "value per (x, y) cell, X on the rows and Y on the columns."
+        )
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(
+            f"{name} has shape {arr.shape} but the table's last two axes are {tuple(shape)}; "
+            f"give {name}(x, y) as an array of shape {tuple(shape)}, X on the rows and Y on the "
+            "columns (for a function of x only, broadcast it: np.broadcast_to(f[:, None], "
+            "shape))."
+        )
+    if not np.isfinite(arr.sum()) and not np.all(np.isfinite(arr)):
+        raise ValueError(
+            f"{name} must be finite, found NaN or inf at cells {_where(~np.isfinite(arr))}. "
+            "Replace them: the estimators and the theory need a bounded function."
+        )
+    return arr
+
+
+PROBABILITY_TOL = 1e-8
+"""Largest accepted ``|sum - 1|`` for a probability vector or joint pmf."""
+
+
+def check_probability(p: object, *, ndim: int = 1, name: str = "p") -> np.ndarray:
+    """A float64 probability vector (``ndim=1``) or joint pmf (``ndim=2``): finite, >= 0, sum 1.
+
+    The sum must be 1 within :data:`PROBABILITY_TOL`; the array is returned as given, not
+    renormalised.
+    """
+    arr = np.asarray(p, dtype=np.float64)
+    if arr.ndim != ndim or arr.size == 0:
+        what, fix = (
+            ("1-D probability vector", "Give one probability per category.")
+            if ndim == 1
+            else (
+                f"{ndim}-D joint pmf of shape (m, l)",
+                "Pass the joint probabilities as an m x l array (rows X, columns Y).",
+            )
+        )
+        raise ValueError(f"{name} must be a non-empty {what}, got shape {arr.shape}. {fix}")
+    if not np.isfinite(arr.sum()) and not np.all(np.isfinite(arr)):
+        raise ValueError(
+            f"{name} must be finite and non-negative, found NaN or infinite entries at "
+            f"{_where(~np.isfinite(arr))}. Replace them; probabilities lie in [0, 1]."
+        )
+    if arr.min() < 0:
+        raise ValueError(
+            f"{name} must be finite and non-negative, found negative entries at "
+            f"{_where(arr < 0)} (smallest {arr.min():.6g}). Pass probabilities, not centred "
+            "or log values."
+        )
+    total = float(arr.sum())
+    if abs(total - 1.0) > PROBABILITY_TOL:
+        raise ValueError(
+            f"{name} sums to {total:.12g}, not 1 (tolerance {PROBABILITY_TOL:g}). Divide {name} "
+            f"by its sum ({name} / {name}.sum()) to give probabilities."
+        )
+    return arr
+
+
+def check_joint(P: object, *, name: str = "P") -> np.ndarray:
+    """A float64 joint pmf ``(m, l)`` with strictly positive marginals.
+
+    An empty row or column raises :class:`EmptyCategoryError`: the conditional means given X (or
+    Y) divide by its probability.
+    """
+    arr = check_probability(P, ndim=2, name=name)
+    for axis, label in ((0, "X"), (1, "Y")):
+        empty = np.flatnonzero(arr.sum(axis=1 - axis) == 0)
+        if empty.size:
+            cats = [int(c) for c in empty]
+            kind = "rows" if axis == 0 else "columns"
+            raise EmptyCategoryError(
+                f"{name} has zero probability in {label} categories {_listed(cats)}; the "
+                f"conditional means given {label} divide by P_{label}, which is 0 there. Drop "
+                f"these {kind} from {name} (the rest still sums to 1).",
+                axis=axis,
+                categories=tuple(cats),
+                batch_index=None,
+            )
+    return arr
+
+
+def _check_pair(targets: object, shape: tuple[int, ...], *, name: str = "targets") -> None:
+    """Raise unless ``targets`` is a pair ``[p_x, p_y]``: one marginal per axis of the table."""
+    if isinstance(targets, np.ndarray):
+        if targets.ndim == 2 and len(targets) == 2:
+            return
+        got = f"an array of shape {targets.shape}"
+    else:
+        n = count_targets(targets, name=name)
+        if n == 2:
+            return
+        got = f"{n} array{'s' if n != 1 else ''}"
+    m, l = tuple(shape)[-2:]
+    raise ValueError(
+        f"{name} must be a pair [p_x, p_y], one target marginal per axis of the (m, l) = "
+        f"({m}, {l}) table, got {got}. Pass {name}=[p_x, p_y] with lengths {m} and {l}."
+    )
+
+
+def check_xy_targets(
+    targets: object, table: np.ndarray, *, name: str = "targets"
+) -> list[np.ndarray]:
+    """A pair ``[p_x, p_y]`` of targets (shares or counts) for the ``(..., m, l)`` table.
+
+    Each is ``(n_i,)`` or has the table's batch axes in front; see :func:`check_targets`.
+    """
+    _check_pair(targets, table.shape, name=name)
+    checked = check_targets(targets, table, xp=get_xp(table), name=name)  # type: ignore[arg-type]
+    return [np.asarray(t) for t in checked]
+
+
+def check_marginal_pmfs(
+    targets: object, shape: tuple[int, int], *, name: str = "targets"
+) -> tuple[np.ndarray, np.ndarray]:
+    """A pair of marginal pmfs ``(p_x, p_y)`` of lengths ``shape``, as float64 vectors."""
+    _check_pair(targets, shape, name=name)
+    out = []
+    for i, (t, size) in enumerate(zip(targets, shape, strict=True)):  # type: ignore[call-overload]
+        label = f"{name}[{i}]"
+        arr = np.asarray(t, dtype=np.float64)
+        if arr.shape != (size,):
+            raise ValueError(
+                f"{label} must have shape ({size},) to match axis {i} of the table, got "
+                f"{arr.shape}. Give one probability per category, in the table's order."
+            )
+        out.append(check_probability(arr, ndim=1, name=label))
+    return out[0], out[1]
