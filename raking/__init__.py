@@ -2,13 +2,17 @@
 
 The kernel (:func:`balance`, :func:`balance_result`, :func:`scaling_factors`,
 :func:`apply_scaling`) runs on NumPy, CuPy, PyTorch and any array-API library; the statistics
-layer (:mod:`raking.estimators`, :mod:`raking.marginals`, :mod:`raking.theory`) works in NumPy.
-Heavy optional packages (numba, torch, cupy, pandas, dask, matplotlib) are imported lazily.
+layer (:mod:`raking.estimators`, :mod:`raking.marginals`, :mod:`raking.theory`) works in NumPy
+float64. Heavy optional packages (numba, torch, cupy, pandas, dask, matplotlib) are imported
+lazily, only by the functions that need them.
 """
 
+from raking import estimators, marginals, theory
+from raking.estimators import balanced_estimate, empirical_estimate, estimate, ipw_estimate
 from raking.exceptions import ConvergenceWarning, EmptyCategoryError
 from raking.kernel import apply_scaling, balance, balance_result, scaling_factors
-from raking.results import BalanceResult, ScalingResult
+from raking.results import BalanceResult, Estimate, ScalingResult
+from raking.theory import asymptotic_variance, singular_values
 
 __version__ = "0.1.0"
 
@@ -16,10 +20,20 @@ __all__ = [
     "BalanceResult",
     "ConvergenceWarning",
     "EmptyCategoryError",
+    "Estimate",
     "ScalingResult",
     "__version__",
     "apply_scaling",
+    "asymptotic_variance",
     "balance",
     "balance_result",
+    "balanced_estimate",
+    "empirical_estimate",
+    "estimate",
+    "estimators",
+    "ipw_estimate",
+    "marginals",
     "scaling_factors",
+    "singular_values",
+    "theory",
 ]

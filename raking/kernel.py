@@ -413,6 +413,11 @@ def _ipf(
 
 def _apply(table: Array, factors: Sequence[Array], *, xp: Any, log_domain: bool) -> Array:
     """``K * f_1 ⊗ ... ⊗ f_d`` (log: ``L + g_1 ⊕ ... ⊕ g_d``), a new array."""
+    if not log_domain and is_numpy(xp):
+        from raking._numba import numba_apply, use_numba
+
+        if use_numba(table, factors, 0):  # factors have the targets' shapes and dtype
+            return numba_apply(table, factors)
     d = len(factors)
     out = table
     for a, f in enumerate(factors):

@@ -261,7 +261,7 @@ class Estimate:
         if self.steps is None:
             state = "converged" if self.converged else "NOT converged"
         else:
-            state = "finite" if self.converged else "NOT finite or not run"
+            state = f"{self.steps} steps done" if self.converged else "NOT run (fallback)"
         lines = [
             f"estimate: {self.estimate:.6g}   SE: {self.se:.4g}   95% CI: [{lo:.6g}, {hi:.6g}]",
             f"n: {self.n}   steps: {k}",

@@ -1,0 +1,301 @@
+"""The compiled loops (``raking._numba``) against their oracle, the array-API kernel."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import subprocess
+import sys
+
+import array_api_compat.numpy as xp_numpy
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import raking._numba
+from raking import balance, balance_result, scaling_factors
+from raking._numba import numba_apply, numba_ipf, use_numba
+from raking.kernel import _apply, _ipf
+
+pytest.importorskip("numba")
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def numba_dispatch_off():
+    """The kernel's NumPy path, however large the batch."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(raking._numba, "use_numba", lambda table, targets, steps: False)
+        yield
+
+
+def kernel(table, targets, steps):
+    """The array-API kernel's result (the oracle), Numba dispatch off."""
+    with numba_dispatch_off():
+        return _ipf(
+            table,
+            targets,
+            steps=steps,
+            tol=1e-10,
+            max_steps=10_000,
+            check_every=2,
+            log_domain=False,
+            xp=xp_numpy,
+        )
+
+
+def assert_same_result(actual, expected, table, targets, *, rtol=1e-12):
+    """Same factors, balanced tables, steps and diagnostics as the kernel."""
+    assert actual.steps == expected.steps
+    assert actual.converged == expected.converged
+    assert actual.tol is None and expected.tol is None
+    assert actual.log_domain is False
+    for fa, fe in zip(actual.factors, expected.factors, strict=True):
+        assert isinstance(fa, np.ndarray)
+        assert fa.dtype == fe.dtype == table.dtype
+        assert fa.shape == fe.shape
+        np.testing.assert_allclose(fa, fe, rtol=rtol, atol=0)
+    np.testing.assert_allclose(
+        _apply(table, actual.factors, xp=xp_numpy, log_domain=False),
+        _apply(table, expected.factors, xp=xp_numpy, log_domain=False),
+        rtol=rtol,
+        atol=0,
+    )
+    scale = max(float(np.max(t)) for t in targets)  # units of the marginal error
+    np.testing.assert_allclose(
+        actual.marginal_error, expected.marginal_error, rtol=rtol, atol=10 * rtol * scale
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Strategies
+# ------------------------------------------------------------------------------------------------
+
+
+def _shares(draw, shape, total):
+    w = draw(hnp.arrays(np.float64, shape, elements=st.floats(0.05, 5.0)))
+    return total * w / w.sum(axis=-1, keepdims=True)
+
+
+@st.composite
+def batched_problems(draw):
+    """A positive batch of 2-D tables, targets (1-D or batched) with equal totals, steps."""
+    batch = draw(st.one_of(st.tuples(st.integers(1, 6)), st.just((2, 3))))
+    m = draw(st.integers(1, 7))
+    l = draw(st.integers(1, 7))
+    table = draw(hnp.arrays(np.float64, (*batch, m, l), elements=st.floats(1e-3, 1e3)))
+    total = draw(st.sampled_from([1.0, 37.5, 1e4]))
+    targets = [  # shared (1-D) or per table (batched), each row summing to `total`
+        _shares(draw, (*batch, n) if draw(st.booleans()) else (n,), total) for n in (m, l)
+    ]
+    steps = draw(st.integers(0, 12))
+    return table, targets, steps
+
+
+# ------------------------------------------------------------------------------------------------
+# numba_ipf equals the kernel
+# ------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(batched_problems())
+def test_numba_ipf_matches_the_kernel(problem):
+    table, targets, steps = problem
+    assert_same_result(
+        numba_ipf(table, targets, steps), kernel(table, targets, steps), table, targets
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(batched_problems())
+def test_numba_ipf_matches_the_kernel_in_float32(problem):
+    table, targets, steps = problem
+    table = table.astype(np.float32)
+    targets = [t.astype(np.float32) for t in targets]
+    assert_same_result(
+        numba_ipf(table, targets, steps), kernel(table, targets, steps), table, targets, rtol=2e-4
+    )
+
+
+def test_batched_targets_differ_per_table():
+    rng = np.random.default_rng(1)
+    table = rng.uniform(0.1, 1.0, size=(4, 3, 5, 6))
+    px = rng.uniform(0.5, 1.5, size=(4, 3, 5))
+    py = rng.uniform(0.5, 1.5, size=(4, 3, 6))
+    px /= px.sum(axis=-1, keepdims=True)
+    py /= py.sum(axis=-1, keepdims=True)
+    result = numba_ipf(table, [px, py], 7)
+    assert result.factors[0].shape == (4, 3, 5)
+    assert result.factors[1].shape == (4, 3, 6)
+    assert_same_result(result, kernel(table, [px, py], 7), table, [px, py])
+    # Balanced to each table's own X-target after the last (odd) step.
+    out = _apply(table, result.factors, xp=xp_numpy, log_domain=False)
+    np.testing.assert_allclose(out.sum(axis=-1), px, rtol=1e-12)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 5])
+def test_zero_rows_and_columns_with_zero_targets_get_the_neutral_factor(steps):
+    rng = np.random.default_rng(2)
+    table = rng.uniform(0.1, 1.0, size=(3, 4, 5))
+    table[0, 1, :] = 0.0  # empty X category in table 0
+    table[2, :, 3] = 0.0  # empty Y category in table 2
+    px = np.array([[0.3, 0.0, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]])
+    py = np.array([[0.2] * 5, [0.2] * 5, [0.3, 0.3, 0.2, 0.0, 0.2]])
+    result = numba_ipf(table, [px, py], steps)
+    assert_same_result(result, kernel(table, [px, py], steps), table, [px, py])
+    assert result.factors[0][0, 1] == 1.0 or steps == 0
+    assert result.factors[1][2, 3] == 1.0
+
+
+def test_non_contiguous_input_and_steps_zero():
+    rng = np.random.default_rng(3)
+    table = rng.uniform(0.1, 1.0, size=(5, 6, 4)).transpose(0, 2, 1)  # (5, 4, 6), a view
+    targets = [np.full(4, 0.25), np.full(6, 1 / 6)]
+    for steps in (0, 3):
+        expected = kernel(table, targets, steps)
+        assert_same_result(numba_ipf(table, targets, steps), expected, table, targets)
+    result = numba_ipf(table, targets, 0)
+    assert all(np.all(f == 1.0) for f in result.factors)
+
+
+def test_nan_in_the_table_gives_a_nan_error_not_converged():
+    table = np.ones((3, 2, 2))
+    table[1, 0, 1] = np.nan
+    targets = [np.full(2, 0.5), np.full(2, 0.5)]
+    result, expected = numba_ipf(table, targets, 3), kernel(table, targets, 3)
+    assert math.isnan(result.marginal_error) and math.isnan(expected.marginal_error)
+    assert result.converged is expected.converged is False
+
+
+@settings(max_examples=40, deadline=None)
+@given(batched_problems())
+def test_numba_apply_equals_the_kernel_apply_bitwise(problem):
+    table, targets, steps = problem
+    factors = kernel(table, targets, steps).factors
+    np.testing.assert_array_equal(
+        numba_apply(table, factors), _apply(table, factors, xp=xp_numpy, log_domain=False)
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# use_numba and the dispatch from the kernel
+# ------------------------------------------------------------------------------------------------
+
+
+def _big_batch(dtype=np.float64):
+    """A 10^4 x 50 x 50 NumPy batch without allocating it (use_numba reads shape and dtype)."""
+    return np.broadcast_to(np.ones((1, 1, 1), dtype), (10_000, 50, 50))
+
+
+def test_use_numba_for_many_small_numpy_tables():
+    targets = [np.full(50, 0.02), np.full(50, 0.02)]
+    assert use_numba(_big_batch(), targets, 8)
+    assert use_numba(_big_batch(np.float32), [t.astype(np.float32) for t in targets], 8)
+    batched = [np.full((10_000, 50), 0.02)] * 2
+    assert use_numba(_big_batch(), batched, 8)
+
+
+def test_use_numba_is_false_for_torch_input():
+    torch = pytest.importorskip("torch")
+    table = torch.ones(1, dtype=torch.float64).expand(10_000, 50, 50)
+    targets = [torch.full((50,), 0.02, dtype=torch.float64)] * 2
+    assert not use_numba(table, targets, 8)
+
+
+@pytest.mark.parametrize(
+    "shape", [(50, 50), (1, 50, 50), (1, 1, 50, 50)], ids=["2-D", "B=1", "B=1x1"]
+)
+def test_use_numba_is_false_for_one_table(shape):
+    assert not use_numba(np.ones(shape), [np.full(50, 0.02)] * 2, 8)
+
+
+def test_use_numba_is_false_outside_its_domain():
+    table, t = _big_batch(), np.full(50, 0.02)
+    assert not use_numba(table, [t, t], None)  # iterate to tolerance
+    assert not use_numba(table, [t, t, t], 8)  # three balanced axes
+    assert not use_numba(table.astype(np.float16), [t.astype(np.float16)] * 2, 8)
+    assert not use_numba(table, [t.astype(np.float32), t], 8)  # mixed dtypes
+    assert not use_numba(table, [np.full((7, 50), 0.02), t], 8)  # foreign batch shape
+    big = np.broadcast_to(np.ones((1, 1, 1)), (2, 1000, 1000))  # 8 MB per table
+    assert not use_numba(big, [np.full(1000, 1e-3)] * 2, 8)
+
+
+def test_use_numba_needs_a_table_per_cpu_for_larger_tables(monkeypatch):
+    table = np.broadcast_to(np.ones((1, 1, 1)), (4, 400, 400))
+    targets = [np.full(400, 1 / 400)] * 2
+    monkeypatch.setattr(raking._numba.os, "cpu_count", lambda: 4)
+    assert use_numba(table, targets, 8)
+    monkeypatch.setattr(raking._numba.os, "cpu_count", lambda: 8)
+    assert not use_numba(table, targets, 8)
+    small = np.broadcast_to(np.ones((1, 1, 1)), (2, 100, 100))  # small: any B >= 2
+    assert use_numba(small, [np.full(100, 0.01)] * 2, 8)
+
+
+def test_use_numba_is_false_without_numba(monkeypatch):
+    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
+    raking._numba._numba_available.cache_clear()
+    try:
+        assert not use_numba(_big_batch(), [np.full(50, 0.02)] * 2, 8)
+    finally:
+        raking._numba._numba_available.cache_clear()
+
+
+def _spy(monkeypatch):
+    calls = []
+    original = raking._numba.numba_ipf
+
+    def spy(table, targets, steps):
+        calls.append((table.shape, steps))
+        return original(table, targets, steps)
+
+    monkeypatch.setattr(raking._numba, "numba_ipf", spy)
+    return calls
+
+
+def test_balance_on_a_numpy_batch_takes_the_numba_path(monkeypatch):
+    calls = _spy(monkeypatch)
+    rng = np.random.default_rng(4)
+    table = rng.uniform(0.1, 1.0, size=(8, 5, 6))
+    targets = [np.full(5, 0.2), np.full(6, 1 / 6)]
+    out = balance(table, targets, steps=3)
+    assert calls == [((8, 5, 6), 3)]
+    with numba_dispatch_off():
+        expected = balance(table, targets, steps=3)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=0)
+    result = balance_result(table, targets, steps=3)
+    assert result.converged and result.tol is None and len(calls) == 2
+    scaling_factors(table, targets, steps=2)
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"steps": None}, {"steps": 4, "log_domain": True}],
+    ids=["to-tolerance", "log-domain"],
+)
+def test_balance_stays_in_numpy_outside_the_domain(monkeypatch, kwargs):
+    calls = _spy(monkeypatch)
+    table = np.random.default_rng(5).uniform(0.1, 1.0, size=(8, 5, 6))
+    if kwargs.get("log_domain"):
+        table = np.log(table)
+    balance(table, [np.full(5, 0.2), np.full(6, 1 / 6)], **kwargs)
+    assert calls == []
+
+
+def test_balance_on_one_numpy_table_stays_in_numpy(monkeypatch):
+    calls = _spy(monkeypatch)
+    balance(np.ones((5, 6)), [np.full(5, 0.2), np.full(6, 1 / 6)], steps=4)
+    assert calls == []
+
+
+def test_importing_the_module_does_not_import_numba():
+    code = "import sys, json, raking._numba; print(json.dumps('numba' in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) is False
