@@ -45,7 +45,7 @@ import numpy as np
 
 from raking.results import ScalingResult
 
-__all__ = ["numba_apply", "numba_ipf", "use_numba"]
+__all__ = ["numba_apply", "numba_ipf", "numba_supports", "use_numba"]
 
 # Decision rule of use_numba (measurements in its docstring and in benchmarks/README.md).
 _MIN_TABLES = 2  # a single table never loads numba
@@ -116,25 +116,41 @@ def use_numba(table: Any, targets: Sequence[Any], steps: int | None) -> bool:
     One table (no batch axis, or ``B = 1``) stays in NumPy: the one-off import of numba and
     load of the cached loops (0.2-0.5 s per process) would dominate.
     """
-    if steps is None or len(targets) != 2 or not isinstance(table, np.ndarray):
+    if not _supported(table, targets, steps):
         return False
-    if table.ndim < 3 or table.dtype not in (np.float64, np.float32):
-        return False
-    batch = table.shape[:-2]
-    for target, n in zip(targets, table.shape[-2:], strict=True):
-        if (
-            not isinstance(target, np.ndarray)
-            or target.dtype != table.dtype
-            or target.shape not in ((n,), (*batch, n))
-        ):
-            return False
-    n_tables = math.prod(batch)
+    n_tables = math.prod(table.shape[:-2])
     cells = table.shape[-2] * table.shape[-1]
     if n_tables < _MIN_TABLES or cells > _MAX_CELLS:
         return False
     if cells > _SMALL_CELLS and n_tables < (os.cpu_count() or 1):
         return False
     return _numba_available()
+
+
+def numba_supports(table: Any, targets: Sequence[Any], steps: int | None) -> bool:
+    """Whether the compiled loops can run this problem at all, fast or not.
+
+    NumPy float64/float32 input with one or more batch axes, exactly two balanced axes, targets
+    (or factors) of the table's dtype and a fixed ``steps``; and numba importable. This is what
+    ``compiled=True`` asks for (the Monte Carlo ``numba`` backend); :func:`use_numba` adds the
+    measured speed rule on top.
+    """
+    return _supported(table, targets, steps) and _numba_available()
+
+
+def _supported(table: Any, targets: Sequence[Any], steps: int | None) -> bool:
+    """The structural conditions of :func:`numba_supports`, without importing numba."""
+    if steps is None or len(targets) != 2 or not isinstance(table, np.ndarray):
+        return False
+    if table.ndim < 3 or table.dtype not in (np.float64, np.float32):
+        return False
+    batch = table.shape[:-2]
+    return all(
+        isinstance(target, np.ndarray)
+        and target.dtype == table.dtype
+        and target.shape in ((n,), (*batch, n))
+        for target, n in zip(targets, table.shape[-2:], strict=True)
+    )
 
 
 def numba_ipf(table: np.ndarray, targets: Sequence[np.ndarray], steps: int) -> ScalingResult:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from raking._array_api import get_xp
+from raking._array_api import Array, device, get_xp
 from raking.kernel import _ipf
 from raking.marginals import counts_from_codes
 from raking.results import BalancedEstimates, BatchEstimates, Estimate, ScalingResult
@@ -60,69 +60,77 @@ _SE_FALLBACK = "plug-in Var_n(h) / n (empirical fallback; SE ignores raking)"
 # --------------------------------------------------------------------------------------------
 
 
-def _shares(targets: list[np.ndarray]) -> list[np.ndarray]:
+def _shares(targets: list[Array], *, xp: Any) -> list[Array]:
     """Validated targets (``(n_i,)`` or ``(*batch, n_i)``) divided by their totals."""
-    return [t / t.sum(axis=-1, keepdims=True) for t in targets]
+    return [t / xp.sum(t, axis=-1, keepdims=True) for t in targets]
+
+
+def _mean(Pn: Array, h: Array, *, xp: Any) -> Array:
+    r""":math:`\sum_{x,y} P_n(x, y) h(x, y)` of each table (batch shape)."""
+    return xp.sum(Pn * h, axis=(-2, -1))
 
 
 def _empty_tables(
-    Pn: np.ndarray, targets: list[np.ndarray], axes: tuple[int, ...], missing: str
-) -> np.ndarray:
+    Pn: Array, targets: list[Array], axes: tuple[int, ...], missing: str, *, xp: Any
+) -> Array:
     """Batch mask of tables with an empty category on ``axes``; raise under ``"raise"``.
 
     Only the axes the estimator divides by count: none for k = 0, X for k = 1, both for k >= 2.
     """
     if not axes:
-        return np.zeros(Pn.shape[:-2], dtype=bool)
+        return xp.zeros(Pn.shape[:-2], dtype=xp.bool, device=device(Pn))
     # Zero the targets of the other axis so that only ``axes`` can be reported.
-    used = [t if a in axes else np.zeros_like(t) for a, t in enumerate(targets)]
+    used = [t if a in axes else xp.zeros_like(t) for a, t in enumerate(targets)]
     if missing == "raise":
-        raise_on_empty_categories(Pn, used, xp=get_xp(Pn), name="counts")
-    masks = find_empty_categories(Pn, used, xp=get_xp(Pn))
-    return np.asarray(masks[0]).any(axis=-1) | np.asarray(masks[1]).any(axis=-1)
+        raise_on_empty_categories(Pn, used, xp=xp, name="counts")
+    masks = find_empty_categories(Pn, used, xp=xp)
+    return xp.any(masks[0], axis=-1) | xp.any(masks[1], axis=-1)
 
 
 def _balance(
-    Pn: np.ndarray,
-    targets: list[np.ndarray],
-    h: np.ndarray,
-    keep: np.ndarray,
+    Pn: Array,
+    targets: list[Array],
+    h: Array,
+    fallback: Array,
     *,
     steps: int | None,
     tol: float,
     max_steps: int,
-) -> tuple[np.ndarray, ScalingResult | None]:
-    """Balance the flat batch entries ``keep`` in ONE kernel call; return ``P^(k)(h)`` of each.
+    compiled: bool | None,
+    xp: Any,
+) -> tuple[Array, ScalingResult]:
+    """Balance every table in ONE kernel call and return :math:`P_n^{(k)}(h)` of each.
 
-    Tables that fall back are left out of the call: they cannot reach the targets and would stop
-    a run to ``tol`` from converging.
+    A table that falls back (an empty category) is swapped for the product of its targets, a
+    fixed point of balancing, so that it neither divides by zero nor keeps a run to ``tol`` from
+    converging; its value is replaced by the empirical mean afterwards.
     """
-    m, l = Pn.shape[-2:]
-    if not keep.any():
-        return np.empty(0), None
-    every = bool(keep.all())
-
-    def pick(a: np.ndarray) -> np.ndarray:
-        return a if every else a[keep]
-
-    table = pick(Pn.reshape(-1, m, l))
-    sub = [t if t.ndim == 1 else pick(t.reshape(-1, t.shape[-1])) for t in targets]
+    product = targets[0][..., :, None] * targets[1][..., None, :]
+    table = xp.where(fallback[..., None, None], product, Pn)
     res = _ipf(
         table,
-        sub,
+        targets,
         steps=steps,
         tol=tol,
         max_steps=max_steps,
         check_every=check_check_every(None, n_axes=2),
         log_domain=False,
-        xp=get_xp(table),
+        xp=xp,
+        compiled=compiled,
     )
-    fx, fy = (np.asarray(f).reshape(-1, n) for f, n in zip(res.factors, (m, l), strict=True))
-    return np.einsum("bxy,bx,by,xy->b", table, fx, fy, h), res
+    fx, fy = res.factors
+    # sum_x f_x(x) sum_y [P_n h](x, y) f_y(y): one batched mat-vec, no balanced table formed.
+    inner = xp.matmul(table * h, fy[..., None])[..., 0]
+    return xp.sum(fx * inner, axis=-1), res
 
 
-def _to_output(values: np.ndarray) -> np.ndarray | float:
+def _to_output(values: Array) -> Array | float:
     return float(values) if values.ndim == 0 else values
+
+
+def _as_xp(h: np.ndarray, like: Array, *, xp: Any) -> Array:
+    """The validated NumPy ``h`` as a float64 array of ``like``'s namespace and device."""
+    return h if isinstance(like, np.ndarray) else xp.asarray(h, device=device(like))
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,8 +158,9 @@ def empirical_estimate(counts: ArrayLike, h: ArrayLike) -> np.ndarray | float:
     ``theory.md`` §1.3: :math:`\varphi_n^{(0)}`.
     """
     counts = check_counts(counts)
-    h = check_function(h, counts.shape[-2:])
-    return _to_output(np.einsum("...xy,xy->...", counts, h) / counts.sum(axis=(-2, -1)))
+    xp = get_xp(counts)
+    h = _as_xp(check_function(h, tuple(counts.shape[-2:])), counts, xp=xp)
+    return _to_output(_mean(counts, h, xp=xp) / xp.sum(counts, axis=(-2, -1)))
 
 
 def balanced_estimate(
@@ -163,6 +172,7 @@ def balanced_estimate(
     missing: str = "raise",
     tol: float = 1e-10,
     max_steps: int = 10_000,
+    compiled: bool | None = None,
 ) -> BalancedEstimates:
     r"""The k-step balanced estimator :math:`\varphi_n^{(k)} = P_n^{(k)}(h)` of each table.
 
@@ -174,7 +184,9 @@ def balanced_estimate(
     Parameters
     ----------
     counts : array_like, shape ``(..., m, l)``
-        Count table(s); leading axes are replicates, all balanced in one kernel call.
+        Count table(s); leading axes are replicates, all balanced in one kernel call. An array
+        of any array-API library (NumPy, CuPy, PyTorch) is computed in that library, on its
+        device, in float64; the results come back in it.
     h : array_like, shape (m, l)
         Finite function values :math:`h(x, y)`.
     targets : sequence of two arrays
@@ -188,6 +200,9 @@ def balanced_estimate(
         or report the empirical mean :math:`P_n(h)` for that table and flag it in ``fallback``.
     tol, max_steps : float, int
         Tolerance (max absolute marginal error, in shares) and step cap when ``steps`` is None.
+    compiled : bool or None
+        NumPy input only: ``None`` uses the Numba loops where they are measured to be faster,
+        ``True`` wherever they support the input, ``False`` never (the array-API kernel).
 
     Returns
     -------
@@ -197,7 +212,7 @@ def balanced_estimate(
     Notes
     -----
     ``theory.md`` §1.2-1.3 [SUM]. The ``"empirical"`` fallback on the bad event is our choice
-    (``theory.md`` §1.2 [INF]). NumPy float64.
+    (``theory.md`` §1.2 [INF]). Float64 in the namespace of ``counts``.
 
     Examples
     --------
@@ -209,28 +224,40 @@ def balanced_estimate(
     0.375
     """
     counts = check_counts(counts)
-    h = check_function(h, counts.shape[-2:])
+    xp = get_xp(counts)
+    h = _as_xp(check_function(h, tuple(counts.shape[-2:])), counts, xp=xp)
     steps = check_steps(steps)
     missing = check_policy(missing)
     tol, max_steps = check_tol(tol), check_max_steps(max_steps)
-    Pn = counts / counts.sum(axis=(-2, -1), keepdims=True)
-    targets = _shares(check_xy_targets(targets, Pn))
+    if compiled not in (None, True, False):
+        raise ValueError(f"compiled must be None, True or False, got {compiled!r}.")
+    Pn = counts / xp.sum(counts, axis=(-2, -1), keepdims=True)
+    targets = _shares(check_xy_targets(targets, Pn), xp=xp)
     axes = (0,) if steps == 1 else () if steps == 0 else (0, 1)
-    fallback = _empty_tables(Pn, targets, axes, missing)
-    values = np.array(np.einsum("...xy,xy->...", Pn, h), dtype=np.float64).reshape(-1)
-    keep = ~fallback.reshape(-1)
-    balanced, res = _balance(Pn, targets, h, keep, steps=steps, tol=tol, max_steps=max_steps)
-    values[keep] = balanced
+    fallback = _empty_tables(Pn, targets, axes, missing, xp=xp)
+    balanced, res = _balance(
+        Pn,
+        targets,
+        h,
+        fallback,
+        steps=steps,
+        tol=tol,
+        max_steps=max_steps,
+        compiled=compiled,
+        xp=xp,
+    )
+    n_fallback = int(xp.sum(xp.astype(fallback, xp.int64)))
+    none_balanced = n_fallback == math.prod(fallback.shape)
     label = "to tolerance" if steps is None else f"k={steps}"
     return BalancedEstimates(
-        values=values.reshape(fallback.shape),
+        values=xp.where(fallback, _mean(Pn, h, xp=xp), balanced),
         fallback=fallback,
-        n_fallback=int(fallback.sum()),
+        n_fallback=n_fallback,
         method=f"balanced estimator P_n^(k)(h), {label}",
         steps=steps,
-        steps_taken=0 if res is None else res.steps,
-        converged=False if res is None else res.converged,
-        marginal_error=math.nan if res is None else res.marginal_error,
+        steps_taken=0 if none_balanced else res.steps,
+        converged=res.converged and not none_balanced,
+        marginal_error=math.nan if none_balanced else res.marginal_error,
     )
 
 
@@ -280,29 +307,31 @@ def ipw_estimate(
     :math:`\bar h - \Pi_X \bar h - \Pi_Y \bar h` [DER], see :func:`raking.variance.ipwi_variance`.
     """
     counts = check_counts(counts)
-    h = check_function(h, counts.shape[-2:])
+    xp = get_xp(counts)
+    h = _as_xp(check_function(h, tuple(counts.shape[-2:])), counts, xp=xp)
     missing = check_policy(missing)
     side = check_option(side, options=tuple(_SIDES), name="side")
-    Pn = counts / counts.sum(axis=(-2, -1), keepdims=True)
-    targets = _shares(check_xy_targets(targets, Pn))
-    fallback = _empty_tables(Pn, targets, _SIDES[side], missing)
-    weights = np.ones_like(Pn)
+    Pn = counts / xp.sum(counts, axis=(-2, -1), keepdims=True)
+    targets = _shares(check_xy_targets(targets, Pn), xp=xp)
+    fallback = _empty_tables(Pn, targets, _SIDES[side], missing, xp=xp)
+    weights = xp.ones_like(Pn)
     for axis in _SIDES[side]:
-        marg = Pn.sum(axis=-1 if axis == 0 else -2)  # P_{n,X}: (..., m); P_{n,Y}: (..., l)
-        safe = np.where(marg > 0, marg, 1.0)
-        ratio = np.where(marg > 0, targets[axis] / safe, 0.0)
+        marg = xp.sum(Pn, axis=-1 if axis == 0 else -2)  # P_{n,X}: (..., m); P_{n,Y}: (..., l)
+        positive = marg > 0
+        ratio = xp.where(
+            positive, targets[axis] / xp.where(positive, marg, xp.ones_like(marg)), 0.0
+        )
         weights = weights * (ratio[..., :, None] if axis == 0 else ratio[..., None, :])
-    value = np.einsum("...xy,...xy,xy->...", Pn, weights, h)
+    value = _mean(Pn * weights, h, xp=xp)
     if self_normalized:  # the mean weight is 0 only on the bad event, which falls back below
-        mean_weight = np.einsum("...xy,...xy->...", Pn, weights)
-        value = value / np.where(mean_weight > 0, mean_weight, 1.0)
-    empirical = np.einsum("...xy,xy->...", Pn, h)
+        mean_weight = xp.sum(Pn * weights, axis=(-2, -1))
+        value = value / xp.where(mean_weight > 0, mean_weight, 1.0)
     name = {"both": "IPWI (both marginals)", "x": "IPW on X", "y": "IPW on Y"}[side]
     norm = ", self-normalised" if self_normalized else ""
     return BatchEstimates(
-        values=np.where(fallback, empirical, value),
+        values=xp.where(fallback, _mean(Pn, h, xp=xp), value),
         fallback=fallback,
-        n_fallback=int(fallback.sum()),
+        n_fallback=int(xp.sum(xp.astype(fallback, xp.int64))),
         method=f"{name}{norm} [INF]",
     )
 
@@ -370,10 +399,10 @@ def estimate(
     steps_k = result.steps
     n = int(np.size(x))
     Pn = counts / n
-    shares = _shares(check_xy_targets(targets, Pn))
+    shares = _shares(check_xy_targets(targets, Pn), xp=get_xp(Pn))
     value, converged, error = float(result.values), result.converged, result.marginal_error
     # The plug-in P-hat needs mass in every category of both axes, whatever k is.
-    if _empty_tables(Pn, shares, (0, 1), missing):
+    if _empty_tables(Pn, shares, (0, 1), missing, xp=get_xp(Pn)):
         value = float(np.einsum("xy,xy->", Pn, h_arr))
         var = float(np.einsum("xy,xy->", Pn, (h_arr - value) ** 2))
         converged = False

@@ -404,3 +404,63 @@ def test_self_normalized_fallback_when_all_mass_has_zero_weight(setup):
     res = ipw_estimate(counts, h, [px, targets[1]], self_normalized=True, missing="empirical")
     np.testing.assert_array_equal(res.fallback, [True, False, False])
     assert np.all(np.isfinite(res.values))
+
+
+# ------------------------------------------------------------------------------------------------
+# Backends: the estimators run in the namespace of the counts (CuPy on a GPU, torch, ...)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [0, 1, 4, None])
+def test_balanced_estimate_on_every_backend(xp, steps):
+    from raking._array_api import to_numpy
+    from tests.conftest import assert_close, to_xp
+
+    rng = np.random.default_rng(11)
+    P = rng.dirichlet(np.ones(12)).reshape(3, 4)
+    counts = rng.multinomial(200, P.ravel(), size=20).reshape(20, 3, 4).astype(float)
+    counts[3, 1, :] = 0.0  # one replicate with missing mass: falls back
+    h = rng.standard_normal((3, 4))
+    targets = [P.sum(axis=1), P.sum(axis=0)]
+    expected = balanced_estimate(counts, h, targets, steps, missing="empirical")
+    actual = balanced_estimate(to_xp(xp, counts), h, targets, steps, missing="empirical")
+    assert_close(actual.values, expected.values, xp=xp)
+    np.testing.assert_array_equal(to_numpy(actual.fallback), expected.fallback)
+    assert actual.n_fallback == expected.n_fallback == (0 if steps == 0 else 1)
+    ipw = ipw_estimate(to_xp(xp, counts), h, targets, missing="empirical")
+    assert_close(ipw.values, ipw_estimate(counts, h, targets, missing="empirical").values, xp=xp)
+    assert_close(empirical_estimate(to_xp(xp, counts), h), empirical_estimate(counts, h), xp=xp)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_compiled_and_array_api_kernels_agree(compiled):
+    rng = np.random.default_rng(5)
+    P = rng.dirichlet(np.ones(20)).reshape(4, 5)
+    counts = rng.multinomial(500, P.ravel(), size=64).reshape(64, 4, 5)
+    h = rng.standard_normal((4, 5))
+    targets = [P.sum(axis=1), P.sum(axis=0)]
+    auto = balanced_estimate(counts, h, targets, 6)
+    forced = balanced_estimate(counts, h, targets, 6, compiled=compiled)
+    np.testing.assert_allclose(forced.values, auto.values, rtol=1e-12)
+    with pytest.raises(ValueError, match="compiled must be None, True or False"):
+        balanced_estimate(counts, h, targets, 6, compiled="yes")
+
+
+def test_compiled_flag_chooses_the_kernel(monkeypatch):
+    import raking._numba
+
+    calls = []
+    real = raking._numba.numba_ipf
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(raking._numba, "numba_ipf", spy)
+    counts = np.full((2, 3, 3), 10.0)
+    h = np.eye(3)
+    targets = [np.full(3, 1 / 3)] * 2
+    balanced_estimate(counts, h, targets, 2, compiled=False)
+    assert not calls
+    balanced_estimate(counts, h, targets, 2, compiled=True)
+    assert calls

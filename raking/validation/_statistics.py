@@ -1,7 +1,10 @@
-"""Checks of the statistics layer's inputs, returned as NumPy float64 (codes as int64).
+"""Checks of the statistics layer's inputs, as float64 (codes as int64).
 
-Count tables, category codes, functions h(x, y), probability vectors and joint pmfs, and pairs
-of target marginals.
+Count tables keep the array library they come in (the estimators run on NumPy, CuPy or
+PyTorch); everything else is returned as NumPy.
+
+Inputs checked: count tables, category codes, functions h(x, y), probability vectors and joint
+pmfs, and pairs of target marginals.
 """
 
 from __future__ import annotations
@@ -10,24 +13,29 @@ import numbers
 
 import numpy as np
 
-from raking._array_api import get_xp
+from raking._array_api import Array, get_xp, is_array, to_numpy
 from raking.exceptions import EmptyCategoryError
 from raking.validation._arrays import check_table, check_targets, count_targets
 from raking.validation._messages import _MAX_LISTED, _listed, _where
 
 
-def check_counts(counts: object, *, name: str = "counts") -> np.ndarray:
-    """Count table(s) as float64 ``(..., m, l)``: finite, non-negative, every table with mass."""
-    arr = np.asarray(counts)
+def check_counts(counts: object, *, name: str = "counts") -> Array:
+    """Count table(s) ``(..., m, l)`` as float64: finite, non-negative, every table with mass.
+
+    Arrays of any array-API library (NumPy, CuPy, PyTorch, ...) keep their namespace and device;
+    anything else is converted with :func:`numpy.asarray`.
+    """
+    arr = counts if is_array(counts) else np.asarray(counts)
     if arr.ndim < 2:
         raise ValueError(
-            f"{name} must be a count table of shape (..., m, l), got shape {arr.shape}. Build "
-            "it from integer codes with raking.marginals.counts_from_codes."
+            f"{name} must be a count table of shape (..., m, l), got shape {tuple(arr.shape)}. "
+            "Build it from integer codes with raking.marginals.counts_from_codes."
         )
-    table = np.asarray(check_table(arr, n_axes=2, xp=get_xp(arr), name=name), np.float64)
-    totals = table.sum(axis=(-2, -1))
-    if np.any(totals <= 0):
-        first = np.argwhere(np.atleast_1d(totals) <= 0)[0].tolist()
+    xp = get_xp(arr)
+    table = xp.astype(check_table(arr, n_axes=2, xp=xp, name=name), xp.float64)
+    totals = xp.sum(table, axis=(-2, -1))
+    if bool(xp.any(totals <= 0)):
+        first = np.argwhere(np.atleast_1d(to_numpy(totals)) <= 0)[0].tolist()
         raise ValueError(
             f"{name} has a table with no observations (batch index {first}); an estimate needs "
             "n > 0. Drop empty replicates before estimating."
@@ -199,16 +207,16 @@ def _check_pair(targets: object, shape: tuple[int, ...], *, name: str = "targets
     )
 
 
-def check_xy_targets(
-    targets: object, table: np.ndarray, *, name: str = "targets"
-) -> list[np.ndarray]:
+def check_xy_targets(targets: object, table: Array, *, name: str = "targets") -> list[Array]:
     """A pair ``[p_x, p_y]`` of targets (shares or counts) for the ``(..., m, l)`` table.
 
-    Each is ``(n_i,)`` or has the table's batch axes in front; see :func:`check_targets`.
+    Each is ``(n_i,)`` or has the table's batch axes in front; see :func:`check_targets`. The
+    result has the table's namespace, dtype and device.
     """
-    _check_pair(targets, table.shape, name=name)
-    checked = check_targets(targets, table, xp=get_xp(table), name=name)  # type: ignore[arg-type]
-    return [np.asarray(t) for t in checked]
+    _check_pair(targets, tuple(table.shape), name=name)
+    if isinstance(targets, np.ndarray):
+        targets = list(targets)
+    return check_targets(targets, table, xp=get_xp(table), name=name)  # type: ignore[arg-type]
 
 
 def check_marginal_pmfs(
