@@ -43,3 +43,13 @@ def assert_close(actual, expected, *, xp, rtol=1e-12, atol=1e-14):
     ), f"result is a {type(actual)}, expected an array of {xp.__name__}"
     assert actual.dtype == xp.float64
     np.testing.assert_allclose(to_numpy(actual), np.asarray(expected), rtol=rtol, atol=atol)
+
+
+@pytest.fixture(scope="session")
+def cluster_address():
+    """Address of a Dask LocalCluster (2 worker processes) shared by the tests that use one."""
+    pytest.importorskip("dask.distributed")
+    from raking.montecarlo import local_cluster
+
+    with local_cluster(2) as address:
+        yield address
