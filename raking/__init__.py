@@ -4,8 +4,11 @@ The kernel (:func:`balance`, :func:`balance_result`, :func:`scaling_factors`,
 :func:`apply_scaling`) runs on NumPy, CuPy, PyTorch and any array-API library; the statistics
 layer (:mod:`raking.estimators`, :mod:`raking.marginals`, :mod:`raking.theory`) works in NumPy
 float64. Heavy optional packages (numba, torch, cupy, pandas, dask, matplotlib) are imported
-lazily, only by the functions that need them.
+lazily, only by the functions that need them: :func:`raking.rake` (the pandas survey front end,
+:mod:`raking.survey`) is loaded on first access.
 """
+
+from typing import Any
 
 from raking import estimators, marginals, theory
 from raking.estimators import balanced_estimate, empirical_estimate, estimate, ipw_estimate
@@ -37,3 +40,12 @@ __all__ = [
     "singular_values",
     "theory",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the pandas survey front end only when ``raking.rake`` is first used."""
+    if name == "rake":
+        from raking.survey import rake
+
+        return rake
+    raise AttributeError(f"module 'raking' has no attribute {name!r}")

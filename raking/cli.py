@@ -6,6 +6,7 @@
                          [--out DIR] [--quick] [--scheduler serial|dask] [--address URL]
                          [--workers W]
     raking figures [same options]          # every experiment, with its defaults
+    raking rake DATA.csv --target COLUMN=FILE ... --out WEIGHTS.csv   # see raking.cli_rake
 
 Each experiment writes ``DIR/NAME.csv`` and its figures (``NAME.png``, ``NAME.pdf``), shows a
 progress bar on stderr and prints its summary table on stdout. Exit status: 0 on success, 2 for a
@@ -22,6 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from raking.cli_rake import add_rake_parser, run_rake
 from raking.montecarlo import SCHEDULERS, SweepResult, local_cluster, run_experiment
 
 if TYPE_CHECKING:
@@ -54,10 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(EXPERIMENTS)
     try:
         args = parser.parse_args(argv)
-        _check_args(args, args.parser)
-        options = _options(args, args.parser)
+        if args.command != "rake":
+            _check_args(args, args.parser)
+            options = _options(args, args.parser)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else 2
+    if args.command == "rake":
+        return run_rake(args)
     names = [args.name] if args.command == "simulate" else list(EXPERIMENTS)
     try:
         return _run(names, options, args)
@@ -122,7 +127,7 @@ def build_parser(experiments: dict[str, Experiment]) -> argparse.ArgumentParser:
         type=_positive_int,
         help="worker processes of the local Dask cluster (--scheduler dask; default: 2)",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,figures}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,figures,rake}")
     simulate = sub.add_parser(
         "simulate",
         parents=[common],
@@ -146,6 +151,7 @@ def build_parser(experiments: dict[str, Experiment]) -> argparse.ArgumentParser:
     )
     for command in (simulate, figures):
         command.set_defaults(parser=command)  # usage errors show the subcommand's usage
+    add_rake_parser(sub)
     return parser
 
 

@@ -6,11 +6,19 @@ the builtin classes keep working; the subclasses carry the details as attributes
 
 from __future__ import annotations
 
-__all__ = ["ConvergenceWarning", "EmptyCategoryError"]
+__all__ = ["ConvergenceWarning", "EmptyCategoryError", "SparseLevelWarning"]
 
 
 class ConvergenceWarning(UserWarning):
-    """Balancing stopped at ``max_steps`` before the marginal error reached ``tol``."""
+    """Balancing stopped at ``max_steps`` before the marginal error reached ``tol``.
+
+    Survey raking (:func:`raking.rake`) also raises it when the error stops decreasing (a stall:
+    margins that the data's zeros or the weight bounds make unreachable together).
+    """
+
+
+class SparseLevelWarning(UserWarning):
+    """A raking level has fewer sample rows than is safe (its weights become large and unstable)."""
 
 
 class EmptyCategoryError(ValueError):

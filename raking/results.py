@@ -16,7 +16,14 @@ import numpy as np
 
 from raking._array_api import Array
 
-__all__ = ["BalanceResult", "BalancedEstimates", "BatchEstimates", "Estimate", "ScalingResult"]
+__all__ = [
+    "BalanceResult",
+    "BalancedEstimates",
+    "BatchEstimates",
+    "Estimate",
+    "RakingWeights",
+    "ScalingResult",
+]
 
 
 def _convergence_line(steps: int, converged: bool, marginal_error: float, tol: float | None) -> str:
@@ -291,4 +298,78 @@ class Estimate:
             "converged": self.converged,
             "marginal_error": self.marginal_error,
             "notes": "; ".join(self.notes),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RakingWeights:
+    """Unit weights raked to target margins (:func:`raking.weights.rake_codes`), with diagnostics.
+
+    Attributes
+    ----------
+    weights : numpy.ndarray of float64, shape ``(n,)``
+        The raked weights, one per row, summing to the targets' total.
+    margins : tuple of numpy.ndarray
+        The raked margin (weighted count per level) of each variable.
+    steps : int
+        Single-variable adjustments performed (the paper's k).
+    sweeps : int
+        Full sweeps over the variables begun (R's iterations): ``ceil(steps / p)``.
+    converged : bool
+        To tolerance: ``marginal_error <= tol``. Fixed ``steps``: the weights are finite.
+    marginal_error : float
+        Final max over variables and levels of ``|margin - target| / total`` (share scale),
+        always measured.
+    variable_errors : tuple of float
+        The same, per variable.
+    tol : float or None
+        The tolerance iterated to; ``None`` for a fixed step count.
+    stalled : bool
+        Whether iteration stopped early because the error stopped decreasing (unreachable
+        margins); then ``converged`` is ``False``.
+    units : int
+        Units actually raked: non-empty cells of the crossed codes, or rows.
+    method : str
+        ``"cells"`` or ``"rows"``, and the backend (``"numpy"`` or ``"numba"``).
+    """
+
+    weights: np.ndarray
+    margins: tuple[np.ndarray, ...]
+    steps: int
+    sweeps: int
+    converged: bool
+    marginal_error: float
+    variable_errors: tuple[float, ...]
+    tol: float | None
+    stalled: bool
+    units: int
+    method: str
+
+    def summary(self) -> str:
+        """A short text report: rows, units raked, steps and convergence."""
+        line = _convergence_line(self.steps, self.converged, self.marginal_error, self.tol)
+        if self.stalled:
+            line += " -- stopped: the error stopped decreasing (margins unreachable together)"
+        return "\n".join(
+            [
+                f"Raked weights for {self.weights.shape[0]} rows ({self.units} units, "
+                f"{self.method}); {len(self.margins)} variables, {self.sweeps} sweeps",
+                line,
+            ]
+        )
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_dict(self) -> dict[str, float | int | bool | str | None]:
+        """The scalar diagnostics as a flat dict."""
+        return {
+            "steps": self.steps,
+            "sweeps": self.sweeps,
+            "converged": self.converged,
+            "marginal_error": self.marginal_error,
+            "tol": self.tol,
+            "stalled": self.stalled,
+            "units": self.units,
+            "method": self.method,
         }

@@ -108,3 +108,61 @@ def test_console_script_help():
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
     assert "simulate" in out and "figures" in out
     assert all(name in out for name in EXPERIMENTS)
+
+
+# ------------------------------------------------------------------------------------------------
+# raking rake: a CSV file raked to target margins
+# ------------------------------------------------------------------------------------------------
+
+
+def _rake_files(tmp_path):
+    import pandas as pd
+
+    data = pd.DataFrame(
+        {"sex": ["F", "M", "M", "F", "M", "F", "M", "M"], "age": [1, 2, 3, 1, 2, 3, 3, 1]}
+    )
+    data.to_csv(tmp_path / "data.csv", index=False)
+    pd.DataFrame({"level": ["F", "M"], "target": [0.5, 0.5]}).to_csv(
+        tmp_path / "sex.csv", index=False
+    )
+    pd.DataFrame({"level": [1, 2, 3], "target": [0.2, 0.3, 0.5]}).to_csv(
+        tmp_path / "age.csv", index=False
+    )
+    return data
+
+
+def test_rake_command_writes_weights_that_meet_the_margins(tmp_path, capsys):
+    import pandas as pd
+
+    data = _rake_files(tmp_path)
+    out = tmp_path / "w.csv"
+    with pytest.warns(UserWarning, match="fewer than 5 sample rows"):
+        code = main(
+            [
+                "rake",
+                str(tmp_path / "data.csv"),
+                "--target",
+                f"sex={tmp_path / 'sex.csv'}",
+                "--target",
+                f"age={tmp_path / 'age.csv'}",
+                "--out",
+                str(out),
+            ]
+        )
+    assert code == 0
+    weights = pd.read_csv(out, index_col="row")["weight"]
+    shares = weights.groupby(data["sex"]).sum() / weights.sum()
+    assert shares.to_dict() == pytest.approx({"F": 0.5, "M": 0.5}, abs=1e-9)
+    shares = weights.groupby(data["age"]).sum() / weights.sum()
+    assert shares.to_dict() == pytest.approx({1: 0.2, 2: 0.3, 3: 0.5}, abs=1e-9)
+    assert "converged" in capsys.readouterr().out
+
+
+def test_rake_command_reports_bad_input(tmp_path, capsys):
+    _rake_files(tmp_path)
+    base = ["rake", str(tmp_path / "data.csv"), "--out", str(tmp_path / "w.csv")]
+    assert main([*base, "--target", "sex"]) == 2  # not COLUMN=FILE
+    code = main([*base, "--target", f"income={tmp_path / 'sex.csv'}"])
+    assert code == 1
+    assert "income" in capsys.readouterr().err
+    assert not (tmp_path / "w.csv").exists()

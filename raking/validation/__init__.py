@@ -9,6 +9,8 @@ Public functions call these once; private functions never validate. Import the c
 - ``_arrays``: the kernel's (batched) tables and targets, any array-API library;
 - ``_scalars``: step counts, tolerances, sizes, noise levels, options and seeds;
 - ``_statistics``: the statistics layer's NumPy inputs (count tables, codes, ``h``, pmfs);
+- ``_survey``: survey raking (targets by level, design weights, bounds, missing and unknown
+  levels), shared by :mod:`raking.weights` and the pandas front end :mod:`raking.survey`;
 - ``_messages``: the message builder they share.
 """
 
@@ -45,13 +47,37 @@ from raking.validation._statistics import (
     check_shape,
     check_xy_targets,
 )
+from raking.validation._survey import (
+    MIN_LEVEL_ROWS,
+    NA_OPTIONS,
+    SHARE_TOL,
+    UNKNOWN_OPTIONS,
+    check_bounded_levels,
+    check_bounds,
+    check_columns,
+    check_design_weights,
+    check_target_values,
+    raise_on_empty_levels,
+    raise_on_na,
+    raise_on_unknown_levels,
+    resolve_total,
+    warn_sparse_levels,
+)
 
 __all__ = [
+    "MIN_LEVEL_ROWS",
     "MISSING_POLICIES",
+    "NA_OPTIONS",
     "PROBABILITY_TOL",
+    "SHARE_TOL",
+    "UNKNOWN_OPTIONS",
+    "check_bounded_levels",
+    "check_bounds",
     "check_check_every",
     "check_codes",
+    "check_columns",
     "check_counts",
+    "check_design_weights",
     "check_function",
     "check_is_array",
     "check_joint",
@@ -67,11 +93,17 @@ __all__ = [
     "check_steps",
     "check_steps_or_inf",
     "check_table",
+    "check_target_values",
     "check_targets",
     "check_tol",
     "check_xy_targets",
     "count_targets",
     "find_empty_categories",
     "raise_on_empty_categories",
+    "raise_on_empty_levels",
+    "raise_on_na",
+    "raise_on_unknown_levels",
+    "resolve_total",
     "total_tolerance",
+    "warn_sparse_levels",
 ]

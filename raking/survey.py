@@ -1,0 +1,350 @@
+r"""Rake a pandas DataFrame to population margins: :func:`rake` (also ``raking.rake``).
+
+The applications-layer front end of :mod:`raking.weights`. It integer-codes each raked column
+once (``.cat.codes`` for categoricals, ``pandas.factorize`` otherwise), checks the data against the
+targets level by level (errors name the column, the level and the fix; the DataFrame is never
+modified), rakes the rows or the cells of the crossed codes, and returns a
+:class:`~raking.survey_results.RakeResult` that also estimates means, totals and proportions with
+standard errors that account for the raking (R ``survey``'s ``rake()`` + ``svymean``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raking._survey_codes import (
+    _NA,
+    _NA_HINT,
+    _UNKNOWN,
+    _UNKNOWN_HINT,
+    _code_variable,
+    _parse_targets,
+    _raise_na,
+    _unknown_levels,
+)
+from raking.results import RakingWeights
+from raking.survey_results import RakeResult, _Design
+from raking.validation import (
+    MIN_LEVEL_ROWS,
+    NA_OPTIONS,
+    UNKNOWN_OPTIONS,
+    check_bounded_levels,
+    check_bounds,
+    check_columns,
+    check_design_weights,
+    check_option,
+    check_positive_int,
+    check_steps,
+    check_tol,
+    raise_on_empty_levels,
+    resolve_total,
+    warn_sparse_levels,
+)
+from raking.weights import _rake
+
+__all__ = ["rake", "targets_from_frame"]
+
+
+def rake(
+    data: pd.DataFrame,
+    targets: Mapping[Hashable, Mapping[Any, float] | pd.Series],
+    *,
+    weights: str | Sequence[float] | np.ndarray | None = None,
+    steps: int | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 1000,
+    bounds: tuple[float, float] | None = None,
+    total: float | None = None,
+    na: str = "error",
+    unknown: str = "error",
+    strata: str | None = None,
+    cluster: str | None = None,
+    fpc: str | None = None,
+) -> RakeResult:
+    r"""Rake the rows of ``data`` so that their weighted level counts match ``targets``.
+
+    Finds weights :math:`w_i = d_i g_i` with :math:`\sum_{i \in \text{level } j \text{ of } v}
+    w_i = t_v(j)` for every variable, :math:`g_i = \exp(\sum_v \lambda_v(\text{level}_v(i)))`
+    (clipped to ``bounds``): the KL-closest weights to the design weights :math:`d` (see
+    :mod:`raking.weights`; R ``survey``: ``rake()``, ``calibrate(calfun="raking", bounds=)``).
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        One row per sampled unit; never modified.
+    targets : mapping
+        ``{column: {level: target}}`` (or a :class:`pandas.Series` indexed by level) for each
+        raking variable, adjusted in this order. A tuple of columns as key rakes to their joint
+        (crossed) margin, with tuple levels (or a Series with a MultiIndex). Targets are
+        population counts (one total for all variables) or shares (each summing to 1).
+    weights : str or array, optional
+        Design weights (a column of ``data`` or an array), > 0, the starting weights; ``None``:
+        equal. ``bounds`` bound :math:`g_i = w_i / d_i` relative to them (R's convention).
+    steps : int or None
+        ``None``: iterate until the max absolute margin error, as a share of the total, is at
+        most ``tol``. ``k``: exactly ``k`` single-variable adjustments (the paper's estimator;
+        ``0`` gives the design weights scaled to ``total``).
+    tol : float
+        Tolerance on the margin error as a share of the total.
+    max_iter : int
+        Maximum number of full sweeps over the variables (R's ``maxit``).
+    bounds : (lo, hi), optional
+        Bounds on the adjustment factor :math:`g_i`, enforced inside the iteration; an
+        unreachable level raises at once, margins that are unreachable together stop with
+        ``converged=False`` and a :class:`~raking.exceptions.ConvergenceWarning`.
+    total : float, optional
+        Population total the weights sum to. Default: the targets' total when they are counts;
+        for shares, the sum of the design weights (or the number of rows without ``weights``),
+        which is then no known population total (and :meth:`RakeResult.total` refuses).
+    na : {"error", "drop", "level"}
+        Missing values in a raked column: raise; drop the rows (weight NaN; estimates treat them
+        as not sampled); or make missing a level of its own (give it a target under key NaN).
+    unknown : {"error", "zero"}
+        Sample levels absent from the targets: raise; or give their rows weight 0 (with a
+        warning; they stay in the sample as rows outside every target level).
+    strata, cluster : str, optional
+        Columns of the one-stage design (stratum; primary sampling unit), used only for the
+        standard errors. Default: one stratum, each row its own PSU (``svydesign(id=~1)``).
+    fpc : str, optional
+        Column with the population number of PSUs of each stratum (or the sampling fraction,
+        if at most 1), for the finite population correction; default: none (with replacement).
+
+    Returns
+    -------
+    raking.survey_results.RakeResult
+        Weights (a Series on ``data.index``), convergence, the margin table, diagnostics, and
+        ``mean``/``total``/``proportion`` estimators with linearisation standard errors.
+
+    Raises
+    ------
+    ValueError
+        Naming the column and level: missing values, levels absent from the targets, target
+        levels without rows (:class:`~raking.exceptions.EmptyCategoryError`), missing columns,
+        bad or inconsistent targets, non-positive design weights, unreachable bounds.
+
+    Examples
+    --------
+    >>> from raking.survey_data import api_population_margins, load_api
+    >>> srs = load_api("apisrs")
+    >>> margins = api_population_margins()
+    >>> res = rake(srs, {"stype": margins["stype"], "sch.wide": margins["sch.wide"]},
+    ...            weights="pw")
+    >>> res.converged, round(float(res.weights.sum()))
+    (True, 6194)
+    >>> round(res.mean("api00").estimate, 2)
+    657.79
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(
+            f"data must be a pandas.DataFrame, got {type(data).__name__}; wrap it with "
+            "pandas.DataFrame(...) (for NumPy codes use raking.weights.rake_codes)."
+        )
+    if len(data) == 0:
+        raise ValueError("data has no rows; raking needs a sample.")
+    na = check_option(na, options=NA_OPTIONS, name="na", hint=_NA_HINT)
+    unknown = check_option(unknown, options=UNKNOWN_OPTIONS, name="unknown", hint=_UNKNOWN_HINT)
+    steps = check_steps(steps)
+    tol = check_tol(tol)
+    max_iter = check_positive_int(max_iter, name="max_iter")
+    bounds = check_bounds(bounds)
+    variables = _parse_targets(targets, data)
+    codes = [_code_variable(data, cols, levels, na) for cols, levels, _ in variables.values()]
+
+    dropped = np.zeros(len(data), dtype=bool)
+    for key, c in zip(variables, codes, strict=True):
+        missing = c == _NA
+        if missing.any() and na == "error":
+            _raise_na(data, key, variables[key][0], missing)
+        dropped |= missing
+    zeroed = np.zeros(len(data), dtype=bool)
+    for key, c in zip(variables, codes, strict=True):
+        unknown_rows = (c == _UNKNOWN) & ~dropped
+        if unknown_rows.any():
+            _unknown_levels(data, key, variables[key], unknown_rows, raise_=unknown == "error")
+            zeroed |= unknown_rows
+    raked = ~(dropped | zeroed)
+    if not raked.any():
+        raise ValueError("no row of data is left to rake after na='drop' / unknown='zero'.")
+
+    d = _design_weights(data, weights, raked)[raked]
+    codes_raked = np.stack([c[raked] for c in codes]).astype(np.int32)
+    t_raw = [t for _, _, t in variables.values()]
+    default = float(d.sum()) if weights is not None else float(raked.sum())
+    total_value, known = resolve_total(list(variables), [t.sum() for t in t_raw], total, default)
+    t = [tv * (total_value / tv.sum()) for tv in t_raw]
+    if weights is None:
+        d = np.full(d.shape[0], total_value / d.shape[0])
+    n_rows, sample = _check_levels(variables, codes_raked, d, t, bounds)
+
+    result = _rake(codes_raked, t, d, steps=steps, tol=tol, max_iter=max_iter, bounds=bounds)
+    sample_pos = np.flatnonzero(~dropped)
+    full = np.full(len(data), np.nan)
+    full[~dropped] = 0.0
+    full[raked] = result.weights
+    design = _Design(
+        codes=codes_raked,
+        n_levels=tuple(tv.size for tv in t),
+        design=d,
+        final=result.weights,
+        raked_pos=np.flatnonzero(raked[sample_pos]),
+        sample_pos=sample_pos,
+        steps=steps,
+        **_design_columns(data, sample_pos, strata, cluster, fpc),
+    )
+    return _result(data, variables, result, t, n_rows, sample, full, design, known, bounds)
+
+
+def targets_from_frame(
+    frame: pd.DataFrame,
+    *,
+    variable: str = "variable",
+    level: str = "level",
+    target: str = "target",
+) -> dict[str, pd.Series]:
+    """Targets for :func:`rake` from a long table with one row per (variable, level).
+
+    For reading targets from a CSV file (``variable,level,target``); crossed margins are not
+    supported in this form (give them to :func:`rake` as a Series with a MultiIndex).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"variable": ["sex", "sex"], "level": ["F", "M"],
+    ...                       "target": [0.5, 0.5]})
+    >>> targets_from_frame(frame)["sex"].to_dict()
+    {'F': 0.5, 'M': 0.5}
+    """
+    check_columns("targets_from_frame", [variable, level, target], list(frame.columns))
+    return {
+        str(name): pd.Series(group[target].to_numpy(), index=group[level].to_numpy(), name=name)
+        for name, group in frame.groupby(variable, sort=False)
+    }
+
+
+def _design_weights(data: pd.DataFrame, weights: object, rows: np.ndarray) -> np.ndarray:
+    """Design weights of every row (a column, or an array; a Series is aligned on the index)."""
+    if weights is None:
+        return np.ones(len(data))
+    name = "weights"
+    values: object = weights
+    if isinstance(weights, str):
+        check_columns("weights", [weights], list(data.columns))
+        values = data[weights].to_numpy(dtype=np.float64, na_value=np.nan)
+        name = f"weights (column {weights!r})"
+    elif isinstance(weights, pd.Series):
+        values = weights.reindex(data.index).to_numpy(dtype=np.float64, na_value=np.nan)
+    return check_design_weights(values, len(data), name=name, labels=data.index, rows=rows)
+
+
+def _check_levels(
+    variables: dict, codes: np.ndarray, d: np.ndarray, t: list[np.ndarray], bounds: Any
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Rows and design weight per level; raise on empty levels, warn on sparse ones."""
+    n_rows, sample = [], []
+    for (key, (_, levels, _)), c, tv in zip(variables.items(), codes, t, strict=True):
+        rows = np.bincount(c, minlength=tv.size)
+        dsum = np.bincount(c, weights=d, minlength=tv.size)
+        empty = np.flatnonzero((rows == 0) & (tv > 0))
+        raise_on_empty_levels(key, [levels[j] for j in empty], tv[empty])
+        sparse = np.flatnonzero((rows > 0) & (rows < MIN_LEVEL_ROWS))
+        warn_sparse_levels(key, [levels[j] for j in sparse], rows[sparse].tolist())
+        if bounds is not None:
+            check_bounded_levels(key, levels, tv, dsum, bounds)
+        n_rows.append(rows)
+        sample.append(dsum)
+    return n_rows, sample
+
+
+def _design_columns(
+    data: pd.DataFrame, pos: np.ndarray, strata: str | None, cluster: str | None, fpc: str | None
+) -> dict[str, Any]:
+    """Stratum and PSU codes of the sampled rows, and the sampling fraction of each stratum."""
+    for name, col in (("strata", strata), ("cluster", cluster), ("fpc", fpc)):
+        if col is not None:
+            check_columns(name, [col], list(data.columns))
+            if data[col].iloc[pos].isna().any():
+                raise ValueError(f"{name} column {col!r} has missing values; fill them first.")
+    s, labels = (None, None) if strata is None else pd.factorize(data[strata].iloc[pos])
+    h = np.zeros(pos.size, dtype=np.int64) if s is None else s
+    if cluster is None:
+        psu_of_row, n_psu = None, np.bincount(h)
+    else:
+        pairs = pd.MultiIndex.from_arrays([h, data[cluster].iloc[pos].to_numpy()])
+        psu_of_row = pd.factorize(pairs)[0]
+        first = np.unique(psu_of_row, return_index=True)[1]
+        n_psu = np.bincount(h[first], minlength=h.max() + 1)
+    lonely = np.flatnonzero(n_psu < 2)
+    if lonely.size:
+        where = "the sample" if labels is None else f"stratum {labels[lonely[0]]!r}"
+        raise ValueError(
+            f"{where} has a single PSU; its variance cannot be estimated. Merge strata (or "
+            "drop cluster=) so that every stratum has at least 2 PSUs."
+        )
+    fraction = None
+    if fpc is not None:
+        values = data[fpc].iloc[pos].to_numpy(dtype=np.float64)
+        per_stratum = pd.Series(values).groupby(h).agg(["min", "max"])
+        if (per_stratum["min"] != per_stratum["max"]).any():
+            raise ValueError(f"fpc column {fpc!r} must be constant within each stratum.")
+        f = per_stratum["min"].to_numpy()
+        fraction = np.where(f <= 1, f, n_psu / f)
+        if ((fraction < 0) | (fraction > 1)).any():
+            raise ValueError(
+                f"fpc column {fpc!r} gives more sampled PSUs than the population has; it must "
+                "hold the population number of PSUs per stratum (or the sampling fraction)."
+            )
+    return {"strata": s, "cluster": psu_of_row, "fraction": fraction}
+
+
+def _result(
+    data: pd.DataFrame,
+    variables: dict,
+    result: RakingWeights,
+    t: list[np.ndarray],
+    n_rows: list[np.ndarray],
+    sample: list[np.ndarray],
+    full: np.ndarray,
+    design: _Design,
+    known: bool,
+    bounds: tuple[float, float] | None,
+) -> RakeResult:
+    total = float(t[0].sum())
+    frames = []
+    for (key, (_, levels, _)), tv, rows, dsum, m in zip(
+        variables.items(), t, n_rows, sample, result.margins, strict=True
+    ):
+        frames.append(
+            pd.DataFrame(
+                {
+                    "variable": [key] * tv.size,
+                    "level": levels,
+                    "n": rows,
+                    "sample": dsum / dsum.sum(),
+                    "target": tv / total,
+                    "raked": m / total,
+                }
+            )
+        )
+    margins = pd.concat(frames, ignore_index=True)
+    margins["error"] = margins["raked"] - margins["target"]
+    return RakeResult(
+        weights=pd.Series(full, index=data.index, name="weight"),
+        converged=result.converged,
+        iterations=result.sweeps,
+        steps=result.steps,
+        marginal_error=result.marginal_error,
+        variable_errors=pd.Series(result.variable_errors, index=list(variables), name="error"),
+        tol=result.tol,
+        weight_total=total,
+        total_known=known,
+        bounds=bounds,
+        margins=margins,
+        method=result.method,
+        stalled=result.stalled,
+        _design=design,
+        _data=data,
+    )

@@ -1,0 +1,336 @@
+r"""Row- and cell-level raking of unit weights from integer category codes (survey scale).
+
+Given design weights :math:`d_i > 0` of ``n`` rows and, for each of ``p`` variables, the level
+:math:`c_v(i)` of every row and a target count :math:`t_v(j)` per level, raking finds weights
+:math:`w_i = d_i g_i` whose margins :math:`\sum_{i: c_v(i) = j} w_i` equal the targets, with
+
+.. math::
+
+    g_i = \exp\Big(\sum_{v=1}^p \lambda_v(c_v(i))\Big)
+    \quad\text{or, with bounds,}\quad
+    g_i = \operatorname{clip}\Big(\exp\sum_v \lambda_v(c_v(i)),\ lo,\ hi\Big).
+
+These are the KL-closest weights to the design weights that meet the margins (and the bounds):
+they minimise :math:`\sum_i d_i (g_i \log g_i - g_i + 1)` subject to the margins and
+:math:`lo \le g_i \le hi` -- raking ratio estimation (Deville & Särndal 1992), the weights of R
+``survey``'s ``rake()`` and ``calibrate(calfun="raking", bounds=)``.
+
+Step ``k`` adjusts variable ``v = (k - 1) mod p`` (``theory.md`` §1.2, the paper's k):
+
+- unbounded (iterative proportional fitting on units): :math:`w_i \leftarrow w_i\,
+  t_v(c_v(i)) / m_v(c_v(i))`, with :math:`m_v` the current margin (factor 1 where it is 0);
+- bounded (dual coordinate ascent): for every level ``j`` of ``v`` at once, solve the monotone
+  piecewise-linear equation :math:`\sum_{i \in j} d_i \operatorname{clip}(q_i \rho_j, lo, hi) =
+  t_v(j)` exactly (safeguarded Newton: each iterate is bracketed, and Newton is exact once in the
+  root's linear piece), then :math:`q_i \leftarrow q_i \rho_{c_v(i)}`, where
+  :math:`q = \exp\sum_v \lambda_v` is the unclipped factor.
+
+Cells or rows. Every row of a cell of the crossed codes gets the same factor :math:`g`, so when
+the non-empty cells are few (at most half the rows), the cells are raked with their summed design
+weights and ``g`` is expanded back to the rows; otherwise the rows are raked directly. Cells are
+found from a mixed-radix ``int64`` key of the codes, via a lookup array over the key range when
+that range is at most ``4 n`` (so it costs no more memory than four ``int64`` columns), else by
+sorting (``numpy.unique``); the dense table of all level combinations is never formed. Each step
+is O(units): one group sum per variable (``numpy.bincount``, or the compiled passes of
+:mod:`raking._numba_weights` for problems of 100,000 units and more).
+
+Stopping. With ``steps=None`` the max absolute margin error, as a share of the total, is measured
+after every sweep (in the sweep's last pass); iteration stops when it is at most ``tol``, after
+``max_iter`` sweeps, or when it has not fallen below 0.99 times its earlier best for 20 sweeps (a
+stall: margins that the data's empty cells or the bounds rule out together). The last two warn
+(:class:`~raking.exceptions.ConvergenceWarning`) and return ``converged=False``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from raking._weights_loops import _passes, _Run, _run_bounded, _run_unbounded
+from raking.exceptions import ConvergenceWarning
+from raking.results import RakingWeights
+from raking.validation import (
+    check_bounded_levels,
+    check_bounds,
+    check_design_weights,
+    check_positive_int,
+    check_steps,
+    check_target_values,
+    check_tol,
+    count_targets,
+    raise_on_empty_levels,
+    resolve_total,
+)
+
+__all__ = ["cells_from_codes", "rake_codes"]
+
+_CELL_FRACTION = 0.5  # rake cells when there are at most this many per row
+_DENSE_KEYS_PER_ROW = 4  # key lookup array allowed up to this many entries per row
+
+
+def rake_codes(
+    codes: Sequence[np.ndarray] | np.ndarray,
+    targets: Sequence[np.ndarray],
+    *,
+    weights: np.ndarray | None = None,
+    steps: int | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 1000,
+    bounds: tuple[float, float] | None = None,
+) -> RakingWeights:
+    r"""Rake unit weights so that each variable's weighted level counts match its target.
+
+    .. math::
+
+        w_i = d_i\, g_i, \qquad \sum_{i:\, c_v(i) = j} w_i = t_v(j) \quad \text{for all } v, j.
+
+    Parameters
+    ----------
+    codes : sequence of p integer arrays of shape ``(n,)``, or an array ``(p, n)``
+        Level of each row for each variable, in ``[0, len(targets[v]))``.
+    targets : sequence of p 1-D arrays
+        Target count (or share) per level of each variable; all with the same total (relative
+        1e-6; then rescaled to the first one's total), which the weights sum to.
+    weights : numpy.ndarray of shape ``(n,)``, optional
+        Design weights, finite and > 0, the starting weights; ``None``: equal, ``total / n``.
+    steps : int or None
+        ``k`` single-variable adjustments, cycling through the variables (the paper's
+        :math:`P_n^{(k)}` on weighted data; ``0`` returns the design weights scaled to the total);
+        ``None``: iterate until the max absolute margin error is at most ``tol`` of the total.
+    tol : float
+        Tolerance on the margin error as a share of the total (``steps=None``).
+    max_iter : int
+        Maximum number of full sweeps over the variables (``steps=None``).
+    bounds : (lo, hi), optional
+        Bounds on :math:`g_i = w_i / d_i`, enforced inside the iteration (see module notes).
+
+    Returns
+    -------
+    raking.results.RakingWeights
+        The weights (shape ``(n,)``), raked margins, steps, sweeps, convergence diagnostics.
+
+    Raises
+    ------
+    ValueError
+        Codes out of range, bad targets or weights, a level whose target no ``bounds`` can reach.
+    raking.exceptions.EmptyCategoryError
+        A level with a positive target but no rows.
+
+    Notes
+    -----
+    ``theory.md`` §1.2 [SUM]: each unbounded step is the I-projection onto one margin; with
+    ``steps=None`` the limit is the raking (KL) projection, the same weights as R ``survey``'s
+    ``rake()``. :func:`raking.rake` is the pandas front end.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from raking.weights import rake_codes
+    >>> x, y = np.array([0, 0, 1, 1, 1]), np.array([0, 1, 0, 1, 1])
+    >>> out = rake_codes([x, y], [np.array([2.0, 3.0]), np.array([1.0, 4.0])])
+    >>> np.round([out.weights[x == 0].sum(), out.weights[y == 1].sum()], 10)
+    array([2., 4.])
+    """
+    p = count_targets(targets)
+    t = [check_target_values(f"{v}", list(range(len(tv))), tv) for v, tv in enumerate(targets)]
+    c = _check_codes(codes, [tv.size for tv in t])
+    n = c.shape[1]
+    sums = [float(tv.sum()) for tv in t]
+    total, _ = resolve_total([str(v) for v in range(p)], sums, None, default=n)
+    t = [tv * (total / s) for tv, s in zip(t, sums, strict=True)]
+    d = (
+        np.full(n, total / n)
+        if weights is None
+        else check_design_weights(weights, n, name="weights")
+    )
+    bounds = check_bounds(bounds)
+    for v, tv in enumerate(t):
+        dsum = np.bincount(c[v], weights=d, minlength=tv.size)
+        empty = np.flatnonzero((dsum == 0) & (tv > 0))
+        raise_on_empty_levels(f"{v}", empty.tolist(), tv[empty])
+        if bounds is not None:
+            check_bounded_levels(f"{v}", list(range(tv.size)), tv, dsum, bounds)
+    return _rake(
+        c,
+        t,
+        d,
+        steps=check_steps(steps),
+        tol=check_tol(tol),
+        max_iter=check_positive_int(max_iter, name="max_iter"),
+        bounds=bounds,
+    )
+
+
+def cells_from_codes(
+    codes: np.ndarray, n_levels: Sequence[int], *, max_cells: int | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The non-empty cells of the crossed codes: their codes, and the cell of every row.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray of int, shape ``(p, n)``
+        Validated level codes.
+    n_levels : sequence of int
+        Number of levels of each variable.
+    max_cells : int, optional
+        Give up (return ``None``) when there are more non-empty cells than this.
+
+    Returns
+    -------
+    (cell_codes, cell_of_row) or None
+        ``cell_codes`` int32 of shape ``(p, m)`` (cells in key order), ``cell_of_row`` of shape
+        ``(n,)`` with values in ``[0, m)``. ``None`` if the key would overflow ``int64`` or there
+        are more than ``max_cells`` cells.
+    """
+    p, n = codes.shape
+    if math.prod(n_levels) >= 2**62:
+        return None
+    strides = np.cumprod([1, *n_levels[:-1]]).astype(np.int64)
+    key = codes[0].astype(np.int64)
+    for v in range(1, p):
+        key += codes[v] * strides[v]
+    radix = math.prod(n_levels)
+    if radix <= _DENSE_KEYS_PER_ROW * n + 1024:
+        present = np.bincount(key, minlength=radix) > 0
+        index = np.cumsum(present) - 1
+        uniq = np.flatnonzero(present)
+        if max_cells is not None and uniq.size > max_cells:
+            return None
+        cell_of_row = index[key]
+    else:
+        uniq, cell_of_row = np.unique(key, return_inverse=True)
+        if max_cells is not None and uniq.size > max_cells:
+            return None
+    cell_codes = np.empty((p, uniq.size), dtype=np.int32)
+    for v in range(p):
+        cell_codes[v] = (uniq // strides[v]) % n_levels[v]
+    return cell_codes, cell_of_row
+
+
+# --------------------------------------------------------------------------------------------
+# The orchestration (no validation; inputs as checked by rake_codes or raking.survey)
+# --------------------------------------------------------------------------------------------
+
+
+def _rake(
+    codes: np.ndarray,
+    targets: Sequence[np.ndarray],
+    design: np.ndarray,
+    *,
+    steps: int | None,
+    tol: float,
+    max_iter: int,
+    bounds: tuple[float, float] | None,
+    backend: str | None = None,
+    method: str | None = None,
+) -> RakingWeights:
+    """Rake validated ``codes`` (int32 ``(p, n)``) to ``targets`` (one total) from ``design``.
+
+    ``backend`` (``"numpy"``, ``"numba"``) and ``method`` (``"cells"``, ``"rows"``) force a path
+    (tests and benchmarks); ``None`` chooses by size.
+    """
+    n = design.shape[0]
+    p = len(targets)
+    n_levels = [int(t.size) for t in targets]
+    offsets = np.concatenate([[0], np.cumsum(n_levels)]).astype(np.int64)
+    total = float(targets[0].sum())
+    cells = None
+    if method != "rows":
+        limit = n if method == "cells" else int(_CELL_FRACTION * n)
+        cells = cells_from_codes(codes, n_levels, max_cells=limit)
+    if cells is not None:
+        unit_codes, cell_of_row = cells
+        unit_d = np.bincount(cell_of_row, weights=design, minlength=unit_codes.shape[1])
+    else:
+        unit_codes, unit_d = np.ascontiguousarray(codes, dtype=np.int32), design
+    passes = _passes(backend, unit_d.shape[0])
+    if steps == 0:
+        w = unit_d * (total / unit_d.sum())
+        margins = passes.scale_count(unit_codes, offsets, w, -1, None, 0, p)
+        run = _Run(w, margins, 0, bool(np.isfinite(margins).all()), False)
+    elif bounds is None:
+        run = _run_unbounded(
+            passes, unit_codes, offsets, targets, unit_d, total, steps, tol, max_iter
+        )
+    else:
+        run = _run_bounded(
+            passes, unit_codes, offsets, targets, unit_d, total, steps, tol, max_iter, bounds
+        )
+    weights = design * (run.w / unit_d)[cell_of_row] if cells is not None else run.w
+    margins = tuple(run.margins[offsets[v] : offsets[v + 1]] for v in range(p))
+    errors = tuple(
+        float(np.max(np.abs(m - t))) / total if t.size else 0.0
+        for m, t in zip(margins, targets, strict=True)
+    )
+    error = max(errors)
+    result = RakingWeights(
+        weights=weights,
+        margins=margins,
+        steps=run.steps,
+        sweeps=-(-run.steps // p),
+        converged=run.converged,
+        marginal_error=error,
+        variable_errors=errors,
+        tol=None if steps is not None else tol,
+        stalled=run.stalled,
+        units=int(unit_d.shape[0]),
+        method=f"{'cells' if cells is not None else 'rows'}, {passes.name}",
+    )
+    if steps is None and not run.converged:
+        _warn_not_converged(result, bounds)
+    return result
+
+
+def _warn_not_converged(result: RakingWeights, bounds: tuple[float, float] | None) -> None:
+    where = f"after {result.sweeps} sweeps ({result.steps} single-variable adjustments)"
+    error = f"max |margin - target| = {result.marginal_error:.3g} of the total"
+    if not math.isfinite(result.marginal_error):
+        cause = "The weights became non-finite; check the targets and design weights."
+    elif result.stalled:
+        cause = (
+            "The error stopped decreasing: the margins are unreachable together -- rows that "
+            "the targets need are missing from some cells"
+            + (f", or bounds={bounds} are too tight" if bounds else "")
+            + ". Check the targets for consistency, merge sparse levels"
+            + (", or widen bounds." if bounds else ".")
+        )
+    else:
+        cause = "Raise max_iter (or tol)."
+    warnings.warn(
+        f"raking did not converge {where}: {error} (tol {result.tol:.3g}). {cause}",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
+
+
+def _check_codes(codes: Sequence[np.ndarray] | np.ndarray, n_levels: Sequence[int]) -> np.ndarray:
+    """Codes as a C-contiguous int32 array ``(p, n)``, each row within its variable's levels."""
+    try:
+        arr = np.asarray(codes) if isinstance(codes, np.ndarray) else np.stack(list(codes))
+    except ValueError as exc:
+        raise ValueError(
+            f"codes must hold one integer array of length n per variable, all of one length "
+            f"({exc})."
+        ) from exc
+    p = len(n_levels)
+    if arr.ndim != 2 or arr.shape[0] != p or arr.shape[1] == 0:
+        raise ValueError(
+            f"codes must have shape (p, n) = ({p}, n) for {p} targets, got {arr.shape}; give one "
+            "code array per target, in the same order."
+        )
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"codes must be integer level codes, got dtype {arr.dtype}; encode each variable as "
+            "0, 1, ..., e.g. with numpy.unique(values, return_inverse=True)."
+        )
+    for v, size in enumerate(n_levels):
+        lo, hi = int(arr[v].min()), int(arr[v].max())
+        if lo < 0 or hi >= size:
+            raise ValueError(
+                f"codes[{v}] has values in [{lo}, {hi}] but targets[{v}] has {size} levels; "
+                f"every code must index a level in [0, {size})."
+            )
+    return np.ascontiguousarray(arr, dtype=np.int32)

@@ -1,0 +1,213 @@
+"""Row- and cell-level raking from integer codes (raking.weights, raking._numba_weights)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from raking import balance
+from raking.exceptions import ConvergenceWarning, EmptyCategoryError
+from raking.weights import _rake, cells_from_codes, rake_codes
+
+
+def _problem(seed, n=400, levels=(3, 4, 5), feasible=True):
+    """Random codes, design weights and targets (margins of a reweighted sample if feasible)."""
+    rng = np.random.default_rng(seed)
+    codes = np.stack([rng.integers(0, L, n) for L in levels]).astype(np.int32)
+    d = rng.uniform(0.5, 3.0, n)
+    w = d * rng.lognormal(0.0, 0.4, n) if feasible else d
+    targets = [np.bincount(c, weights=w, minlength=L) for c, L in zip(codes, levels, strict=True)]
+    total = targets[0].sum()
+    return codes, d, [t * (total / t.sum()) for t in targets]
+
+
+def _margins(codes, w, levels):
+    return [np.bincount(c, weights=w, minlength=L) for c, L in zip(codes, levels, strict=True)]
+
+
+@pytest.mark.parametrize("bounds", [None, (0.5, 2.0)])
+def test_margins_exact_and_total_after_convergence(bounds):
+    codes, d, targets = _problem(0)
+    out = rake_codes(codes, targets, weights=d, bounds=bounds)
+    assert out.converged and out.tol == 1e-10 and out.marginal_error <= 1e-10
+    total = targets[0].sum()
+    for m, t in zip(_margins(codes, out.weights, (3, 4, 5)), targets, strict=True):
+        np.testing.assert_allclose(m, t, rtol=0, atol=1e-9 * total)
+    if bounds is not None:
+        g = out.weights / d
+        assert g.min() >= 0.5 - 1e-12 and g.max() <= 2.0 + 1e-12
+
+
+def test_raking_is_invariant_to_the_scale_of_the_design_weights_and_the_order_of_rows():
+    codes, d, targets = _problem(1)
+    a = rake_codes(codes, targets, weights=d).weights
+    b = rake_codes(codes, targets, weights=7.0 * d).weights
+    perm = np.random.default_rng(0).permutation(d.size)
+    c = rake_codes(codes[:, perm], targets, weights=d[perm]).weights
+    np.testing.assert_allclose(a, b, rtol=1e-9)
+    np.testing.assert_allclose(a[perm], c, rtol=1e-9)
+
+
+def test_one_variable_is_post_stratification():
+    codes, d, targets = _problem(2, levels=(4,))
+    out = rake_codes(codes, targets, weights=d)
+    level_d = np.bincount(codes[0], weights=d)
+    np.testing.assert_allclose(out.weights, d * (targets[0] / level_d)[codes[0]], rtol=1e-12)
+    assert out.steps == 1
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_fixed_steps_equal_the_kernel_on_the_crossed_table(k):
+    codes, d, targets = _problem(3, levels=(3, 4))
+    out = rake_codes(codes, targets, weights=d, steps=k)
+    table = np.zeros((3, 4))
+    np.add.at(table, (codes[0], codes[1]), d)
+    expected = balance(table, targets, steps=k)
+    cells = np.zeros((3, 4))
+    np.add.at(cells, (codes[0], codes[1]), out.weights)
+    np.testing.assert_allclose(cells, expected, rtol=1e-12, atol=1e-12)
+    assert out.steps == k and out.tol is None and out.converged
+    # the variable adjusted last has its margin exactly
+    last = (k - 1) % 2
+    np.testing.assert_allclose(out.margins[last], targets[last], rtol=1e-12)
+
+
+def test_steps_zero_gives_the_design_weights_scaled_to_the_total():
+    codes, d, targets = _problem(4)
+    out = rake_codes(codes, targets, weights=d, steps=0)
+    np.testing.assert_allclose(out.weights, d * targets[0].sum() / d.sum(), rtol=1e-14)
+    assert out.steps == 0
+
+
+@pytest.mark.parametrize("bounds", [None, (0.5, 2.0)])
+def test_cells_and_rows_give_the_same_weights(bounds):
+    rng = np.random.default_rng(5)
+    n = 3000
+    codes = np.stack([rng.integers(0, 3, n), rng.integers(0, 4, n)]).astype(np.int32)
+    d = rng.uniform(0.5, 2, n)
+    g = rng.uniform(0.5, 2.0, n)
+    targets = [np.bincount(codes[0], weights=d * g), np.bincount(codes[1], weights=d * g)]
+    kw = {"steps": None, "tol": 1e-12, "max_iter": 1000, "bounds": bounds}
+    cells = _rake(codes, targets, d, method="cells", **kw)
+    rows = _rake(codes, targets, d, method="rows", **kw)
+    assert cells.method.startswith("cells") and cells.units == 12
+    assert rows.method.startswith("rows") and rows.units == n
+    assert cells.converged and rows.converged
+    np.testing.assert_allclose(cells.weights, rows.weights, rtol=1e-9)
+
+
+@pytest.mark.parametrize("bounds", [None, (0.3, 3.0)])
+@pytest.mark.parametrize("steps", [None, 4])
+def test_numba_passes_equal_numpy_passes(bounds, steps):
+    pytest.importorskip("numba")
+    codes, d, targets = _problem(6, n=50_000, levels=(4, 7, 9))
+    kw = {"steps": steps, "tol": 1e-11, "max_iter": 1000, "bounds": bounds, "method": "rows"}
+    a = _rake(codes, targets, d, backend="numpy", **kw)
+    b = _rake(codes, targets, d, backend="numba", **kw)
+    assert b.method == "rows, numba"
+    assert a.steps == b.steps
+    np.testing.assert_allclose(b.weights, a.weights, rtol=1e-12)
+
+
+def test_bounded_weights_are_the_kl_projection_found_by_scipy():
+    optimize = pytest.importorskip("scipy.optimize")
+    rng = np.random.default_rng(2)
+    n = 24
+    codes = np.stack([rng.integers(0, 2, n), rng.integers(0, 3, n)]).astype(np.int32)
+    d = rng.uniform(1, 3, n)
+    lo, hi = 0.5, 2.0
+    g_true = rng.uniform(lo, hi, size=(2, 3))[codes[0], codes[1]]  # feasible by construction
+    targets = [np.bincount(c, weights=d * g_true) for c in codes]
+    out = rake_codes(codes, targets, weights=d, bounds=(lo, hi), tol=1e-12)
+    g = out.weights / d
+    assert out.converged and (g <= hi + 1e-12).all() and (g >= lo - 1e-12).all()
+    assert ((g > hi - 1e-9) | (g < lo + 1e-9)).any(), "test case must have active bounds"
+    rows = np.concatenate([np.eye(2)[codes[0]].T, np.eye(3)[codes[1]].T]) * d
+
+    def kl(x):
+        return np.sum(d * (x * np.log(x) - x + 1)), d * np.log(x)
+
+    res = optimize.minimize(
+        kl,
+        np.ones(n),
+        jac=True,
+        method="SLSQP",
+        bounds=[(lo, hi)] * n,
+        constraints=[{"type": "eq", "fun": lambda x: rows @ x - np.concatenate(targets)}],
+        options={"ftol": 1e-14, "maxiter": 1000},
+    )
+    assert res.success
+    np.testing.assert_allclose(g, res.x, atol=2e-6)
+    assert kl(g)[0] <= res.fun + 1e-8
+
+
+def test_unreachable_level_under_bounds_raises_at_once():
+    codes, d, targets = _problem(8, levels=(2, 3))
+    targets = [targets[0], targets[1] * np.array([3.0, 0.5, 0.5])]
+    targets[1] *= targets[0].sum() / targets[1].sum()
+    with pytest.raises(ValueError, match=r"bounds \(0.8, 1.25\) make targets\['1'\] level 0"):
+        rake_codes(codes, targets, weights=d, bounds=(0.8, 1.25))
+
+
+def test_jointly_unreachable_bounds_stop_quickly_with_a_warning():
+    # each level alone is reachable, but x=0 and y=0 are the same rows, with different targets
+    codes = np.array([[0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]], dtype=np.int32)
+    targets = [np.array([2.4, 3.6]), np.array([1.6, 4.4])]
+    start = time.perf_counter()
+    with pytest.warns(ConvergenceWarning, match="stopped decreasing.*widen bounds"):
+        out = rake_codes(codes, targets, bounds=(0.5, 2.0))
+    assert time.perf_counter() - start < 5
+    assert not out.converged and out.stalled and out.marginal_error > 0.05
+    assert out.sweeps < 1000
+
+
+def test_unreachable_margins_without_bounds_stall_instead_of_reporting_success():
+    # rows exist only in cells (0, 0) and (1, 1): the x and y margins are then tied together
+    codes = np.array([[0, 0, 1, 1], [0, 0, 1, 1]], dtype=np.int32)
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        out = rake_codes(codes, [np.array([1.0, 3.0]), np.array([2.0, 2.0])])
+    assert not out.converged and out.marginal_error > 0.1
+
+
+def test_max_iter_reached_warns_with_the_achieved_error():
+    codes, d, targets = _problem(9)
+    with pytest.warns(ConvergenceWarning, match=r"after 1 sweeps .* Raise max_iter"):
+        out = rake_codes(codes, targets, weights=d, max_iter=1, tol=1e-15)
+    assert not out.converged and out.sweeps == 1 and out.steps == 3
+
+
+def test_fixed_steps_never_warn():
+    codes, d, targets = _problem(9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = rake_codes(codes, targets, weights=d, steps=2)
+    assert out.converged and out.tol is None and out.marginal_error > 1e-6
+
+
+@pytest.mark.parametrize("n", [50, 100_000])
+def test_cells_from_codes_matches_numpy_unique(n):
+    rng = np.random.default_rng(10)
+    levels = (3, 5, 7) if n == 50 else (40, 50, 60)  # dense lookup, then sorting
+    codes = np.stack([rng.integers(0, L, n) for L in levels]).astype(np.int32)
+    cell_codes, cell_of_row = cells_from_codes(codes, levels)
+    uniq, inverse = np.unique(codes.T, axis=0, return_inverse=True)
+    assert cell_codes.shape[1] == len(uniq)
+    np.testing.assert_array_equal(cell_codes[:, cell_of_row], codes)
+    # the same partition of the rows
+    assert len(set(zip(cell_of_row.tolist(), inverse.ravel().tolist(), strict=True))) == len(uniq)
+    assert cells_from_codes(codes, levels, max_cells=len(uniq) - 1) is None
+
+
+def test_invalid_codes_and_targets_are_named():
+    codes, d, targets = _problem(11, levels=(2, 3))
+    with pytest.raises(ValueError, match=r"codes\[1\] has values in \[0, 2\] but targets\[1\]"):
+        rake_codes(codes, [targets[0], targets[1][:2]])
+    with pytest.raises(EmptyCategoryError, match=r"targets\['0'\] has level\(s\) \[2\]"):
+        rake_codes(codes, [np.append(targets[0] - [5.0, 0.0], 5.0), targets[1]])
+    with pytest.raises(ValueError, match=r"every target must have the same population total"):
+        rake_codes(codes, [targets[0], 2 * targets[1]])
+    with pytest.raises(ValueError, match=r"weights has 1 non-positive"):
+        rake_codes(codes, targets, weights=np.where(np.arange(d.size) == 3, 0.0, d))
