@@ -19,6 +19,8 @@ log-potentials, :math:`g_a = \log t_a - \operatorname{logsumexp}_{\neg a}(L + \s
 
 Every function dispatches on the input's array namespace (NumPy, CuPy, PyTorch, array-api-strict)
 through :mod:`raking._array_api`; leading axes are batch axes and are never looped over in Python.
+A 2-D ``scipy.sparse`` (``cupyx.scipy.sparse``) table runs through the same steps with NumPy (CuPy)
+factors: its reductions are the mat-vecs ``table @ f`` and ``table.T @ f`` (:mod:`raking._sparse`).
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from raking._array_api import Array, device, get_xp, is_numpy, to_float
+from raking._array_api import Array, get_xp, is_numpy, to_float
+from raking._sparse import is_sparse, sparse_namespace, sparse_reduce, sparse_scale, table_device
 from raking.exceptions import ConvergenceWarning
 from raking.results import BalanceResult, ScalingResult
 from raking.validation import (
     check_check_every,
-    check_is_array,
     check_max_steps,
     check_steps,
     check_table,
@@ -41,6 +43,7 @@ from raking.validation import (
     check_tol,
     count_targets,
     raise_on_empty_categories,
+    table_namespace,
 )
 
 __all__ = ["apply_scaling", "balance", "balance_result", "scaling_factors"]
@@ -69,9 +72,11 @@ def balance(
 
     Parameters
     ----------
-    table : array, shape ``(*batch, n_1, ..., n_d)``
+    table : array, shape ``(*batch, n_1, ..., n_d)``, or 2-D sparse matrix
         Non-negative weights or counts (any scale; integers are promoted to float64, float32
-        stays float32). With ``log_domain=True``: log-weights, finite or ``-inf``.
+        stays float32). With ``log_domain=True``: log-weights, finite or ``-inf``. A 2-D
+        ``scipy.sparse`` (or ``cupyx.scipy.sparse``) matrix or array in CSR, CSC or COO format
+        is balanced without densifying it: two targets, no batch axes, ``log_domain=False``.
     targets : sequence of d arrays
         Target marginal of each balanced axis, shape ``(n_i,)`` (or ``(*batch, n_i)``): shares or
         counts, non-negative, all with the same total. The result has that total.
@@ -91,13 +96,14 @@ def balance(
     -------
     array
         The balanced table, same array type, device and shape as ``table`` (never the input
-        object modified in place).
+        object modified in place); for a sparse table, a sparse matrix of the same type and
+        format with the same stored positions (explicit zeros included).
 
     Raises
     ------
     ValueError
         Negative, NaN or infinite entries; a target of the wrong length, negative or non-finite;
-        targets whose totals disagree.
+        targets whose totals disagree; a sparse table with batch axes or ``log_domain=True``.
     raking.exceptions.EmptyCategoryError
         A category with no mass in ``table`` but a positive target (missing mass).
 
@@ -105,7 +111,9 @@ def balance(
     -----
     ``theory.md`` §1.2 [SUM]: each step is the I-projection (KL) onto one marginal constraint;
     ``steps=None`` converges to the Sinkhorn / IPF fixed point :math:`e^{f(x)+g(y)} P_n(x, y)`.
-    One "iteration" of the authors' ``data_balance`` is two steps here.
+    One "iteration" of the authors' ``data_balance`` is two steps here. A sparse table takes
+    exactly the same steps (the scaling form below, with sparse mat-vecs as reductions), so its
+    result equals that of the densified table.
 
     Examples
     --------
@@ -189,16 +197,21 @@ def apply_scaling(table: Array, factors: Sequence[Array], *, log_domain: bool = 
     r"""Form the balanced table :math:`K \cdot f_1 \otimes \dots \otimes f_d` from its factors.
 
     With ``log_domain=True``, ``table`` is a log-table and ``factors`` are log-potentials; the
-    result is :math:`L + g_1 \oplus \dots \oplus g_d`.
+    result is :math:`L + g_1 \oplus \dots \oplus g_d`. A sparse 2-D ``table`` (CSR, CSC, COO)
+    with two 1-D factors gives :math:`\operatorname{diag}(f_1) K \operatorname{diag}(f_2)` as a
+    sparse matrix of the same type and format.
     """
-    xp = get_xp(table, *factors)
+    sparse = is_sparse(table)
+    xp = sparse_namespace(table, *factors) if sparse else get_xp(table, *factors)
     table = check_table(table, n_axes=len(factors), xp=xp, log_domain=log_domain)
     d = len(factors)
     for i, f in enumerate(factors):
-        if f.shape[-1] != table.shape[table.ndim - d + i]:
+        n_i = table.shape[table.ndim - d + i]
+        if f.shape[-1] != n_i or (sparse and f.ndim != 1):
             raise ValueError(
-                f"factors[{i}] has {f.shape[-1]} entries but balanced axis {i} of table has "
-                f"{table.shape[table.ndim - d + i]}; pass the factors computed for this table."
+                f"factors[{i}] has shape {tuple(f.shape)} but balanced axis {i} of table has "
+                f"{n_i} entries{' (a sparse table takes 1-D factors)' if sparse else ''}; pass "
+                "the factors computed for this table."
             )
     return _apply(table, factors, xp=xp, log_domain=log_domain)
 
@@ -218,8 +231,7 @@ def _validate(
     check_every: object,
 ) -> tuple[Any, Array, list[Array], dict[str, Any]]:
     """The single door of the public kernel functions."""
-    check_is_array(table, name="table")
-    xp = get_xp(table)
+    xp = table_namespace(table, name="table")
     n_axes = count_targets(targets)
     table = check_table(table, n_axes=n_axes, xp=xp, log_domain=log_domain)
     targets = check_targets(targets, table, xp=xp)
@@ -254,7 +266,10 @@ def _reduce(table: Array, factors: list[Array], axis: int, *, xp: Any, log_domai
     r"""Marginal on ``axis`` of the table scaled by every factor except ``factors[axis]``.
 
     Linear: :math:`R_a = \sum_{\neg a} K \prod_{b\ne a} f_b`; log: the same with logsumexp.
+    Sparse: ``K @ f_1`` (``axis=0``) or ``K.T @ f_0`` (``axis=1``).
     """
+    if is_sparse(table):
+        return sparse_reduce(table, factors[1 - axis], axis)
     d = len(factors)
     first = table.ndim - d
     if not log_domain and d == 2:
@@ -311,7 +326,10 @@ def _initial_factors(table: Array, targets: list[Array], *, xp: Any, log_domain:
     fill = 0.0 if log_domain else 1.0
     return [
         xp.full(
-            (*batch, table.shape[table.ndim - d + a]), fill, dtype=table.dtype, device=device(table)
+            (*batch, table.shape[table.ndim - d + a]),
+            fill,
+            dtype=table.dtype,
+            device=table_device(table),
         )
         for a in range(d)
     ]
@@ -366,7 +384,8 @@ def _ipf(
     faster (:func:`raking._numba.use_numba`), ``True`` wherever the loops support the input,
     ``False`` never. Both paths compute the same numbers (tested to 1e-12).
     """
-    if compiled is not False and steps is not None and not log_domain and is_numpy(xp):
+    numba_ok = is_numpy(xp) and not is_sparse(table)
+    if compiled is not False and steps is not None and not log_domain and numba_ok:
         from raking._numba import numba_ipf, numba_supports, use_numba
 
         chosen = numba_supports if compiled else use_numba
@@ -418,6 +437,8 @@ def _ipf(
 
 def _apply(table: Array, factors: Sequence[Array], *, xp: Any, log_domain: bool) -> Array:
     """``K * f_1 ⊗ ... ⊗ f_d`` (log: ``L + g_1 ⊕ ... ⊕ g_d``), a new array."""
+    if is_sparse(table):
+        return sparse_scale(table, factors, xp=xp)
     if not log_domain and is_numpy(xp):
         from raking._numba import numba_apply, use_numba
 

@@ -6,7 +6,8 @@ whose message says which argument, what it received, why that is a problem and h
 Public functions call these once; private functions never validate. Import the checks from
 ``raking.validation``; the private submodules only split the file by kind of input:
 
-- ``_arrays``: the kernel's (batched) tables and targets, any array-API library;
+- ``_arrays``: the kernel's (batched) tables and targets, any array-API library, and 2-D
+  ``scipy.sparse`` / ``cupyx.scipy.sparse`` tables;
 - ``_scalars``: step counts, tolerances, sizes, noise levels, options and seeds;
 - ``_statistics``: the statistics layer's NumPy inputs (count tables, codes, ``h``, pmfs);
 - ``_survey``: survey raking (targets by level, design weights, bounds, missing and unknown
@@ -16,11 +17,13 @@ Public functions call these once; private functions never validate. Import the c
 
 from raking.validation._arrays import (
     check_is_array,
+    check_sparse_table,
     check_table,
     check_targets,
     count_targets,
     find_empty_categories,
     raise_on_empty_categories,
+    table_namespace,
     total_tolerance,
 )
 from raking.validation._scalars import (
@@ -90,6 +93,7 @@ __all__ = [
     "check_probability",
     "check_seed",
     "check_shape",
+    "check_sparse_table",
     "check_steps",
     "check_steps_or_inf",
     "check_table",
@@ -104,6 +108,7 @@ __all__ = [
     "raise_on_na",
     "raise_on_unknown_levels",
     "resolve_total",
+    "table_namespace",
     "total_tolerance",
     "warn_sparse_levels",
 ]

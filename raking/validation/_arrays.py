@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from raking._array_api import Array, device, is_array, to_float, to_numpy
+from raking._array_api import Array, get_xp, is_array, to_float, to_numpy
+from raking._sparse import (
+    SPARSE_FORMATS,
+    is_sparse,
+    sparse_coordinates,
+    sparse_reduce,
+    table_device,
+)
 from raking.exceptions import EmptyCategoryError
 from raking.validation._messages import _cells, _listed
 
@@ -23,6 +30,18 @@ def check_is_array(x: object, *, name: str) -> None:
             f"{name} must be an array (NumPy, CuPy, PyTorch or another array-API library), got "
             f"{type(x).__name__}. Wrap it with numpy.asarray first."
         )
+
+
+def table_namespace(table: object, *, name: str = "table") -> Any:
+    """The array namespace of a dense table, or of a sparse table's stored values.
+
+    A 2-D ``scipy.sparse`` (``cupyx.scipy.sparse``) matrix or array is balanced with NumPy
+    (CuPy) factor vectors; anything else must be an array of a library array-api-compat knows.
+    """
+    if is_sparse(table):
+        return get_xp(table.data)
+    check_is_array(table, name=name)
+    return get_xp(table)
 
 
 def _float_dtype(xp: Any, x: Array) -> Any:
@@ -44,7 +63,10 @@ def check_table(
     Returns the table as a floating array of its own namespace (integers become float64). The
     caller's array is never modified. Entries must be finite and non-negative, or, with
     ``log_domain=True``, log-weights: finite or ``-inf`` (zero weight), never NaN or ``+inf``.
+    A sparse table is checked by :func:`check_sparse_table`.
     """
+    if is_sparse(table):
+        return check_sparse_table(table, n_axes=n_axes, xp=xp, log_domain=log_domain, name=name)
     check_is_array(table, name=name)
     if table.ndim < n_axes:
         raise ValueError(
@@ -77,6 +99,69 @@ def check_table(
             f"{name} must be non-negative (weights or counts), found negative entries at cells "
             f"{_listed(_cells(cells))}. Balancing rescales mass and cannot make it "
             "negative; for log-weights pass log_domain=True."
+        )
+    return table
+
+
+def _stored_cells(table: Any, bad: Array, *, xp: Any) -> list[tuple[int, ...]]:
+    """``(row, col)`` of the stored values of a sparse table flagged by the vector ``bad``."""
+    rows, cols = sparse_coordinates(table, xp=xp)
+    mask = to_numpy(bad)
+    return _cells(np.stack([to_numpy(rows)[mask], to_numpy(cols)[mask]], axis=-1))
+
+
+def check_sparse_table(
+    table: Any, *, n_axes: int, xp: Any, log_domain: bool = False, name: str = "table"
+) -> Any:
+    """Validate a sparse 2-D table: two balanced axes, no batch axes, not in the log domain.
+
+    Returns the table with floating stored values (integers become float64, a copy; a floating
+    table is returned as it is, never modified). Only CSR, CSC and COO are accepted; the stored
+    values must be finite and non-negative (explicit zeros are allowed).
+    """
+    fmt = str(table.format)
+    if fmt not in SPARSE_FORMATS:
+        raise TypeError(
+            f"{name} is a sparse matrix in {fmt.upper()} format; the kernel balances CSR, CSC "
+            f"and COO tables. Convert it first, e.g. {name}.tocsr()."
+        )
+    shape = tuple(table.shape)
+    if len(shape) != 2:
+        raise ValueError(
+            f"{name} is a {len(shape)}-D sparse array; sparse tables must be 2-D (rows x "
+            "columns). Pass a 2-D sparse matrix, or a dense array for batched or N-D tables."
+        )
+    if n_axes != 2:
+        raise ValueError(
+            f"{name} is a 2-D sparse matrix, so it has no batch axes and needs exactly 2 targets "
+            f"(row and column marginals), got {n_axes}. Give [p_x, p_y], or pass a dense array "
+            "to balance batched tables."
+        )
+    if log_domain:
+        raise ValueError(
+            f"log_domain=True is not supported for a sparse {name}: its implicit zeros would "
+            "read as log-weight 0 (weight 1). Pass the weights (exp of the log-weights) as a "
+            "sparse table with log_domain=False, or a dense log-table."
+        )
+    if any(n == 0 for n in shape):
+        raise ValueError(f"{name} has an empty axis (shape {shape}).")
+    dtype = _float_dtype(xp, table.data)
+    if table.data.dtype != dtype:
+        table = table.astype(dtype)
+    data = table.data
+    if data.shape[0] == 0:
+        return table
+    if not math.isfinite(to_float(xp.sum(data))):
+        cells = _stored_cells(table, ~xp.isfinite(data), xp=xp)
+        raise ValueError(
+            f"{name} must be finite, found NaN or inf stored at cells {_listed(cells)}. Impute "
+            "or drop those entries before balancing."
+        )
+    if to_float(xp.min(data)) < 0:
+        cells = _stored_cells(table, data < 0, xp=xp)
+        raise ValueError(
+            f"{name} must be non-negative (weights or counts), found negative entries stored at "
+            f"cells {_listed(cells)}. Balancing rescales mass and cannot make it negative."
         )
     return table
 
@@ -115,9 +200,9 @@ def check_targets(
         n_i = table.shape[table.ndim - d + i]
         try:
             if is_array(target) and not isinstance(target, np.ndarray):
-                t = xp.asarray(target, dtype=table.dtype, device=device(table))
+                t = xp.asarray(target, dtype=table.dtype, device=table_device(table))
             else:
-                t = xp.asarray(np.asarray(target, dtype=np.float64), device=device(table))
+                t = xp.asarray(np.asarray(target, dtype=np.float64), device=table_device(table))
                 t = xp.astype(t, table.dtype)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise TypeError(
@@ -158,6 +243,10 @@ def check_targets(
 
 def _balanced_marginal(table: Array, axis: int, n_axes: int, *, xp: Any, log_domain: bool) -> Array:
     """Mass of each category on balanced axis ``axis`` (max log-weight in the log domain)."""
+    if is_sparse(table):  # validated: 2-D, not log_domain
+        n_other = table.shape[1 - axis]
+        ones = xp.ones(n_other, dtype=table.dtype, device=table_device(table))
+        return sparse_reduce(table, ones, axis)
     first = table.ndim - n_axes
     others = tuple(first + b for b in range(n_axes) if b != axis)
     if not others:
@@ -166,7 +255,7 @@ def _balanced_marginal(table: Array, axis: int, n_axes: int, *, xp: Any, log_dom
         return xp.max(table, axis=others)
     if n_axes == 2:  # a mat-vec with ones: one streaming pass (faster than a strided sum)
         n_other = table.shape[first + 1 - axis]
-        ones = xp.ones((n_other, 1), dtype=table.dtype, device=device(table))
+        ones = xp.ones((n_other, 1), dtype=table.dtype, device=table_device(table))
         if axis == 0:
             return xp.matmul(table, ones)[..., 0]
         return xp.matmul(xp.matrix_transpose(ones), table)[..., 0, :]
