@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from raking.clip_experiment import resolve_device
 from raking.pmsn import plot_pmsn, run_grid, summary_table
 
 
@@ -46,14 +47,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", type=Path, default=Path("figures"))
     return p
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda was given but torch finds no CUDA device; use auto or cpu.")
-    return device
 
 
 def main(argv: list[str] | None = None) -> int:

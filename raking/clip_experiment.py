@@ -500,12 +500,9 @@ def plot_clip_experiment(
         f"dotted: per checkpoint",
         fontsize=8,
     )
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    return paths
+    from raking.plotting import save_figure
+
+    return save_figure(fig, folder, name)
 
 
 def summary_table(frame: Any) -> Any:

@@ -25,6 +25,7 @@ __all__ = [
     "plot_mse_vs_k",
     "plot_mse_vs_n",
     "plot_theory_vs_mc",
+    "save_figure",
 ]
 
 _DATA_COLOR = "dodgerblue"  # the authors' colours (illustration.ipynb)
@@ -39,7 +40,8 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _save(fig: Figure, folder: Path, name: str) -> list[Path]:
+def save_figure(fig: Figure, folder: Path, name: str) -> list[Path]:
+    """Write ``fig`` as ``folder/name.png`` (150 dpi) and ``.pdf``; return both paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
@@ -180,7 +182,7 @@ def plot_dependence(frame: pd.DataFrame, folder: Path) -> list[Path]:
         "marginals).",
         fontsize=8,
     )
-    return _save(fig, folder, "dependence")
+    return save_figure(fig, folder, "dependence")
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,7 +252,7 @@ def plot_theory_vs_mc(frame: pd.DataFrame, folder: Path) -> list[Path]:
     right.set_title(r"ratio $\to 1$ as $n$ grows ($\pm 2$ s.e.)", fontsize=10)
     fig.suptitle("Theory vs Monte Carlo, correct marginals", fontsize=11)
     fig.supxlabel(_design_note(frame), fontsize=8)
-    return _save(fig, folder, "theory_vs_mc")
+    return save_figure(fig, folder, "theory_vs_mc")
 
 
 def plot_mse_vs_n(frame: pd.DataFrame, folder: Path) -> list[Path]:
@@ -304,7 +306,7 @@ def plot_mse_vs_n(frame: pd.DataFrame, folder: Path) -> list[Path]:
         ax.legend(fontsize=8)
     fig.suptitle("MSE vs sample size, correct marginals", fontsize=11)
     fig.supxlabel(_design_note(frame), fontsize=8)
-    return _save(fig, folder, "mse_vs_n")
+    return save_figure(fig, folder, "mse_vs_n")
 
 
 def plot_mse_vs_k(frame: pd.DataFrame, folder: Path) -> list[Path]:
@@ -391,7 +393,7 @@ def plot_mse_vs_k(frame: pd.DataFrame, folder: Path) -> list[Path]:
         ax.legend(fontsize=8)
     fig.suptitle("Variance reduction vs the number of balancing steps", fontsize=11)
     fig.supxlabel(_design_note(frame), fontsize=8)
-    return _save(fig, folder, "mse_vs_k")
+    return save_figure(fig, folder, "mse_vs_k")
 
 
 # --------------------------------------------------------------------------------------------
@@ -488,4 +490,4 @@ def plot_illustration(frame: pd.DataFrame, folder: Path) -> list[Path]:
         "missing mass). Marginal errors are against the true marginals.",
         fontsize=8,
     )
-    return _save(fig, folder, "illustration")
+    return save_figure(fig, folder, "illustration")

@@ -406,9 +406,6 @@ def plot_pmsn(frame: Any, folder: str | Path, name: str = "pmsn_prior") -> list[
     fig.suptitle(
         f"PMSN toy, uniform vs power-law (0.5) cluster prior; mean ± sd over {n} seeds", fontsize=9
     )
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    return paths
+    from raking.plotting import save_figure
+
+    return save_figure(fig, folder, name)

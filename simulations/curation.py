@@ -35,6 +35,7 @@ from raking.curation import (
     load_synsets,
     match_matrix,
 )
+from raking.plotting import save_figure
 
 QUICK_CAPTIONS = 2000
 _OBSERVED = "dodgerblue"
@@ -170,11 +171,7 @@ def plot(result: CurationResult, folder: Path) -> list[Path]:
         f"({result.n_captions:,} validation captions, 250 classes)",
         fontsize=11,
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / "curation.png", folder / "curation.pdf"]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
-    return paths
+    return save_figure(fig, folder, "curation")
 
 
 def main(argv: list[str] | None = None) -> int:
