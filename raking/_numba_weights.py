@@ -13,9 +13,12 @@ each pass reads the code of one or a few variables and the weights, and is O(n):
 :mod:`raking.weights` has the same three passes in NumPy (``np.bincount``); the driver is shared,
 so both backends run one algorithm, and ``tests/test_weights.py`` checks that they agree to 1e-12.
 Each pass runs in parallel over a few contiguous chunks per thread, each chunk summing into its
-own row of a small ``(chunks, levels)`` array (summed afterwards), so the group sums never
-contend. The summation order depends on the number of chunks: results agree with the NumPy
-passes to rounding (about 1e-15 relative), not bitwise.
+own slice of a small ``(chunks, lanes, levels)`` array (summed afterwards), so the group sums never
+contend. Within a chunk, row ``i`` adds into lane ``i mod 4``: units come sorted by their cell
+key, so runs of equal codes would otherwise chain every add on the previous one (store-to-load
+latency); four lanes made a pass over 340,000 cells 2.3x faster for the slowest-varying variable
+(0.56 -> 0.24 ms, 2 threads). The summation order depends on the number of chunks and lanes:
+results agree with the NumPy passes to rounding (about 1e-15 relative), not bitwise.
 
 numba is imported only by :func:`_compiled`, on the first pass; :mod:`raking.weights` uses these
 loops only for problems of at least 100,000 units (``raking._weights_loops``), so raking a survey
@@ -28,17 +31,19 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["clip_eval", "clip_update", "numba_available", "scale_count"]
+__all__ = ["clip_eval", "clip_update", "dense_cells", "numba_available", "scale_count"]
 
 # Bound to ``numba.prange`` by ``_compiled()`` before the loops are compiled.
 prange = range
 
 _ROWS_PER_CHUNK = 32_768  # below this, one chunk: thread start-up costs more than it saves
+_LANES = 4  # accumulator copies per chunk (a power of 2: lane = i & (_LANES - 1))
 
 
 @functools.cache
@@ -88,10 +93,10 @@ def scale_count(
         The concatenated margins of those variables after the update.
     """
     width = int(offsets[last] - offsets[first])
-    partial = np.empty((_n_chunks(w.shape[0]), max(width, 1)))
+    partial = np.empty((_n_chunks(w.shape[0]), _LANES, max(width, 1)))
     r = np.ones(1) if ratio is None else ratio
     _compiled().scale_count(codes, offsets, w, v, r, first, last, partial)
-    return partial.sum(axis=0)[:width]
+    return partial.sum(axis=(0, 1))[:width]
 
 
 def clip_eval(
@@ -134,16 +139,57 @@ def clip_update(
     Arguments and return value as in :func:`scale_count`; ``q`` and ``w`` are updated in place.
     """
     width = int(offsets[last] - offsets[first])
-    partial = np.empty((_n_chunks(w.shape[0]), max(width, 1)))
+    partial = np.empty((_n_chunks(w.shape[0]), _LANES, max(width, 1)))
     r = np.ones(1) if rho is None else rho
     _compiled().clip_update(codes, offsets, v, q, d, r, lo, hi, w, first, last, partial)
-    return partial.sum(axis=0)[:width]
+    return partial.sum(axis=(0, 1))[:width]
+
+
+def dense_cells(
+    codes: np.ndarray, n_levels: list[int], max_cells: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The non-empty cells of the crossed codes, by a count over the whole key range.
+
+    The compiled twin of the dense branch of :func:`raking.weights.cells_from_codes` (same
+    arguments and results, integers, so equal exactly): a parallel pass over the rows computes the
+    mixed-radix key ``sum_v codes[v] * prod(n_levels[:v])``, a serial one counts the keys, one
+    pass over the key range numbers the non-empty keys, then every row gets its cell (parallel)
+    and every cell its codes.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray of int, shape ``(p, n)``, C-contiguous
+        Validated level codes.
+    n_levels : list of int
+        Levels per variable; their product (the key range) must fit in memory as int64 counts.
+    max_cells : int or None
+        Return ``None`` when there are more non-empty cells than this.
+    """
+    compiled = _compiled()
+    radix = math.prod(n_levels)
+    strides = np.array([math.prod(n_levels[:v]) for v in range(len(n_levels))], dtype=np.int64)
+    key = np.empty(codes.shape[1], dtype=np.int64)
+    compiled.cell_keys(codes, strides, key)
+    counts = np.zeros(radix, dtype=np.int64)
+    index = np.empty(radix, dtype=np.int64)
+    uniq = np.empty(radix, dtype=np.int64)
+    m = compiled.cell_index(key, counts, index, uniq)
+    if max_cells is not None and m > max_cells:
+        return None
+    uniq = uniq[:m]
+    cell_of_row = np.empty(codes.shape[1], dtype=np.int64)
+    cell_codes = np.empty((len(n_levels), m), dtype=np.int32)
+    compiled.cell_rows(key, index, cell_of_row, uniq, np.asarray(n_levels), cell_codes)
+    return cell_codes, cell_of_row, counts[uniq]
 
 
 class _Compiled(NamedTuple):
     scale_count: Callable[..., None]
     clip_eval: Callable[..., None]
     clip_update: Callable[..., None]
+    cell_keys: Callable[..., None]
+    cell_index: Callable[..., int]
+    cell_rows: Callable[..., None]
     get_num_threads: Callable[[], int]
 
 
@@ -154,10 +200,14 @@ def _compiled() -> _Compiled:
 
     globals()["prange"] = numba.prange
     parallel = numba.njit(parallel=True, cache=True, fastmath=False)
+    serial = numba.njit(cache=True)
     return _Compiled(
         parallel(_scale_count_loops),
         parallel(_clip_eval_loops),
         parallel(_clip_update_loops),
+        parallel(_cell_keys_loops),
+        serial(_cell_index_loops),
+        parallel(_cell_rows_loops),
         numba.get_num_threads,
     )
 
@@ -179,17 +229,28 @@ def _scale_count_loops(
 ) -> None:
     n = w.shape[0]
     chunks = partial.shape[0]
+    mask = partial.shape[1] - 1
     base = offsets[first]
     for c in prange(chunks):
         acc = partial[c]
         acc[:] = 0.0
-        for i in range(c * n // chunks, (c + 1) * n // chunks):
-            x = w[i]
-            if v >= 0:
-                x *= ratio[codes[v, i]]
+        start, stop = c * n // chunks, (c + 1) * n // chunks
+        if v >= 0 and last == first + 1:  # the common step: scale one variable, sum the next
+            cv = codes[v]
+            cu = codes[first]
+            for i in range(start, stop):
+                x = w[i] * ratio[cv[i]]
                 w[i] = x
-            for u in range(first, last):
-                acc[offsets[u] - base + codes[u, i]] += x
+                acc[i & mask, cu[i]] += x
+        else:
+            for i in range(start, stop):
+                x = w[i]
+                if v >= 0:
+                    x *= ratio[codes[v, i]]
+                    w[i] = x
+                lane = acc[i & mask]
+                for u in range(first, last):
+                    lane[offsets[u] - base + codes[u, i]] += x
 
 
 def _clip_eval_loops(
@@ -238,6 +299,7 @@ def _clip_update_loops(
 ) -> None:
     n = w.shape[0]
     chunks = partial.shape[0]
+    mask = partial.shape[1] - 1
     base = offsets[first]
     for c in prange(chunks):
         acc = partial[c]
@@ -250,5 +312,49 @@ def _clip_update_loops(
             g = min(max(g, lo), hi)
             x = d[i] * g
             w[i] = x
+            lane = acc[i & mask]
             for u in range(first, last):
-                acc[offsets[u] - base + codes[u, i]] += x
+                lane[offsets[u] - base + codes[u, i]] += x
+
+
+def _cell_keys_loops(codes: np.ndarray, strides: np.ndarray, key: np.ndarray) -> None:
+    p, n = codes.shape
+    for i in prange(n):
+        k = 0
+        for v in range(p):
+            k += np.int64(codes[v, i]) * strides[v]
+        key[i] = k
+
+
+def _cell_index_loops(
+    key: np.ndarray, counts: np.ndarray, index: np.ndarray, uniq: np.ndarray
+) -> int:
+    for i in range(key.shape[0]):  # a separate loop: fused with the keys it ran 3x slower
+        counts[key[i]] += 1
+    m = 0
+    for k in range(counts.shape[0]):  # branch-free: index of an empty key is never read
+        index[k] = m
+        uniq[m] = k
+        m += counts[k] > 0
+    return m
+
+
+def _cell_rows_loops(
+    key: np.ndarray,
+    index: np.ndarray,
+    cell_of_row: np.ndarray,
+    uniq: np.ndarray,
+    n_levels: np.ndarray,
+    cell_codes: np.ndarray,
+) -> None:
+    for i in prange(key.shape[0]):
+        cell_of_row[i] = index[key[i]]
+    for j in prange(uniq.shape[0]):
+        q = uniq[j]
+        for v in range(n_levels.shape[0]):
+            # float division: exact floor for keys below 2**52 (the dense key range is far
+            # smaller), and several times faster than an int64 division
+            size = n_levels[v]
+            quotient = np.int64(np.float64(q) / np.float64(size))
+            cell_codes[v, j] = q - quotient * size
+            q = quotient

@@ -1,10 +1,11 @@
 """Targets and integer codes for :func:`raking.rake`: one pass over each raked column.
 
-Each target variable (a column, or a tuple of columns for a crossed margin) becomes an ``int64``
-array of level indices into the target's levels: ``.cat.codes`` for categoricals, otherwise
-``pandas.factorize`` (hashing, O(n)), then a small lookup from the distinct values to the target
-levels. Values absent from the targets get ``_UNKNOWN``, missing values ``_NA`` (or the target's
-NaN level with ``na="level"``). Errors and warnings name the variable, the column and the levels.
+Each target variable (a column, or a tuple of columns for a crossed margin) becomes an integer
+array (``int8`` up to 128 levels) of level indices into the target's levels: ``.cat.codes`` for
+categoricals, otherwise ``pandas.factorize`` (hashing, O(n)), then a small lookup from the
+distinct values to the target levels. Values absent from the targets get ``_UNKNOWN``, missing
+values ``_NA`` (or the target's NaN level with ``na="level"``). Errors and warnings name the
+variable, the column and the levels.
 """
 
 from __future__ import annotations
@@ -65,16 +66,24 @@ def _parse_targets(
 
 
 def _code_column(series: pd.Series, levels: list[Any], na: str) -> np.ndarray:
-    """Index of each row's value in ``levels``; ``_UNKNOWN`` if absent, ``_NA`` if missing."""
+    """Index of each row's value in ``levels``; ``_UNKNOWN`` if absent, ``_NA`` if missing.
+
+    The codes come in the smallest signed integer dtype that holds them (``int8`` up to 127
+    levels), a new array. A categorical whose categories are ``levels`` in order, without
+    missing values, costs one copy of its codes; otherwise one gather from a small lookup.
+    """
     if isinstance(series.dtype, pd.CategoricalDtype):
         raw, uniques = series.cat.codes.to_numpy(), series.cat.categories
     else:
         raw, uniques = pd.factorize(series)
+    dtype = np.min_scalar_type(-max(len(levels), 128))
     index = pd.Index(levels, dtype=object)
-    lookup = index.get_indexer(pd.Index(uniques, dtype=object)).astype(np.int64)
+    lookup = index.get_indexer(pd.Index(uniques, dtype=object))
+    if np.array_equal(lookup, np.arange(len(levels))) and (raw.size == 0 or raw.min() >= 0):
+        return raw.astype(dtype)  # the categories are the levels, in order
     na_level = [j for j, x in enumerate(levels) if _is_na(x)]
     na_code = na_level[0] if na == "level" and na_level else (_UNKNOWN if na == "level" else _NA)
-    return np.append(lookup, na_code)[raw]
+    return np.append(lookup, na_code).astype(dtype)[raw]
 
 
 def _is_na(x: object) -> bool:
@@ -100,7 +109,8 @@ def _code_variable(
         for k, size in enumerate(sizes):
             flat = flat * size + parts[k].index(lv[k])
         lookup[flat] = j
-    return np.where(status < 0, status, lookup[key])
+    dtype = np.min_scalar_type(-max(len(levels), 128))
+    return np.where(status < 0, status, lookup[key]).astype(dtype)
 
 
 def _raise_na(data: pd.DataFrame, key: Hashable, cols: tuple, missing: np.ndarray) -> None:

@@ -3,9 +3,10 @@ r"""The raking driver of :mod:`raking.weights`: unbounded and bounded steps, sto
 Step ``k`` adjusts variable ``v = (k - 1) mod p``. Unbounded: one pass ``w *= t_v / m_v`` fused
 with the group sums needed next. Bounded: :func:`_solve_levels` solves every level's
 piecewise-linear equation by safeguarded Newton (one pass per iteration), then one update pass.
-With ``steps=None`` the error (share of the total) is measured in the last pass of every sweep;
-iteration stops at ``tol``, at ``max_iter`` sweeps, or on a stall (no new best below
-``_STALL_GAIN`` times the earlier best for ``_STALL_SWEEPS`` sweeps).
+With ``steps=None`` the error (share of the total) is measured in the last pass of a sweep: every
+sweep for bounded raking; for unbounded raking only when the sweep looks converged (see
+:func:`_run_unbounded`). Iteration stops at ``tol``, at ``max_iter`` sweeps, or on a stall (no new
+best below ``_STALL_GAIN`` times the earlier best for ``_STALL_SWEEPS`` sweeps).
 
 The passes are NumPy (``numpy.bincount``) here and compiled in :mod:`raking._numba_weights`, with
 the same signatures; :func:`_passes` picks one. No validation happens here.
@@ -24,6 +25,7 @@ _STALL_SWEEPS = 20
 _STALL_GAIN = 0.99
 _NEWTON_MAX = 200
 _NEWTON_RTOL = 1e-13  # bounded step solved to this fraction of the total
+_CHECK_MARGIN = 10.0  # full check once the predicted error is below this many times tol
 
 
 class _Passes(NamedTuple):
@@ -68,14 +70,33 @@ def _run_unbounded(
     tol: float,
     max_iter: int,
 ) -> _Run:
+    """IPF on the units; with ``steps=None``, a full check only when a sweep looks converged.
+
+    Each pass scales one variable and sums the next, so every variable's error just before its
+    own step comes free. After a sweep, the largest of those (the sweep's *proxy*), times the
+    contraction observed from the previous sweep, predicts the error at the end of the sweep;
+    only when that prediction is at most ``_CHECK_MARGIN * tol`` does the sweep's last pass sum
+    every variable (a full pass costs ``p`` single sums). The stop at ``tol`` is always decided
+    on the full check; stalls and NaN are decided on the proxies, then the margins are summed
+    once.
+    """
     p = len(targets)
     w = d.copy()
     limit = steps if steps is not None else max_iter * p
     margin = passes.scale_count(codes, offsets, w, -1, None, 0, 1)
     history: list[float] = []
+    before = [math.inf] * p  # each variable's error just before its latest step
+    previous = math.inf
     for k in range(1, limit + 1):
         v, nxt = (k - 1) % p, k % p
-        check = k == limit or (steps is None and nxt == 0)
+        check = k == limit
+        if steps is None:
+            before[v] = _max_error(margin, [targets[v]], total)
+            if nxt == 0:
+                proxy = max(before)
+                rate = min(1.0, proxy / previous) if 0.0 < previous < math.inf else 1.0
+                check = check or p == 1 or proxy * rate <= _CHECK_MARGIN * tol
+                previous = proxy
         first, last = (0, p) if check else (nxt, nxt + 1)
         out = passes.scale_count(codes, offsets, w, v, _ratio(targets[v], margin), first, last)
         margin = out[offsets[nxt] - offsets[first] : offsets[nxt + 1] - offsets[first]]
@@ -84,6 +105,11 @@ def _run_unbounded(
             done = _done(steps, error, tol, history)
             if done is not None or k == limit:
                 return _finish(w, out, k, steps, error, tol, done)
+        elif steps is None and nxt == 0:
+            done = _done(steps, proxy, -1.0, history)  # stall or NaN, never "tol"
+            if done is not None:
+                out = passes.scale_count(codes, offsets, w, -1, None, 0, p)
+                return _finish(w, out, k, steps, _max_error(out, targets, total), tol, done)
     raise AssertionError("unreachable")  # pragma: no cover
 
 

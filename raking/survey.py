@@ -44,7 +44,7 @@ from raking.validation import (
     resolve_total,
     warn_sparse_levels,
 )
-from raking.weights import _rake
+from raking.weights import _level_sums, _rake_units, _units
 
 __all__ = ["rake", "targets_from_frame"]
 
@@ -153,44 +153,40 @@ def rake(
     bounds = check_bounds(bounds)
     variables = _parse_targets(targets, data)
     codes = [_code_variable(data, cols, levels, na) for cols, levels, _ in variables.values()]
+    dropped, raked = _row_status(data, variables, codes, na, unknown)
 
-    dropped = np.zeros(len(data), dtype=bool)
-    for key, c in zip(variables, codes, strict=True):
-        missing = c == _NA
-        if missing.any() and na == "error":
-            _raise_na(data, key, variables[key][0], missing)
-        dropped |= missing
-    zeroed = np.zeros(len(data), dtype=bool)
-    for key, c in zip(variables, codes, strict=True):
-        unknown_rows = (c == _UNKNOWN) & ~dropped
-        if unknown_rows.any():
-            _unknown_levels(data, key, variables[key], unknown_rows, raise_=unknown == "error")
-            zeroed |= unknown_rows
-    raked = ~(dropped | zeroed)
-    if not raked.any():
-        raise ValueError("no row of data is left to rake after na='drop' / unknown='zero'.")
-
-    d = _design_weights(data, weights, raked)[raked]
-    codes_raked = np.stack([c[raked] for c in codes]).astype(np.int32)
+    d = None if weights is None else _design_weights(data, weights, raked)
+    if raked is not None:
+        codes = [c[raked] for c in codes]
+        d = None if d is None else d[raked]
+    n = codes[0].shape[0]
     t_raw = [t for _, _, t in variables.values()]
-    default = float(d.sum()) if weights is not None else float(raked.sum())
+    default = float(d.sum()) if d is not None else float(n)
     total_value, known = resolve_total(list(variables), [t.sum() for t in t_raw], total, default)
     t = [tv * (total_value / tv.sum()) for tv in t_raw]
-    if weights is None:
-        d = np.full(d.shape[0], total_value / d.shape[0])
-    n_rows, sample = _check_levels(variables, codes_raked, d, t, bounds)
+    n_levels = [tv.size for tv in t]
+    if d is None:
+        d = np.full(n, total_value / n)
+    units = _units(codes, n_levels, d, equal=weights is None)
+    n_rows, sample = _level_sums(units, n_levels)
+    _check_levels(variables, n_rows, sample, t, bounds)
 
-    result = _rake(codes_raked, t, d, steps=steps, tol=tol, max_iter=max_iter, bounds=bounds)
-    sample_pos = np.flatnonzero(~dropped)
-    full = np.full(len(data), np.nan)
-    full[~dropped] = 0.0
-    full[raked] = result.weights
+    result = _rake_units(units, d, t, steps=steps, tol=tol, max_iter=max_iter, bounds=bounds)
+    if raked is None:
+        full, sample_pos = result.weights, np.arange(len(data))
+        raked_pos = sample_pos
+    else:
+        sample_pos = np.flatnonzero(~dropped)
+        raked_pos = np.flatnonzero(raked[sample_pos])
+        full = np.full(len(data), np.nan)
+        full[sample_pos] = 0.0
+        full[raked] = result.weights
     design = _Design(
-        codes=codes_raked,
-        n_levels=tuple(tv.size for tv in t),
+        codes=codes,
+        n_levels=tuple(n_levels),
         design=d,
         final=result.weights,
-        raked_pos=np.flatnonzero(raked[sample_pos]),
+        raked_pos=raked_pos,
         sample_pos=sample_pos,
         steps=steps,
         **_design_columns(data, sample_pos, strata, cluster, fpc),
@@ -225,10 +221,11 @@ def targets_from_frame(
     }
 
 
-def _design_weights(data: pd.DataFrame, weights: object, rows: np.ndarray) -> np.ndarray:
-    """Design weights of every row (a column, or an array; a Series is aligned on the index)."""
-    if weights is None:
-        return np.ones(len(data))
+def _design_weights(data: pd.DataFrame, weights: object, rows: np.ndarray | None) -> np.ndarray:
+    """Design weights of every row (a column, or an array; a Series is aligned on the index).
+
+    Checked on the rows of the mask ``rows`` (``None``: every row).
+    """
     name = "weights"
     values: object = weights
     if isinstance(weights, str):
@@ -240,23 +237,51 @@ def _design_weights(data: pd.DataFrame, weights: object, rows: np.ndarray) -> np
     return check_design_weights(values, len(data), name=name, labels=data.index, rows=rows)
 
 
+def _row_status(
+    data: pd.DataFrame, variables: dict, codes: list[np.ndarray], na: str, unknown: str
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Rows dropped (missing values) and rows raked, as masks; ``(None, None)``: all raked.
+
+    Raises on missing values (``na="error"``) and levels absent from the targets
+    (``unknown="error"``); warns for ``unknown="zero"``.
+    """
+    if all(c.size == 0 or c.min() >= 0 for c in codes):
+        return None, None
+    dropped = np.zeros(len(data), dtype=bool)
+    for key, c in zip(variables, codes, strict=True):
+        missing = c == _NA
+        if missing.any() and na == "error":
+            _raise_na(data, key, variables[key][0], missing)
+        dropped |= missing
+    zeroed = np.zeros(len(data), dtype=bool)
+    for key, c in zip(variables, codes, strict=True):
+        unknown_rows = (c == _UNKNOWN) & ~dropped
+        if unknown_rows.any():
+            _unknown_levels(data, key, variables[key], unknown_rows, raise_=unknown == "error")
+            zeroed |= unknown_rows
+    raked = ~(dropped | zeroed)
+    if not raked.any():
+        raise ValueError("no row of data is left to rake after na='drop' / unknown='zero'.")
+    return dropped, raked
+
+
 def _check_levels(
-    variables: dict, codes: np.ndarray, d: np.ndarray, t: list[np.ndarray], bounds: Any
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Rows and design weight per level; raise on empty levels, warn on sparse ones."""
-    n_rows, sample = [], []
-    for (key, (_, levels, _)), c, tv in zip(variables.items(), codes, t, strict=True):
-        rows = np.bincount(c, minlength=tv.size)
-        dsum = np.bincount(c, weights=d, minlength=tv.size)
+    variables: dict,
+    n_rows: list[np.ndarray],
+    sample: list[np.ndarray],
+    t: list[np.ndarray],
+    bounds: Any,
+) -> None:
+    """Raise on target levels without rows or out of reach of the bounds; warn on sparse ones."""
+    for (key, (_, levels, _)), rows, dsum, tv in zip(
+        variables.items(), n_rows, sample, t, strict=True
+    ):
         empty = np.flatnonzero((rows == 0) & (tv > 0))
         raise_on_empty_levels(key, [levels[j] for j in empty], tv[empty])
         sparse = np.flatnonzero((rows > 0) & (rows < MIN_LEVEL_ROWS))
         warn_sparse_levels(key, [levels[j] for j in sparse], rows[sparse].tolist())
         if bounds is not None:
             check_bounded_levels(key, levels, tv, dsum, bounds)
-        n_rows.append(rows)
-        sample.append(dsum)
-    return n_rows, sample
 
 
 def _design_columns(
@@ -271,7 +296,8 @@ def _design_columns(
     s, labels = (None, None) if strata is None else pd.factorize(data[strata].iloc[pos])
     h = np.zeros(pos.size, dtype=np.int64) if s is None else s
     if cluster is None:
-        psu_of_row, n_psu = None, np.bincount(h)
+        psu_of_row = None
+        n_psu = np.array([pos.size]) if s is None else np.bincount(h)
     else:
         pairs = pd.MultiIndex.from_arrays([h, data[cluster].iloc[pos].to_numpy()])
         psu_of_row = pd.factorize(pairs)[0]

@@ -38,7 +38,7 @@ _QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 class _Design:
     """What the standard errors need (arrays over the raked rows or the sampled rows)."""
 
-    codes: np.ndarray  # (p, m) int32 level codes of the m raked rows
+    codes: list[np.ndarray]  # p integer arrays (m,): level codes of the m raked rows
     n_levels: tuple[int, ...]
     design: np.ndarray  # (m,) design weights d of the raked rows (scaled: total / n if none)
     final: np.ndarray  # (m,) raked weights

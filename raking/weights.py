@@ -46,10 +46,18 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-from raking._weights_loops import _passes, _Run, _run_bounded, _run_unbounded
+from raking._numba_weights import numba_available
+from raking._weights_loops import (
+    _NUMBA_MIN_UNITS,
+    _passes,
+    _Run,
+    _run_bounded,
+    _run_unbounded,
+)
 from raking.exceptions import ConvergenceWarning
 from raking.results import RakingWeights
 from raking.validation import (
@@ -165,49 +173,66 @@ def rake_codes(
 
 
 def cells_from_codes(
-    codes: np.ndarray, n_levels: Sequence[int], *, max_cells: int | None = None
-) -> tuple[np.ndarray, np.ndarray] | None:
+    codes: Sequence[np.ndarray] | np.ndarray,
+    n_levels: Sequence[int],
+    *,
+    max_cells: int | None = None,
+    return_counts: bool = False,
+) -> tuple[np.ndarray, ...] | None:
     """The non-empty cells of the crossed codes: their codes, and the cell of every row.
 
     Parameters
     ----------
-    codes : numpy.ndarray of int, shape ``(p, n)``
-        Validated level codes.
+    codes : numpy.ndarray of int, shape ``(p, n)``, or a sequence of p integer arrays ``(n,)``
+        Validated level codes (any integer dtype).
     n_levels : sequence of int
         Number of levels of each variable.
     max_cells : int, optional
         Give up (return ``None``) when there are more non-empty cells than this.
+    return_counts : bool
+        Also return the number of rows in each cell.
 
     Returns
     -------
-    (cell_codes, cell_of_row) or None
+    (cell_codes, cell_of_row[, counts]) or None
         ``cell_codes`` int32 of shape ``(p, m)`` (cells in key order), ``cell_of_row`` of shape
-        ``(n,)`` with values in ``[0, m)``. ``None`` if the key would overflow ``int64`` or there
-        are more than ``max_cells`` cells.
+        ``(n,)`` with values in ``[0, m)``, ``counts`` int64 of shape ``(m,)``. ``None`` if the
+        key would overflow ``int64`` or there are more than ``max_cells`` cells.
     """
-    p, n = codes.shape
-    if math.prod(n_levels) >= 2**62:
-        return None
-    strides = np.cumprod([1, *n_levels[:-1]]).astype(np.int64)
-    key = codes[0].astype(np.int64)
-    for v in range(1, p):
-        key += codes[v] * strides[v]
+    p, n = len(codes), codes[0].shape[0]
     radix = math.prod(n_levels)
-    if radix <= _DENSE_KEYS_PER_ROW * n + 1024:
-        present = np.bincount(key, minlength=radix) > 0
-        index = np.cumsum(present) - 1
-        uniq = np.flatnonzero(present)
+    if radix >= 2**62:
+        return None
+    dense = radix <= _DENSE_KEYS_PER_ROW * n + 1024
+    if dense and n >= _NUMBA_MIN_UNITS and numba_available():
+        from raking._numba_weights import dense_cells
+
+        stacked = codes if isinstance(codes, np.ndarray) else np.stack(codes)
+        out = dense_cells(np.ascontiguousarray(stacked), list(n_levels), max_cells)
+        return out if out is None or return_counts else out[:2]
+    key_dtype = np.int32 if radix < 2**31 else np.int64  # half the traffic where it fits
+    strides = [math.prod(n_levels[:v]) for v in range(p)]
+    key = codes[0].astype(key_dtype)
+    scratch = np.empty(n, dtype=key_dtype)
+    for v in range(1, p):
+        key += np.multiply(codes[v], strides[v], out=scratch, dtype=key_dtype)
+    if dense:
+        rows_per_key = np.bincount(key, minlength=radix)
+        uniq = np.flatnonzero(rows_per_key)
         if max_cells is not None and uniq.size > max_cells:
             return None
+        index = np.empty(radix, dtype=np.int32 if uniq.size < 2**31 else np.int64)
+        index[uniq] = np.arange(uniq.size)
         cell_of_row = index[key]
+        counts = rows_per_key[uniq]
     else:
-        uniq, cell_of_row = np.unique(key, return_inverse=True)
+        uniq, cell_of_row, counts = np.unique(key, return_inverse=True, return_counts=True)
         if max_cells is not None and uniq.size > max_cells:
             return None
     cell_codes = np.empty((p, uniq.size), dtype=np.int32)
     for v in range(p):
         cell_codes[v] = (uniq // strides[v]) % n_levels[v]
-    return cell_codes, cell_of_row
+    return (cell_codes, cell_of_row, counts) if return_counts else (cell_codes, cell_of_row)
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,8 +240,64 @@ def cells_from_codes(
 # --------------------------------------------------------------------------------------------
 
 
+class _Units(NamedTuple):
+    """What is raked: the non-empty cells of the crossed codes, or the rows themselves."""
+
+    codes: np.ndarray  # (p, m) int32, C-contiguous: level codes of the m units
+    design: np.ndarray  # (m,) design weight of each unit (summed over a cell's rows)
+    rows: np.ndarray | None  # (m,) rows per cell; None when the units are the rows
+    cell_of_row: np.ndarray | None  # (n,) cell of each row; None when the units are the rows
+
+
+def _units(
+    codes: Sequence[np.ndarray] | np.ndarray,
+    n_levels: Sequence[int],
+    design: np.ndarray,
+    *,
+    equal: bool = False,
+    method: str | None = None,
+) -> _Units:
+    """Cells when there are at most ``_CELL_FRACTION`` of them per row, else rows.
+
+    ``equal``: every design weight is ``design[0]`` (then a cell's weight is its row count
+    times that, without a pass over the rows). ``method`` (``"cells"``, ``"rows"``) forces a
+    choice (tests and benchmarks).
+    """
+    n = design.shape[0]
+    cells = None
+    if method != "rows":
+        limit = n if method == "cells" else int(_CELL_FRACTION * n)
+        cells = cells_from_codes(codes, n_levels, max_cells=limit, return_counts=True)
+    if cells is None:
+        stacked = np.empty((len(codes), n), dtype=np.int32)
+        for v, c in enumerate(codes):
+            stacked[v] = c
+        return _Units(stacked, design, None, None)
+    cell_codes, cell_of_row, counts = cells
+    if equal:
+        cell_d = counts * design[0]
+    else:
+        cell_d = np.bincount(cell_of_row, weights=design, minlength=counts.size)
+    return _Units(cell_codes, cell_d, counts, cell_of_row)
+
+
+def _level_sums(units: _Units, n_levels: Sequence[int]) -> tuple[list, list]:
+    """Rows (int64) and summed design weight of every level of every variable (two passes)."""
+    offsets = np.concatenate([[0], np.cumsum(n_levels)]).astype(np.int64)
+    p, m = len(n_levels), units.design.shape[0]
+    passes = _passes(None, m)
+    per_unit = np.ones(m) if units.rows is None else units.rows.astype(np.float64)
+    rows = passes.scale_count(units.codes, offsets, per_unit, -1, None, 0, p)
+    design = passes.scale_count(units.codes, offsets, units.design, -1, None, 0, p)
+    rows = np.rint(rows).astype(np.int64)  # sums of integers below 2**53: exact
+    return (
+        [rows[offsets[v] : offsets[v + 1]] for v in range(p)],
+        [design[offsets[v] : offsets[v + 1]] for v in range(p)],
+    )
+
+
 def _rake(
-    codes: np.ndarray,
+    codes: Sequence[np.ndarray] | np.ndarray,
     targets: Sequence[np.ndarray],
     design: np.ndarray,
     *,
@@ -227,25 +308,41 @@ def _rake(
     backend: str | None = None,
     method: str | None = None,
 ) -> RakingWeights:
-    """Rake validated ``codes`` (int32 ``(p, n)``) to ``targets`` (one total) from ``design``.
+    """Rake validated ``codes`` (``(p, n)``) to ``targets`` (one total) from ``design``.
 
     ``backend`` (``"numpy"``, ``"numba"``) and ``method`` (``"cells"``, ``"rows"``) force a path
     (tests and benchmarks); ``None`` chooses by size.
     """
-    n = design.shape[0]
+    units = _units(codes, [int(t.size) for t in targets], design, method=method)
+    return _rake_units(
+        units,
+        design,
+        targets,
+        steps=steps,
+        tol=tol,
+        max_iter=max_iter,
+        bounds=bounds,
+        backend=backend,
+    )
+
+
+def _rake_units(
+    units: _Units,
+    design: np.ndarray,
+    targets: Sequence[np.ndarray],
+    *,
+    steps: int | None,
+    tol: float,
+    max_iter: int,
+    bounds: tuple[float, float] | None,
+    backend: str | None = None,
+) -> RakingWeights:
+    """Rake ``units`` (from :func:`_units`) and give every row its weight."""
     p = len(targets)
     n_levels = [int(t.size) for t in targets]
     offsets = np.concatenate([[0], np.cumsum(n_levels)]).astype(np.int64)
     total = float(targets[0].sum())
-    cells = None
-    if method != "rows":
-        limit = n if method == "cells" else int(_CELL_FRACTION * n)
-        cells = cells_from_codes(codes, n_levels, max_cells=limit)
-    if cells is not None:
-        unit_codes, cell_of_row = cells
-        unit_d = np.bincount(cell_of_row, weights=design, minlength=unit_codes.shape[1])
-    else:
-        unit_codes, unit_d = np.ascontiguousarray(codes, dtype=np.int32), design
+    unit_codes, unit_d = units.codes, units.design
     passes = _passes(backend, unit_d.shape[0])
     if steps == 0:
         w = unit_d * (total / unit_d.sum())
@@ -259,7 +356,11 @@ def _rake(
         run = _run_bounded(
             passes, unit_codes, offsets, targets, unit_d, total, steps, tol, max_iter, bounds
         )
-    weights = design * (run.w / unit_d)[cell_of_row] if cells is not None else run.w
+    if units.cell_of_row is None:
+        weights = run.w
+    else:
+        weights = (run.w / unit_d)[units.cell_of_row]
+        weights *= design
     margins = tuple(run.margins[offsets[v] : offsets[v + 1]] for v in range(p))
     errors = tuple(
         float(np.max(np.abs(m - t))) / total if t.size else 0.0
@@ -277,7 +378,7 @@ def _rake(
         tol=None if steps is not None else tol,
         stalled=run.stalled,
         units=int(unit_d.shape[0]),
-        method=f"{'cells' if cells is not None else 'rows'}, {passes.name}",
+        method=f"{'cells' if units.cell_of_row is not None else 'rows'}, {passes.name}",
     )
     if steps is None and not run.converged:
         _warn_not_converged(result, bounds)

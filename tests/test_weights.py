@@ -10,6 +10,7 @@ import pytest
 
 from raking import balance
 from raking.exceptions import ConvergenceWarning, EmptyCategoryError
+import raking.weights as weights_module
 from raking.weights import _rake, cells_from_codes, rake_codes
 
 
@@ -190,7 +191,7 @@ def test_fixed_steps_never_warn():
 @pytest.mark.parametrize("n", [50, 100_000])
 def test_cells_from_codes_matches_numpy_unique(n):
     rng = np.random.default_rng(10)
-    levels = (3, 5, 7) if n == 50 else (40, 50, 60)  # dense lookup, then sorting
+    levels = (3, 5, 7) if n == 50 else (40, 50, 60)  # dense lookup: NumPy, then compiled
     codes = np.stack([rng.integers(0, L, n) for L in levels]).astype(np.int32)
     cell_codes, cell_of_row = cells_from_codes(codes, levels)
     uniq, inverse = np.unique(codes.T, axis=0, return_inverse=True)
@@ -199,6 +200,27 @@ def test_cells_from_codes_matches_numpy_unique(n):
     # the same partition of the rows
     assert len(set(zip(cell_of_row.tolist(), inverse.ravel().tolist(), strict=True))) == len(uniq)
     assert cells_from_codes(codes, levels, max_cells=len(uniq) - 1) is None
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32])
+def test_compiled_cells_equal_numpy_cells(monkeypatch, dtype):
+    rng = np.random.default_rng(12)
+    levels = (4, 5, 8, 12, 20)  # 38,400 keys, 120,000 rows: the dense branch
+    p = np.array([0.6, 0.3, 0.1])  # skewed, so many keys are empty
+    codes = np.stack([np.minimum(rng.choice(3, 120_000, p=p) * L // 3, L - 1) for L in levels])
+    codes = (codes + rng.integers(0, 2, codes.shape)) % np.array(levels)[:, None]
+    codes = codes.astype(dtype)
+    compiled = cells_from_codes(codes, levels, return_counts=True)
+    assert compiled[0].shape[1] < 38_400 // 2
+    monkeypatch.setattr(weights_module, "_NUMBA_MIN_UNITS", 10**9)
+    reference = cells_from_codes(list(codes), levels, return_counts=True)
+    for a, b in zip(compiled, reference, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert compiled[2].sum() == 120_000
+    m = compiled[0].shape[1]
+    monkeypatch.setattr(weights_module, "_NUMBA_MIN_UNITS", 0)
+    assert cells_from_codes(codes, levels, max_cells=m - 1) is None
+    assert cells_from_codes(codes, levels, max_cells=m) is not None
 
 
 def test_invalid_codes_and_targets_are_named():
