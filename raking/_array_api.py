@@ -64,7 +64,10 @@ def to_numpy(x: Array) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":  # NumPy has no bfloat16: float32 holds it exactly
+            x = x.float()
+        return x.numpy()
     if array_api_compat.is_cupy_array(x):
         return x.get()
     if array_api_compat.is_numpy_array(x):

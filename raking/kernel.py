@@ -21,13 +21,21 @@ Every function dispatches on the input's array namespace (NumPy, CuPy, PyTorch, 
 through :mod:`raking._array_api`; leading axes are batch axes and are never looped over in Python.
 A 2-D ``scipy.sparse`` (``cupyx.scipy.sparse``) table runs through the same steps with NumPy (CuPy)
 factors: its reductions are the mat-vecs ``table @ f`` and ``table.T @ f`` (:mod:`raking._sparse`).
+
+*Storage and compute dtypes.* The table is stored in its own dtype; the factors, targets,
+reductions and errors are in the *compute dtype* (``compute_dtype``): the table's dtype for
+float32 / float64 tables, float32 for float16 / bfloat16 tables. A table stored narrower than the
+compute dtype is never copied whole: each reduction reads it once, in blocks of at most
+:data:`HALF_BLOCK_ELEMENTS` elements that are cast to the compute dtype, reduced there (a mat-vec
+per block for 2-D tables) and combined, so the extra memory is one block (16 MiB in float32),
+not a float32 table. A float16 table of m x l cells takes 2 m l bytes instead of 4 m l.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from raking._array_api import Array, get_xp, is_numpy, to_float
@@ -36,6 +44,7 @@ from raking.exceptions import ConvergenceWarning
 from raking.results import BalanceResult, ScalingResult
 from raking.validation import (
     check_check_every,
+    check_compute_dtype,
     check_max_steps,
     check_steps,
     check_table,
@@ -47,6 +56,16 @@ from raking.validation import (
 )
 
 __all__ = ["apply_scaling", "balance", "balance_result", "scaling_factors"]
+
+HALF_BLOCK_ELEMENTS = 2**22
+"""Largest block, in table elements, that a reduction of a narrowly stored table casts at once.
+
+A table stored in a narrower dtype than its compute dtype (float16 / bfloat16 with float32
+factors) is reduced block by block: each block is cast to the compute dtype (2**22 float32
+elements: 16 MiB) and reduced there. The blocks run along the leading axes (batch entries, then
+rows of the first balanced axis), so a 2-D m x l table is read in blocks of about
+``2**22 // l`` rows. Tables of at most this many elements are one block.
+"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,6 +81,7 @@ def balance(
     tol: float = 1e-10,
     max_steps: int = 10_000,
     log_domain: bool = False,
+    compute_dtype: Any = None,
 ) -> Array:
     r"""Balance ``table`` so that its last ``len(targets)`` axes match ``targets``.
 
@@ -74,9 +94,11 @@ def balance(
     ----------
     table : array, shape ``(*batch, n_1, ..., n_d)``, or 2-D sparse matrix
         Non-negative weights or counts (any scale; integers are promoted to float64, float32
-        stays float32). With ``log_domain=True``: log-weights, finite or ``-inf``. A 2-D
-        ``scipy.sparse`` (or ``cupyx.scipy.sparse``) matrix or array in CSR, CSC or COO format
-        is balanced without densifying it: two targets, no batch axes, ``log_domain=False``.
+        stays float32; float16 and bfloat16 are kept as the *storage* dtype and computed in
+        float32, see ``compute_dtype``). With ``log_domain=True``: log-weights, finite or
+        ``-inf``. A 2-D ``scipy.sparse`` (or ``cupyx.scipy.sparse``) matrix or array in CSR, CSC
+        or COO format is balanced without densifying it: two targets, no batch axes,
+        ``log_domain=False``.
     targets : sequence of d arrays
         Target marginal of each balanced axis, shape ``(n_i,)`` (or ``(*batch, n_i)``): shares or
         counts, non-negative, all with the same total. The result has that total.
@@ -91,19 +113,37 @@ def balance(
         :class:`~raking.exceptions.ConvergenceWarning` with the achieved error.
     log_domain : bool
         Whether ``table`` holds log-weights; the result is then the balanced log-table.
+    compute_dtype : None, "float32", "float64" or a float32 / float64 dtype of the table's library
+        The dtype of the factors, targets, reductions and marginal errors. ``None``: the table's
+        dtype (float64 for integers), but float32 for a float16 or bfloat16 table. A float16 /
+        bfloat16 table is then *stored* in half precision (2 bytes per cell, never copied whole
+        to float32) and *accumulated* in float32: each step reads it once, in blocks of at most
+        :data:`HALF_BLOCK_ELEMENTS` cells cast to float32 (16 MiB of extra memory; 32 MiB in
+        float64), where a float16 sum keeps 11 significant bits and overflows at 65504. A
+        compute dtype with less precision than the table (float32 for a float64 table) is
+        refused; float64 for a float32 table takes the same block path. The log domain is
+        handled alike (block logsumexps in the compute dtype).
 
     Returns
     -------
     array
         The balanced table, same array type, device and shape as ``table`` (never the input
-        object modified in place); for a sparse table, a sparse matrix of the same type and
-        format with the same stored positions (explicit zeros included).
+        object modified in place), in the table's *storage* dtype: for a float16 / bfloat16
+        table each block is formed in the compute dtype (table block x factors) and rounded
+        back, so the result carries half-precision rounding (relative 2**-11 for float16,
+        2**-8 for bfloat16; float16 overflows above 65504: give shares, not large counts),
+        while the factors of :func:`balance_result` / :func:`scaling_factors` keep the full
+        compute precision. Forming it holds the result's blocks and their concatenation: up to
+        twice the half-precision table, briefly. For a sparse table, a sparse matrix of the
+        same type and format with the same stored positions (explicit zeros included).
 
     Raises
     ------
     ValueError
         Negative, NaN or infinite entries; a target of the wrong length, negative or non-finite;
-        targets whose totals disagree; a sparse table with batch axes or ``log_domain=True``.
+        targets whose totals disagree (relative ``1e-8`` in a float64 compute dtype, ``1e-4``
+        in float32); a sparse table with batch axes or ``log_domain=True``; a
+        ``compute_dtype`` that is not float32 / float64 or is coarser than the table.
     raking.exceptions.EmptyCategoryError
         A category with no mass in ``table`` but a positive target (missing mass).
 
@@ -118,14 +158,27 @@ def balance(
     Examples
     --------
     >>> import numpy as np
-    >>> from raking import balance
+    >>> from raking import balance, balance_result
     >>> table = np.array([[2.0, 1.0], [1.0, 4.0]])
     >>> out = balance(table, [np.array([0.5, 0.5]), np.array([0.3, 0.7])])
     >>> np.round(out.sum(axis=1), 10), np.round(out.sum(axis=0), 10)
     (array([0.5, 0.5]), array([0.3, 0.7]))
+
+    A float16 table is stored in float16 and accumulated in float32 (the factors are float32;
+    the balanced table is float16 again):
+
+    >>> res = balance_result(table.astype(np.float16), [np.array([0.5, 0.5])] * 2, tol=1e-6)
+    >>> res.table.dtype, res.factors[0].dtype, res.marginal_error <= 1e-6
+    (dtype('float16'), dtype('float32'), True)
     """
     return balance_result(
-        table, targets, steps, tol=tol, max_steps=max_steps, log_domain=log_domain
+        table,
+        targets,
+        steps,
+        tol=tol,
+        max_steps=max_steps,
+        log_domain=log_domain,
+        compute_dtype=compute_dtype,
     ).table
 
 
@@ -138,16 +191,19 @@ def balance_result(
     max_steps: int = 10_000,
     log_domain: bool = False,
     check_every: int | None = None,
+    compute_dtype: Any = None,
 ) -> BalanceResult:
     """Like :func:`balance`, but return a :class:`~raking.results.BalanceResult`.
 
-    The result holds the balanced table, the per-axis factors, the number of steps taken, the
-    final marginal error (always measured) and ``converged``. ``check_every`` is the period, in
-    single-marginal adjustments, of the convergence check when iterating to ``tol`` (default: one
-    full sweep over the axes); on a GPU each check is a host synchronisation.
+    The result holds the balanced table (in the table's storage dtype), the per-axis factors
+    (in the compute dtype: float32 for a float16 / bfloat16 table), the number of steps taken,
+    the final marginal error (always measured, in the compute dtype) and ``converged``.
+    ``check_every`` is the period, in single-marginal adjustments, of the convergence check when
+    iterating to ``tol`` (default: one full sweep over the axes); on a GPU each check is a host
+    synchronisation. ``compute_dtype`` as in :func:`balance`.
     """
     xp, table, targets, config = _validate(
-        table, targets, steps, tol, max_steps, log_domain, check_every
+        table, targets, steps, tol, max_steps, log_domain, check_every, compute_dtype
     )
     scaling = _ipf(table, targets, xp=xp, log_domain=log_domain, **config)
     return BalanceResult(
@@ -170,12 +226,15 @@ def scaling_factors(
     max_steps: int = 10_000,
     log_domain: bool = False,
     check_every: int | None = None,
+    compute_dtype: Any = None,
 ) -> ScalingResult:
     """Balance in the scaling form and return only the per-axis factors.
 
     Memory stays at the table plus one vector per axis: no intermediate or final table is formed
     (for 2-D tables each step is one batched mat-vec). Arguments as in :func:`balance_result`;
-    :func:`apply_scaling` forms the balanced table when it is needed.
+    :func:`apply_scaling` forms the balanced table when it is needed. The factors are in the
+    compute dtype (float32 for a float16 / bfloat16 table, whose storage then stays at 2 bytes
+    per cell plus one float32 block of at most :data:`HALF_BLOCK_ELEMENTS` cells per reduction).
 
     Examples
     --------
@@ -188,22 +247,41 @@ def scaling_factors(
     True
     """
     xp, table, targets, config = _validate(
-        table, targets, steps, tol, max_steps, log_domain, check_every
+        table, targets, steps, tol, max_steps, log_domain, check_every, compute_dtype
     )
     return _ipf(table, targets, xp=xp, log_domain=log_domain, **config)
 
 
-def apply_scaling(table: Array, factors: Sequence[Array], *, log_domain: bool = False) -> Array:
+def apply_scaling(
+    table: Array,
+    factors: Sequence[Array],
+    *,
+    log_domain: bool = False,
+    compute_dtype: Any = None,
+) -> Array:
     r"""Form the balanced table :math:`K \cdot f_1 \otimes \dots \otimes f_d` from its factors.
 
     With ``log_domain=True``, ``table`` is a log-table and ``factors`` are log-potentials; the
     result is :math:`L + g_1 \oplus \dots \oplus g_d`. A sparse 2-D ``table`` (CSR, CSC, COO)
     with two 1-D factors gives :math:`\operatorname{diag}(f_1) K \operatorname{diag}(f_2)` as a
     sparse matrix of the same type and format.
+
+    A table stored in a narrower dtype than the factors (a float16 / bfloat16 table with the
+    float32 factors of :func:`scaling_factors`, or a float32 table with float64 factors) gives a
+    result in the table's dtype, formed in blocks of at most :data:`HALF_BLOCK_ELEMENTS` cells:
+    each block is cast to the factors' dtype, scaled and rounded back. ``compute_dtype``
+    (``None``: the factors' own dtype; else as in :func:`balance`) casts the factors first.
     """
     sparse = is_sparse(table)
     xp = sparse_namespace(table, *factors) if sparse else get_xp(table, *factors)
-    table = check_table(table, n_axes=len(factors), xp=xp, log_domain=log_domain)
+    if compute_dtype is not None:
+        dtype = check_compute_dtype(compute_dtype, table, xp=xp)
+        factors = [xp.astype(f, dtype, copy=False) for f in factors]
+    else:
+        dtype = None
+    table = check_table(
+        table, n_axes=len(factors), xp=xp, log_domain=log_domain, compute_dtype=dtype
+    )
     d = len(factors)
     for i, f in enumerate(factors):
         n_i = table.shape[table.ndim - d + i]
@@ -229,12 +307,18 @@ def _validate(
     max_steps: object,
     log_domain: bool,
     check_every: object,
+    compute_dtype: object = None,
 ) -> tuple[Any, Array, list[Array], dict[str, Any]]:
-    """The single door of the public kernel functions."""
+    """The single door of the public kernel functions.
+
+    The table keeps its (floating) storage dtype; the targets come back in the compute dtype,
+    which is how :func:`_ipf` knows it.
+    """
     xp = table_namespace(table, name="table")
     n_axes = count_targets(targets)
-    table = check_table(table, n_axes=n_axes, xp=xp, log_domain=log_domain)
-    targets = check_targets(targets, table, xp=xp)
+    dtype = check_compute_dtype(compute_dtype, table, xp=xp)
+    table = check_table(table, n_axes=n_axes, xp=xp, log_domain=log_domain, compute_dtype=dtype)
+    targets = check_targets(targets, table, xp=xp, dtype=dtype)
     raise_on_empty_categories(table, targets, xp=xp, log_domain=log_domain)
     config = {
         "steps": check_steps(steps),
@@ -266,10 +350,16 @@ def _reduce(table: Array, factors: list[Array], axis: int, *, xp: Any, log_domai
     r"""Marginal on ``axis`` of the table scaled by every factor except ``factors[axis]``.
 
     Linear: :math:`R_a = \sum_{\neg a} K \prod_{b\ne a} f_b`; log: the same with logsumexp.
-    Sparse: ``K @ f_1`` (``axis=0``) or ``K.T @ f_0`` (``axis=1``).
+    Sparse: ``K @ f_1`` (``axis=0``) or ``K.T @ f_0`` (``axis=1``). A table stored narrower than
+    the factors (float16 / bfloat16) is reduced in blocks in the factors' dtype
+    (:func:`_blocked_reduce`); the result is in the factors' dtype.
     """
     if is_sparse(table):
         return sparse_reduce(table, factors[1 - axis], axis)
+    if table.dtype != factors[0].dtype:
+        dtype = _block_dtype(table, factors, xp=xp)
+        if dtype is not None:
+            return _blocked_reduce(table, factors, axis, dtype, xp=xp, log_domain=log_domain)
     d = len(factors)
     first = table.ndim - d
     if not log_domain and d == 2:
@@ -320,7 +410,10 @@ def _log_targets(targets: list[Array], *, xp: Any) -> list[Array]:
     return out
 
 
-def _initial_factors(table: Array, targets: list[Array], *, xp: Any, log_domain: bool) -> list:
+def _initial_factors(
+    table: Array, targets: list[Array], *, xp: Any, log_domain: bool, dtype: Any = None
+) -> list:
+    """Neutral factors (1, log: 0) of ``dtype`` (default: the table's dtype)."""
     d = len(targets)
     batch = tuple(table.shape[: table.ndim - d])
     fill = 0.0 if log_domain else 1.0
@@ -328,7 +421,7 @@ def _initial_factors(table: Array, targets: list[Array], *, xp: Any, log_domain:
         xp.full(
             (*batch, table.shape[table.ndim - d + a]),
             fill,
-            dtype=table.dtype,
+            dtype=table.dtype if dtype is None else dtype,
             device=table_device(table),
         )
         for a in range(d)
@@ -383,8 +476,11 @@ def _ipf(
     ``compiled``: ``None`` sends NumPy batches to the Numba loops where they are measured to be
     faster (:func:`raking._numba.use_numba`), ``True`` wherever the loops support the input,
     ``False`` never. Both paths compute the same numbers (tested to 1e-12).
+
+    The compute dtype is the targets' dtype: the factors are created in it, and a table stored
+    in a narrower dtype (float16 / bfloat16) is reduced in blocks cast to it (never compiled).
     """
-    numba_ok = is_numpy(xp) and not is_sparse(table)
+    numba_ok = is_numpy(xp) and not is_sparse(table) and table.dtype == targets[0].dtype
     if compiled is not False and steps is not None and not log_domain and numba_ok:
         from raking._numba import numba_ipf, numba_supports, use_numba
 
@@ -393,7 +489,7 @@ def _ipf(
             return numba_ipf(table, targets, steps)
     d = len(targets)
     log_targets = _log_targets(targets, xp=xp) if log_domain else None
-    factors = _initial_factors(table, targets, xp=xp, log_domain=log_domain)
+    factors = _initial_factors(table, targets, xp=xp, log_domain=log_domain, dtype=targets[0].dtype)
     limit = max_steps if steps is None else steps
     taken = 0
     cached: dict[int, Array] = {}
@@ -436,17 +532,163 @@ def _ipf(
 
 
 def _apply(table: Array, factors: Sequence[Array], *, xp: Any, log_domain: bool) -> Array:
-    """``K * f_1 ⊗ ... ⊗ f_d`` (log: ``L + g_1 ⊕ ... ⊕ g_d``), a new array."""
+    """``K * f_1 ⊗ ... ⊗ f_d`` (log: ``L + g_1 ⊕ ... ⊕ g_d``), a new array.
+
+    A table stored narrower than the factors gives a result in the table's dtype, formed block
+    by block in the factors' dtype (the same products, in the same order, then rounded back).
+    """
     if is_sparse(table):
-        return sparse_scale(table, factors, xp=xp)
+        out = sparse_scale(table, factors, xp=xp)
+        return out if out.dtype == table.dtype else out.astype(table.dtype)
+    if table.dtype != factors[0].dtype:
+        dtype = _block_dtype(table, factors, xp=xp)
+        if dtype is not None:
+
+            def leaf(block: Array, block_factors: list[Array]) -> Array:
+                scaled = _scale(
+                    xp.astype(block, dtype), block_factors, xp=xp, log_domain=log_domain
+                )
+                return xp.astype(scaled, table.dtype)
+
+            return _over_blocks(
+                table,
+                list(factors),
+                leaf,
+                lambda parts, level: xp.concat(parts, axis=level),
+            )
     if not log_domain and is_numpy(xp):
         from raking._numba import numba_apply, use_numba
 
         if use_numba(table, factors, 0):  # factors have the targets' shapes and dtype
             return numba_apply(table, factors)
+    return _scale(table, factors, xp=xp, log_domain=log_domain)
+
+
+def _scale(table: Array, factors: Sequence[Array], *, xp: Any, log_domain: bool) -> Array:
+    """The product (log: sum) of a dense table with its expanded factors, in axis order."""
     d = len(factors)
     out = table
     for a, f in enumerate(factors):
         e = _expand(f, a, d, xp=xp)
         out = out + e if log_domain else out * e
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tables stored narrower than their compute dtype (float16 / bfloat16 storage)
+# --------------------------------------------------------------------------------------------
+
+
+def _block_dtype(table: Array, factors: Sequence[Array], *, xp: Any) -> Any:
+    """The factors' dtype if ``table`` is stored in a narrower floating dtype, else ``None``."""
+    dtype = factors[0].dtype
+    floating = xp.isdtype(table.dtype, "real floating") and xp.isdtype(dtype, "real floating")
+    if floating and xp.finfo(table.dtype).bits < xp.finfo(dtype).bits:
+        return dtype
+    return None
+
+
+def _block_plan(shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """``(split, chunk)``: blocks take ``chunk`` entries of axis ``split`` and all later axes.
+
+    ``split`` is the last axis whose trailing sub-array (that axis and all after it) exceeds
+    :data:`HALF_BLOCK_ELEMENTS`; axes before it are taken one entry at a time. ``None`` when
+    the whole table is one block.
+    """
+    budget = max(1, int(HALF_BLOCK_ELEMENTS))
+    inner = 1
+    for axis in range(len(shape) - 1, -1, -1):
+        if inner * shape[axis] > budget:
+            return axis, max(1, budget // inner)
+        inner *= shape[axis]
+    return None
+
+
+def _slice_factor(f: Array, level: int, index: slice, *, table_ndim: int, d: int, b: int) -> Array:
+    """The part of factor ``b`` that meets the table block ``index`` of axis ``level``.
+
+    Factor ``b`` has shape ``(*batch, n_b)``, its batch axes possibly fewer or broadcast.
+    """
+    first = table_ndim - d
+    if level >= first:
+        return f[..., index] if level - first == b else f
+    axis = level - (first - (f.ndim - 1))  # the factor's batch axes align on the right
+    if axis < 0 or f.shape[axis] == 1:
+        return f
+    return f[(slice(None),) * axis + (index, ...)]
+
+
+def _over_blocks(
+    table: Array,
+    factors: list[Array],
+    leaf: Callable[[Array, list[Array]], Array],
+    combine: Callable[[list[Array], int], Array],
+) -> Array:
+    """``leaf`` on every block of ``table`` (with the factors' matching parts), then ``combine``.
+
+    The blocks follow :func:`_block_plan`; ``combine(parts, level)`` joins the results of the
+    blocks along table axis ``level`` (concatenate along an axis the result keeps, add along one
+    it sums over). Only basic slicing: a block is a view until ``leaf`` casts it.
+    """
+    plan = _block_plan(tuple(table.shape))
+    if plan is None:
+        return leaf(table, factors)
+    return _blocks(table, factors, leaf, combine, plan=plan, level=0)
+
+
+def _blocks(
+    table: Array,
+    factors: list[Array],
+    leaf: Callable[[Array, list[Array]], Array],
+    combine: Callable[[list[Array], int], Array],
+    *,
+    plan: tuple[int, int],
+    level: int,
+) -> Array:
+    """The recursion of :func:`_over_blocks`: split axis ``level`` of the (sub-)table."""
+    split, chunk = plan
+    if level > split:
+        return leaf(table, factors)
+    n = table.shape[level]
+    step = chunk if level == split else 1
+    d = len(factors)
+    parts = []
+    for lo in range(0, n, step):
+        index = slice(lo, min(lo + step, n))
+        block = table[(slice(None),) * level + (index, ...)]
+        block_factors = [
+            _slice_factor(f, level, index, table_ndim=table.ndim, d=d, b=b)
+            for b, f in enumerate(factors)
+        ]
+        parts.append(_blocks(block, block_factors, leaf, combine, plan=plan, level=level + 1))
+    return parts[0] if len(parts) == 1 else combine(parts, level)
+
+
+def _blocked_reduce(
+    table: Array, factors: list[Array], axis: int, dtype: Any, *, xp: Any, log_domain: bool
+) -> Array:
+    """:func:`_reduce` of a narrowly stored table, block by block in ``dtype``.
+
+    Each block is cast to ``dtype`` (memory: one block) and reduced with the dense code path (a
+    mat-vec for 2-D tables); blocks along a batch axis or the reduced axis are concatenated,
+    blocks along a summed axis added (log domain: combined by a logsumexp).
+    """
+    d = len(factors)
+    first = table.ndim - d
+
+    def leaf(block: Array, block_factors: list[Array]) -> Array:
+        return _reduce(xp.astype(block, dtype), block_factors, axis, xp=xp, log_domain=log_domain)
+
+    def combine(parts: list[Array], level: int) -> Array:
+        if level < first:
+            return xp.concat(parts, axis=level)
+        if level - first == axis:
+            return xp.concat(parts, axis=-1)
+        if log_domain:
+            return _logsumexp(xp.stack(parts, axis=0), (0,), xp=xp)
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return total
+
+    return _over_blocks(table, factors, leaf, combine)

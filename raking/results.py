@@ -47,13 +47,15 @@ class ScalingResult:
     Attributes
     ----------
     factors : tuple of arrays
-        One array per balanced axis, shape ``(*batch, n_i)``, in the table's namespace and dtype.
+        One array per balanced axis, shape ``(*batch, n_i)``, in the table's namespace and the
+        compute dtype (the table's dtype; float32 for a float16 / bfloat16 table).
     steps : int
         Single-marginal adjustments performed (the paper's k).
     converged : bool
         ``marginal_error <= tol`` (always ``True`` for a fixed step count whose result is finite).
     marginal_error : float
-        Final max over axes, categories and batch of ``|marginal - target|``, always measured.
+        Final max over axes, categories and batch of ``|marginal - target|``, always measured
+        (in the compute dtype).
     tol : float or None
         The tolerance iterated to, ``None`` for a fixed step count.
     log_domain : bool
@@ -99,7 +101,8 @@ class BalanceResult:
     Attributes
     ----------
     table : array
-        The balanced table (log-table when ``log_domain``), same namespace and shape as the input.
+        The balanced table (log-table when ``log_domain``), same namespace, shape and (storage)
+        dtype as the input: a float16 / bfloat16 table's result is rounded back to it.
     factors, steps, converged, marginal_error, tol, log_domain
         As in :class:`ScalingResult`.
     """

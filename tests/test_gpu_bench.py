@@ -57,11 +57,25 @@ def test_balancing_rows_have_times_and_floor_ratios(report):
             assert float(r[11]) <= 1e-6 or r[4].startswith("POT")
 
 
-def test_unsupported_and_missing_cells_are_said(report):
+@pytest.mark.parametrize(("lib", "dtype"), [("torch/cpu", "bfloat16"), ("numpy/cpu", "float16")])
+def test_half_storage_rows_are_measured(report, lib, dtype):
     _, text = report
-    bf16 = [r for r in _rows(text, "dense") if r[3] == "bfloat16"]
-    assert bf16 and bf16[0][5].startswith("not supported")
-    assert "kernel vs naive loop agree to 1e-06 (float32): yes" in text
+    rows = [r for r in _rows(text, "dense") if r[2] == lib and r[3] == dtype]
+    assert len(rows) == 1  # one per dense size (--sizes 64)
+    row = rows[0]
+    assert row[4] == f"raking.kernel._ipf ({dtype} storage, float32 sums)"
+    for cell in row[5:11]:
+        value = float(cell)
+        assert math.isfinite(value) and value > 0
+    # vs the float32 kernel on the same rounded values: one block, the same float32 arithmetic
+    assert float(row[11]) <= 1e-5
+
+
+def test_missing_cells_are_said(report):
+    _, text = report
+    assert "not supported" not in text
+    assert "kernel vs naive loop agree to 0.0001 (float32): yes" in text
+    assert "half-storage kernel vs float32 kernel on the rounded table agree to 1e-05: yes" in text
     pot = importlib.util.find_spec("ot") is not None
     assert ("POT ot.sinkhorn" in text) == pot
     assert ("POT not installed" in text) != pot

@@ -32,6 +32,7 @@ def balance(
     tol: float = 1e-10,
     max_steps: int = 10_000,
     log_domain: bool = False,
+    compute_dtype: torch.dtype | str | None = None,
 ) -> torch.Tensor:
     r"""Balance a tensor with :func:`raking.kernel.balance` (``theory.md`` §1.2).
 
@@ -42,17 +43,26 @@ def balance(
     Parameters
     ----------
     table : torch.Tensor, shape ``(*batch, n_1, ..., n_d)``
-        Non-negative weights, or log-weights with ``log_domain=True``. Any device.
+        Non-negative weights, or log-weights with ``log_domain=True``. Any device. A
+        ``torch.bfloat16`` or ``torch.float16`` table is stored as it is (2 bytes per cell) and
+        accumulated in float32 (see ``compute_dtype``).
     targets : sequence of d tensors (or arrays)
         Target marginal of each balanced axis, all with the same total.
     steps, tol, max_steps, log_domain
         As in :func:`raking.kernel.balance`: ``steps`` counts single-marginal adjustments
         (odd = X-step); ``None`` iterates to ``tol``.
+    compute_dtype : torch.float32, torch.float64, "float32", "float64" or None
+        The dtype of the factors, targets, sums and errors (:func:`raking.kernel.balance`).
+        ``None``: the table's dtype, float32 for bfloat16 / float16 tables, which each step
+        then reads once in blocks of at most :data:`raking.kernel.HALF_BLOCK_ELEMENTS` cells
+        cast to float32 (one 16 MiB block of extra memory, never a float32 copy of the table).
+        The log domain is handled the same way (block logsumexps in float32).
 
     Returns
     -------
     torch.Tensor
-        The balanced table, same dtype (float32 stays float32) and device.
+        The balanced table, same dtype (float32 stays float32, bfloat16 stays bfloat16: each
+        block is formed in the compute dtype and rounded back) and device.
 
     Notes
     -----
@@ -73,7 +83,13 @@ def balance(
     """
     check_is_tensor(table, name="table")
     return kernel.balance(
-        table, targets, steps, tol=tol, max_steps=max_steps, log_domain=log_domain
+        table,
+        targets,
+        steps,
+        tol=tol,
+        max_steps=max_steps,
+        log_domain=log_domain,
+        compute_dtype=compute_dtype,
     )
 
 

@@ -6,8 +6,9 @@ whose message says which argument, what it received, why that is a problem and h
 Public functions call these once; private functions never validate. Import the checks from
 ``raking.validation``; the private submodules only split the file by kind of input:
 
-- ``_arrays``: the kernel's (batched) tables and targets, any array-API library, and 2-D
-  ``scipy.sparse`` / ``cupyx.scipy.sparse`` tables;
+- ``_arrays``: the kernel's (batched) tables and targets, any array-API library, 2-D
+  ``scipy.sparse`` / ``cupyx.scipy.sparse`` tables, and the compute dtype of a table (float32
+  for float16 / bfloat16 storage);
 - ``_scalars``: step counts, tolerances, sizes, noise levels, options and seeds;
 - ``_statistics``: the statistics layer's NumPy inputs (count tables, codes, ``h``, pmfs);
 - ``_survey``: survey raking (targets by level, design weights, bounds, missing and unknown
@@ -16,12 +17,15 @@ Public functions call these once; private functions never validate. Import the c
 """
 
 from raking.validation._arrays import (
+    check_compute_dtype,
     check_is_array,
     check_sparse_table,
     check_table,
     check_targets,
     count_targets,
+    default_compute_dtype,
     find_empty_categories,
+    is_half,
     raise_on_empty_categories,
     table_namespace,
     total_tolerance,
@@ -79,6 +83,7 @@ __all__ = [
     "check_check_every",
     "check_codes",
     "check_columns",
+    "check_compute_dtype",
     "check_counts",
     "check_design_weights",
     "check_function",
@@ -102,7 +107,9 @@ __all__ = [
     "check_tol",
     "check_xy_targets",
     "count_targets",
+    "default_compute_dtype",
     "find_empty_categories",
+    "is_half",
     "raise_on_empty_categories",
     "raise_on_empty_levels",
     "raise_on_na",

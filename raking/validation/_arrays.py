@@ -6,6 +6,7 @@ Every array keeps its namespace, dtype and device; messages list the offending c
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,29 +45,116 @@ def table_namespace(table: object, *, name: str = "table") -> Any:
     return get_xp(table)
 
 
-def _float_dtype(xp: Any, x: Array) -> Any:
-    """The floating dtype that ``x`` is computed in: floats stay, everything else is float64."""
+def _float_dtype(xp: Any, x: Array, compute_dtype: Any = None) -> Any:
+    """The floating dtype that ``x`` is stored in: floats stay, everything else is float64.
+
+    Integers and booleans become ``compute_dtype`` when one is given (they are copied anyway).
+    """
     if xp.isdtype(x.dtype, "real floating"):
         return x.dtype
     if xp.isdtype(x.dtype, ("integral", "bool")):
-        return xp.float64
+        return xp.float64 if compute_dtype is None else compute_dtype
     raise TypeError(
         f"expected a real-valued array, got dtype {x.dtype}. Complex tables cannot be balanced."
     )
 
 
+def is_half(xp: Any, dtype: Any) -> bool:
+    """Whether ``dtype`` is a floating dtype narrower than float32 (float16, bfloat16)."""
+    if dtype == xp.float32 or dtype == xp.float64:  # the common case, without finfo
+        return False
+    return bool(xp.isdtype(dtype, "real floating")) and xp.finfo(dtype).bits < 32
+
+
+def default_compute_dtype(xp: Any, dtype: Any) -> Any:
+    """The compute dtype of a table stored in floating ``dtype``: float32 for half precision."""
+    return xp.float32 if is_half(xp, dtype) else dtype
+
+
+def _same_dtype(a: object, b: Any) -> bool:
+    """``a == b`` for dtype objects of any library, ``False`` where they cannot be compared."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # array-api-strict warns on foreign dtypes
+            return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def check_compute_dtype(
+    compute_dtype: object, table: Any, *, xp: Any, name: str = "compute_dtype"
+) -> Any:
+    """The dtype the factors, targets, reductions and errors of ``table`` are computed in.
+
+    ``None``: the table's floating dtype (float64 for integer tables), float32 for a float16 or
+    bfloat16 table (half-precision *storage*, accumulated in float32). Otherwise ``"float32"``,
+    ``"float64"`` or the float32 / float64 dtype of the table's library (``torch.float64``,
+    ``numpy.float32``, ...), with at least the precision of the table: the table is never
+    rounded to a coarser dtype. An integer table is converted to the compute dtype. ``table`` is
+    the caller's (unchecked) array or sparse matrix.
+    """
+    if compute_dtype is None:
+        parsed = None
+    elif isinstance(compute_dtype, str) and compute_dtype in ("float32", "float64"):
+        parsed = getattr(xp, compute_dtype)
+    elif _same_dtype(compute_dtype, xp.float32):
+        parsed = xp.float32
+    elif _same_dtype(compute_dtype, xp.float64):
+        parsed = xp.float64
+    else:
+        raise ValueError(
+            f"{name} must be None, 'float32', 'float64' or the float32 / float64 dtype of the "
+            f"table's array library, got {compute_dtype!r}. Pass {name}='float32' (the default "
+            f"for float16 and bfloat16 tables) or {name}='float64'; half-precision dtypes are "
+            "storage dtypes of the table, never compute dtypes."
+        )
+    stored = table.dtype
+    if xp.isdtype(stored, "real floating"):
+        storage = stored
+    elif xp.isdtype(stored, ("integral", "bool")):
+        storage = xp.float64 if parsed is None else parsed
+    else:  # complex, object (LIL): check_table says what is wrong with the table
+        return parsed
+    if parsed is None:
+        return default_compute_dtype(xp, storage)
+    if xp.finfo(parsed).bits < xp.finfo(storage).bits:
+        raise ValueError(
+            f"{name}={compute_dtype!r} has less precision than the table's dtype {storage}; "
+            "the factors and sums are never coarser than the stored table. Pass "
+            f"{name}=None (the table's dtype) or 'float64', or cast the table to the lower "
+            "precision first if that is what you want."
+        )
+    return parsed
+
+
 def check_table(
-    table: Array, *, n_axes: int, xp: Any, log_domain: bool = False, name: str = "table"
+    table: Array,
+    *,
+    n_axes: int,
+    xp: Any,
+    log_domain: bool = False,
+    name: str = "table",
+    compute_dtype: Any = None,
 ) -> Array:
     """Validate a (batched) table whose last ``n_axes`` axes are balanced.
 
-    Returns the table as a floating array of its own namespace (integers become float64). The
+    Returns the table as a floating array of its own namespace (integers become float64, or
+    ``compute_dtype``, a dtype resolved by :func:`check_compute_dtype`, when given). A float16
+    or bfloat16 table keeps its dtype and is checked without a float32 copy and without
+    overflow (its values are compared by min / max, never summed in half precision). The
     caller's array is never modified. Entries must be finite and non-negative, or, with
     ``log_domain=True``, log-weights: finite or ``-inf`` (zero weight), never NaN or ``+inf``.
     A sparse table is checked by :func:`check_sparse_table`.
     """
     if is_sparse(table):
-        return check_sparse_table(table, n_axes=n_axes, xp=xp, log_domain=log_domain, name=name)
+        return check_sparse_table(
+            table,
+            n_axes=n_axes,
+            xp=xp,
+            log_domain=log_domain,
+            name=name,
+            compute_dtype=compute_dtype,
+        )
     check_is_array(table, name=name)
     if table.ndim < n_axes:
         raise ValueError(
@@ -75,8 +163,7 @@ def check_table(
         )
     if any(n == 0 for n in table.shape):
         raise ValueError(f"{name} has an empty axis (shape {tuple(table.shape)}).")
-    table = xp.astype(table, _float_dtype(xp, table), copy=False)
-    total = xp.sum(table)
+    table = xp.astype(table, _float_dtype(xp, table, compute_dtype), copy=False)
     if log_domain:
         bad = xp.isnan(table) | (table == math.inf)
         if bool(xp.any(bad)):
@@ -87,13 +174,22 @@ def check_table(
                 "balancing."
             )
         return table
-    if not math.isfinite(to_float(total)):
+    if is_half(xp, table.dtype):
+        # A half-precision sum overflows (float16 at 65504): min and max are exact, and NaN
+        # propagates through both.
+        low = to_float(xp.min(table))
+        finite = math.isfinite(low) and math.isfinite(to_float(xp.max(table)))
+    else:
+        total = xp.sum(table)
+        finite = math.isfinite(to_float(total))
+        low = None
+    if not finite:
         cells = np.argwhere(~np.isfinite(to_numpy(table)))
         raise ValueError(
             f"{name} must be finite, found NaN or inf at cells {_listed(_cells(cells))}"
             ". Impute or drop those entries before balancing."
         )
-    if to_float(xp.min(table)) < 0:
+    if (to_float(xp.min(table)) if low is None else low) < 0:
         cells = np.argwhere(to_numpy(table) < 0)
         raise ValueError(
             f"{name} must be non-negative (weights or counts), found negative entries at cells "
@@ -111,13 +207,20 @@ def _stored_cells(table: Any, bad: Array, *, xp: Any) -> list[tuple[int, ...]]:
 
 
 def check_sparse_table(
-    table: Any, *, n_axes: int, xp: Any, log_domain: bool = False, name: str = "table"
+    table: Any,
+    *,
+    n_axes: int,
+    xp: Any,
+    log_domain: bool = False,
+    name: str = "table",
+    compute_dtype: Any = None,
 ) -> Any:
     """Validate a sparse 2-D table: two balanced axes, no batch axes, not in the log domain.
 
-    Returns the table with floating stored values (integers become float64, a copy; a floating
-    table is returned as it is, never modified). Only CSR, CSC and COO are accepted; the stored
-    values must be finite and non-negative (explicit zeros are allowed).
+    Returns the table with floating stored values (integers become float64, or
+    ``compute_dtype`` when given, a copy; a floating table is returned as it is, never
+    modified). Only CSR, CSC and COO are accepted; the stored values must be finite and
+    non-negative (explicit zeros are allowed).
     """
     fmt = str(table.format)
     if fmt not in SPARSE_FORMATS:
@@ -145,7 +248,7 @@ def check_sparse_table(
         )
     if any(n == 0 for n in shape):
         raise ValueError(f"{name} has an empty axis (shape {shape}).")
-    dtype = _float_dtype(xp, table.data)
+    dtype = _float_dtype(xp, table.data, compute_dtype)
     if table.data.dtype != dtype:
         table = table.astype(dtype)
     data = table.data
@@ -177,20 +280,31 @@ def count_targets(targets: object, *, name: str = "targets") -> int:
 
 
 def total_tolerance(xp: Any, dtype: Any) -> float:
-    """Relative tolerance for "targets have equal totals": ``1e-8`` in float64, ``1e-4`` below."""
+    """Relative tolerance for "targets have equal totals": ``1e-8`` in float64, ``1e-4`` below.
+
+    ``dtype`` is the compute dtype (the targets' dtype): float32 for a half-precision table.
+    """
     return 1e-8 if dtype == xp.float64 else 1e-4
 
 
 def check_targets(
-    targets: Sequence[Array], table: Array, *, xp: Any, name: str = "targets"
+    targets: Sequence[Array],
+    table: Array,
+    *,
+    xp: Any,
+    name: str = "targets",
+    dtype: Any = None,
 ) -> list[Array]:
     """Validate one target marginal per balanced axis of ``table``.
 
     Each target is a 1-D array of length ``table.shape[-d + i]`` (or has the table's batch axes in
     front), non-negative, finite, with a positive total; all targets share one total (shares summing
-    to 1, or population counts). Lists and NumPy arrays are converted to the table's namespace,
-    dtype and device.
+    to 1, or population counts). Lists and NumPy arrays are converted to the table's namespace
+    and device, and to ``dtype``: the compute dtype, by default the table's dtype (float32 for a
+    float16 or bfloat16 table).
     """
+    if dtype is None:
+        dtype = default_compute_dtype(xp, table.dtype)
     d = count_targets(targets, name=name)
     batch_shape = tuple(table.shape[: table.ndim - d])
     out = []
@@ -200,10 +314,10 @@ def check_targets(
         n_i = table.shape[table.ndim - d + i]
         try:
             if is_array(target) and not isinstance(target, np.ndarray):
-                t = xp.asarray(target, dtype=table.dtype, device=table_device(table))
+                t = xp.asarray(target, dtype=dtype, device=table_device(table))
             else:
                 t = xp.asarray(np.asarray(target, dtype=np.float64), device=table_device(table))
-                t = xp.astype(t, table.dtype)
+                t = xp.astype(t, dtype)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise TypeError(
                 f"{label} could not be converted to the table's array type: {exc}. Pass it as "
@@ -230,7 +344,7 @@ def check_targets(
             raise ValueError(f"{label} sums to 0; a target marginal needs positive total mass.")
         totals.append(total)
         out.append(t)
-    rtol = total_tolerance(xp, table.dtype)
+    rtol = total_tolerance(xp, dtype)
     for i in range(1, d):
         if not np.allclose(totals[i], totals[0], rtol=rtol, atol=0):
             raise ValueError(
@@ -242,7 +356,11 @@ def check_targets(
 
 
 def _balanced_marginal(table: Array, axis: int, n_axes: int, *, xp: Any, log_domain: bool) -> Array:
-    """Mass of each category on balanced axis ``axis`` (max log-weight in the log domain)."""
+    """Mass of each category on balanced axis ``axis``, or a stand-in that is zero where it is.
+
+    In the log domain: the max log-weight (``-inf`` exactly where the mass is 0); for a half-
+    precision table: the max weight (0 exactly where the mass is, no half-precision sum).
+    """
     if is_sparse(table):  # validated: 2-D, not log_domain
         n_other = table.shape[1 - axis]
         ones = xp.ones(n_other, dtype=table.dtype, device=table_device(table))
@@ -251,7 +369,9 @@ def _balanced_marginal(table: Array, axis: int, n_axes: int, *, xp: Any, log_dom
     others = tuple(first + b for b in range(n_axes) if b != axis)
     if not others:
         return table
-    if log_domain:
+    if log_domain or is_half(xp, table.dtype):
+        # Log-weights: the largest one; half precision: the largest weight, which is positive
+        # exactly when the (non-negative) mass is, with no half-precision sum to overflow.
         return xp.max(table, axis=others)
     if n_axes == 2:  # a mat-vec with ones: one streaming pass (faster than a strided sum)
         n_other = table.shape[first + 1 - axis]
