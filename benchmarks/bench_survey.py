@@ -511,9 +511,7 @@ def summary(case: str, problem: Problem, outcomes: list[Outcome], base: Outcome)
         )
         crosstab = next((o for o in outcomes if o.method == "ipfn" and o.time is not None), None)
         if crosstab is not None:
-            head_ += (
-                f"; {LABELS['ipfn']} {crosstab.time:.3g} s: {crosstab.time / base.time:.1f}x"
-            )
+            head_ += f"; {LABELS['ipfn']} {crosstab.time:.3g} s: {crosstab.time / base.time:.1f}x"
     else:
         head_ += "no peer finished"
     ref = normalised(base.weights)
