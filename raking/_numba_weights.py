@@ -74,7 +74,7 @@ def scale_count(
 
     Parameters
     ----------
-    codes : numpy.ndarray of int32, shape ``(p, n)``
+    codes : numpy.ndarray of int (int8, int16 or int32), shape ``(p, n)``
         Level codes of the ``p`` raking variables, C-contiguous.
     offsets : numpy.ndarray of int64, shape ``(p + 1,)``
         ``offsets[u]`` is the position of variable ``u``'s first level in the concatenated margins.
@@ -146,7 +146,7 @@ def clip_update(
 
 
 def dense_cells(
-    codes: np.ndarray, n_levels: list[int], max_cells: int | None
+    codes: np.ndarray, n_levels: list[int], max_cells: int | None, code_dtype: np.dtype
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The non-empty cells of the crossed codes, by a count over the whole key range.
 
@@ -164,23 +164,28 @@ def dense_cells(
         Levels per variable; their product (the key range) must fit in memory as int64 counts.
     max_cells : int or None
         Return ``None`` when there are more non-empty cells than this.
+    code_dtype : numpy.dtype
+        Integer dtype of the returned cell codes.
     """
     compiled = _compiled()
     radix = math.prod(n_levels)
     strides = np.array([math.prod(n_levels[:v]) for v in range(len(n_levels))], dtype=np.int64)
-    key = np.empty(codes.shape[1], dtype=np.int64)
+    n = codes.shape[1]
+    # int32 wherever it fits: half the fresh memory (page faults) and half the traffic
+    itype = np.int32 if max(radix, n) < 2**31 else np.int64
+    key = np.empty(n, dtype=itype)
     compiled.cell_keys(codes, strides, key)
-    counts = np.zeros(radix, dtype=np.int64)
-    index = np.empty(radix, dtype=np.int64)
-    uniq = np.empty(radix, dtype=np.int64)
+    counts = np.zeros(radix, dtype=itype)
+    index = np.empty(radix, dtype=itype)
+    uniq = np.empty(radix, dtype=itype)
     m = compiled.cell_index(key, counts, index, uniq)
     if max_cells is not None and m > max_cells:
         return None
     uniq = uniq[:m]
-    cell_of_row = np.empty(codes.shape[1], dtype=np.int64)
-    cell_codes = np.empty((len(n_levels), m), dtype=np.int32)
+    cell_of_row = np.empty(n, dtype=itype)
+    cell_codes = np.empty((len(n_levels), m), dtype=code_dtype)
     compiled.cell_rows(key, index, cell_of_row, uniq, np.asarray(n_levels), cell_codes)
-    return cell_codes, cell_of_row, counts[uniq]
+    return cell_codes, cell_of_row, counts[uniq].astype(np.int64)
 
 
 class _Compiled(NamedTuple):
@@ -229,28 +234,24 @@ def _scale_count_loops(
 ) -> None:
     n = w.shape[0]
     chunks = partial.shape[0]
-    mask = partial.shape[1] - 1
     base = offsets[first]
     for c in prange(chunks):
         acc = partial[c]
         acc[:] = 0.0
         start, stop = c * n // chunks, (c + 1) * n // chunks
         if v >= 0 and last == first + 1:  # the common step: scale one variable, sum the next
-            cv = codes[v]
-            cu = codes[first]
-            for i in range(start, stop):
-                x = w[i] * ratio[cv[i]]
+            for i in range(start, stop):  # (2-D indexing and a constant mask: 25% faster than
+                x = w[i] * ratio[codes[v, i]]  # row views and a mask read from the shape)
                 w[i] = x
-                acc[i & mask, cu[i]] += x
+                acc[i & (_LANES - 1), codes[first, i]] += x
         else:
             for i in range(start, stop):
                 x = w[i]
                 if v >= 0:
                     x *= ratio[codes[v, i]]
                     w[i] = x
-                lane = acc[i & mask]
                 for u in range(first, last):
-                    lane[offsets[u] - base + codes[u, i]] += x
+                    acc[i & (_LANES - 1), offsets[u] - base + codes[u, i]] += x
 
 
 def _clip_eval_loops(
@@ -299,7 +300,6 @@ def _clip_update_loops(
 ) -> None:
     n = w.shape[0]
     chunks = partial.shape[0]
-    mask = partial.shape[1] - 1
     base = offsets[first]
     for c in prange(chunks):
         acc = partial[c]
@@ -312,9 +312,8 @@ def _clip_update_loops(
             g = min(max(g, lo), hi)
             x = d[i] * g
             w[i] = x
-            lane = acc[i & mask]
             for u in range(first, last):
-                lane[offsets[u] - base + codes[u, i]] += x
+                acc[i & (_LANES - 1), offsets[u] - base + codes[u, i]] += x
 
 
 def _cell_keys_loops(codes: np.ndarray, strides: np.ndarray, key: np.ndarray) -> None:

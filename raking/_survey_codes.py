@@ -23,6 +23,7 @@ from raking.validation import (
     raise_on_na,
     raise_on_unknown_levels,
 )
+from raking.weights import code_dtype
 
 _UNKNOWN = -1
 _NA = -2
@@ -76,7 +77,7 @@ def _code_column(series: pd.Series, levels: list[Any], na: str) -> np.ndarray:
         raw, uniques = series.cat.codes.to_numpy(), series.cat.categories
     else:
         raw, uniques = pd.factorize(series)
-    dtype = np.min_scalar_type(-max(len(levels), 128))
+    dtype = code_dtype([len(levels)])
     index = pd.Index(levels, dtype=object)
     lookup = index.get_indexer(pd.Index(uniques, dtype=object))
     if np.array_equal(lookup, np.arange(len(levels))) and (raw.size == 0 or raw.min() >= 0):
@@ -109,7 +110,7 @@ def _code_variable(
         for k, size in enumerate(sizes):
             flat = flat * size + parts[k].index(lv[k])
         lookup[flat] = j
-    dtype = np.min_scalar_type(-max(len(levels), 128))
+    dtype = code_dtype([len(levels)])
     return np.where(status < 0, status, lookup[key]).astype(dtype)
 
 

@@ -195,7 +195,8 @@ def cells_from_codes(
     Returns
     -------
     (cell_codes, cell_of_row[, counts]) or None
-        ``cell_codes`` int32 of shape ``(p, m)`` (cells in key order), ``cell_of_row`` of shape
+        ``cell_codes`` of shape ``(p, m)`` in :func:`code_dtype` (cells in key order),
+        ``cell_of_row`` of shape
         ``(n,)`` with values in ``[0, m)``, ``counts`` int64 of shape ``(m,)``. ``None`` if the
         key would overflow ``int64`` or there are more than ``max_cells`` cells.
     """
@@ -208,7 +209,9 @@ def cells_from_codes(
         from raking._numba_weights import dense_cells
 
         stacked = codes if isinstance(codes, np.ndarray) else np.stack(codes)
-        out = dense_cells(np.ascontiguousarray(stacked), list(n_levels), max_cells)
+        out = dense_cells(
+            np.ascontiguousarray(stacked), list(n_levels), max_cells, code_dtype(n_levels)
+        )
         return out if out is None or return_counts else out[:2]
     key_dtype = np.int32 if radix < 2**31 else np.int64  # half the traffic where it fits
     strides = [math.prod(n_levels[:v]) for v in range(p)]
@@ -229,10 +232,19 @@ def cells_from_codes(
         uniq, cell_of_row, counts = np.unique(key, return_inverse=True, return_counts=True)
         if max_cells is not None and uniq.size > max_cells:
             return None
-    cell_codes = np.empty((p, uniq.size), dtype=np.int32)
+    cell_codes = np.empty((p, uniq.size), dtype=code_dtype(n_levels))
     for v in range(p):
         cell_codes[v] = (uniq // strides[v]) % n_levels[v]
     return (cell_codes, cell_of_row, counts) if return_counts else (cell_codes, cell_of_row)
+
+
+def code_dtype(n_levels: Sequence[int]) -> np.dtype:
+    """The smallest signed integer dtype for level codes: ``int8`` up to 128 levels.
+
+    The passes over the units read one code per variable per unit; small codes take less
+    memory (fewer fresh pages) and traffic. Negative sentinels (-1, -2) fit too.
+    """
+    return np.min_scalar_type(-max(*n_levels, 128))
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,7 +255,7 @@ def cells_from_codes(
 class _Units(NamedTuple):
     """What is raked: the non-empty cells of the crossed codes, or the rows themselves."""
 
-    codes: np.ndarray  # (p, m) int32, C-contiguous: level codes of the m units
+    codes: np.ndarray  # (p, m) in code_dtype, C-contiguous: level codes of the m units
     design: np.ndarray  # (m,) design weight of each unit (summed over a cell's rows)
     rows: np.ndarray | None  # (m,) rows per cell; None when the units are the rows
     cell_of_row: np.ndarray | None  # (n,) cell of each row; None when the units are the rows
@@ -269,7 +281,7 @@ def _units(
         limit = n if method == "cells" else int(_CELL_FRACTION * n)
         cells = cells_from_codes(codes, n_levels, max_cells=limit, return_counts=True)
     if cells is None:
-        stacked = np.empty((len(codes), n), dtype=np.int32)
+        stacked = np.empty((len(codes), n), dtype=code_dtype(n_levels))
         for v, c in enumerate(codes):
             stacked[v] = c
         return _Units(stacked, design, None, None)
