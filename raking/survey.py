@@ -173,7 +173,7 @@ def rake(
 
     result = _rake_units(units, d, t, steps=steps, tol=tol, max_iter=max_iter, bounds=bounds)
     if raked is None:
-        full, sample_pos = result.weights, np.arange(len(data))
+        full, sample_pos = result.weights, np.arange(len(data), dtype=np.intp)
         raked_pos = sample_pos
     else:
         sample_pos = np.flatnonzero(~dropped)

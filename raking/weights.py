@@ -28,14 +28,17 @@ Step ``k`` adjusts variable ``v = (k - 1) mod p`` (``theory.md`` §1.2, the pape
 Cells or rows. Every row of a cell of the crossed codes gets the same factor :math:`g`, so when
 the non-empty cells are few (at most half the rows), the cells are raked with their summed design
 weights and ``g`` is expanded back to the rows; otherwise the rows are raked directly. Cells are
-found from a mixed-radix ``int64`` key of the codes, via a lookup array over the key range when
-that range is at most ``4 n`` (so it costs no more memory than four ``int64`` columns), else by
+found from a mixed-radix integer key of the codes (``int32`` where it fits), via a count over the
+key range when that range is at most ``4 n`` (so it costs no more memory than four ``int64``
+columns; compiled in :func:`raking._numba_weights.dense_cells` from 100,000 rows), else by
 sorting (``numpy.unique``); the dense table of all level combinations is never formed. Each step
 is O(units): one group sum per variable (``numpy.bincount``, or the compiled passes of
-:mod:`raking._numba_weights` for problems of 100,000 units and more).
+:mod:`raking._numba_weights` for problems of 100,000 units and more). Codes are kept in the
+smallest integer dtype (:func:`code_dtype`).
 
 Stopping. With ``steps=None`` the max absolute margin error, as a share of the total, is measured
-after every sweep (in the sweep's last pass); iteration stops when it is at most ``tol``, after
+at the end of a sweep (in its last pass: every sweep with bounds; without, once the errors seen
+before each step predict convergence); iteration stops when it is at most ``tol``, after
 ``max_iter`` sweeps, or when it has not fallen below 0.99 times its earlier best for 20 sweeps (a
 stall: margins that the data's empty cells or the bounds rule out together). The last two warn
 (:class:`~raking.exceptions.ConvergenceWarning`) and return ``converged=False``.
