@@ -247,3 +247,25 @@ def test_import_raking_loads_no_pandas_and_rake_is_lazy():
     assert json.loads(out.stdout) == [False, True, "raking.survey"]
     with pytest.raises(AttributeError, match="no attribute 'rake_it'"):
         raking.rake_it  # noqa: B018
+
+
+@pytest.mark.parametrize("order", ["same", "reversed", "strings"])
+def test_categorical_codes_are_copied_small_and_equal_to_the_string_coding(order):
+    # The fast path hands categorical codes through as they are (when the categories are the
+    # target levels, in order); it must still give the same weights as any other coding, and
+    # never alias the DataFrame's own codes.
+    from raking._survey_codes import _code_column
+
+    srs = load_api("apisrs")
+    levels = list(MARGINS["stype"].index)
+    cats = {"same": levels, "reversed": levels[::-1], "strings": None}[order]
+    column = srs["stype"].astype(str)
+    data = srs.assign(stype=column if cats is None else pd.Categorical(column, categories=cats))
+    codes = _code_column(data["stype"], levels, "error")
+    assert codes.dtype == np.int8
+    np.testing.assert_array_equal(np.asarray(levels, dtype=object)[codes], column.to_numpy())
+    if cats is not None:
+        assert not np.shares_memory(codes, data["stype"].cat.codes.to_numpy())
+    res = rake(data, TWO, weights="pw")
+    ref = rake(srs.assign(stype=column), TWO, weights="pw")
+    np.testing.assert_allclose(res.weights.to_numpy(), ref.weights.to_numpy(), rtol=1e-12)

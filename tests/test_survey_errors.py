@@ -216,3 +216,18 @@ def test_design_weights_of_dropped_rows_are_not_checked_and_series_are_aligned(s
     shuffled = srs["pw"].sample(frac=1.0, random_state=1)  # a Series is aligned on the index
     again = rake(srs, TWO, weights=shuffled, na="drop")
     np.testing.assert_allclose(again.weights.dropna(), res.weights.dropna())
+
+
+def test_missing_values_in_a_categorical_whose_categories_are_the_levels(srs):
+    # The categorical fast path (codes used as they are) must still see the -1 of a missing
+    # value: raise by default, drop or make it a level on request.
+    levels = list(TWO["sch.wide"].index)
+    srs["sch.wide"] = pd.Categorical(srs["sch.wide"], categories=levels)
+    srs.loc[["s3", "s7"], "sch.wide"] = np.nan
+    _raises_and_keeps(srs, r"'sch.wide'.*2 missing value\(s\)", targets=TWO, weights="pw")
+    res = rake(srs, TWO, weights="pw", na="drop")
+    assert res.weights[["s3", "s7"]].isna().all() and res.converged
+    targets = {"stype": TWO["stype"], "sch.wide": {"No": 1000, "Yes": 5100, np.nan: 94}}
+    with pytest.warns(SparseLevelWarning):
+        res = rake(srs, targets, weights="pw", na="level")
+    assert res.weights[["s3", "s7"]].sum() == pytest.approx(94)

@@ -233,3 +233,30 @@ def test_invalid_codes_and_targets_are_named():
         rake_codes(codes, [targets[0], 2 * targets[1]])
     with pytest.raises(ValueError, match=r"weights has 1 non-positive"):
         rake_codes(codes, targets, weights=np.where(np.arange(d.size) == 3, 0.0, d))
+
+
+def _sweeps_checking_every_sweep(codes, d, targets, tol):
+    """Plain row IPF that measures every margin after every sweep (absolute, share of total)."""
+    w, total = d.copy(), targets[0].sum()
+    for sweep in range(1, 1000):
+        for c, t in zip(codes, targets, strict=True):
+            m = np.bincount(c, weights=w, minlength=t.size)
+            w *= np.divide(t, m, out=np.ones_like(t), where=m > 0)[c]
+        err = max(
+            np.max(np.abs(np.bincount(c, weights=w, minlength=t.size) - t))
+            for c, t in zip(codes, targets, strict=True)
+        )
+        if err / total <= tol:
+            return sweep
+    raise AssertionError("reference did not converge")
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("tol", [1e-6, 1e-10])
+def test_predicted_full_check_stops_at_the_same_sweep_as_checking_every_sweep(seed, tol):
+    # The driver sums every variable only when the errors seen before each step predict
+    # convergence; it must stop at the first sweep whose margins are within tol, no later.
+    codes, d, targets = _problem(seed, n=3000, levels=(3, 6, 4, 8))
+    out = rake_codes(codes, targets, weights=d, tol=tol)
+    assert out.converged and out.marginal_error <= tol
+    assert out.sweeps == _sweeps_checking_every_sweep(codes, d, targets, tol)
