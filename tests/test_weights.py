@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 
+import raking.weights as weights_module
 from raking import balance
 from raking.exceptions import ConvergenceWarning, EmptyCategoryError
-import raking.weights as weights_module
 from raking.weights import _rake, cells_from_codes, rake_codes
 
 
