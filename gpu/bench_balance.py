@@ -331,6 +331,20 @@ def sparse_table(m: int, l: int, nnz: int, seed: int) -> Any:
     return scipy.sparse.coo_matrix((vals, (rows, cols)), shape=(m, l)).tocsr()
 
 
+def kernel_steps(table: Any, targets: list, steps: int, xp: Any) -> Any:
+    """``steps`` kernel steps on a validated table (``raking.kernel._ipf``, no validation)."""
+    return _ipf(
+        table,
+        targets,
+        steps=steps,
+        tol=1e-10,
+        max_steps=10_000,
+        check_every=2,
+        log_domain=False,
+        xp=xp,
+    )
+
+
 def balancing_rows(case: str, size: str, table: Any, lib: Lib, args: argparse.Namespace) -> list:
     """Time the naive loop, ``_ipf``, ``scaling_factors`` and POT on one table; one row each."""
     steps = args.steps
@@ -339,16 +353,7 @@ def balancing_rows(case: str, size: str, table: Any, lib: Lib, args: argparse.Na
     xp, checked, checked_targets, _ = _validate(table, targets, steps, 1e-10, 10_000, False, None)
 
     def kernel() -> Any:
-        return _ipf(
-            checked,
-            checked_targets,
-            steps=steps,
-            tol=1e-10,
-            max_steps=10_000,
-            check_every=2,
-            log_domain=False,
-            xp=xp,
-        )
+        return kernel_steps(checked, checked_targets, steps, xp)
 
     if sparse:
         naive = naive_sparse(table, targets, steps)
@@ -439,16 +444,7 @@ def half_row(
     upcast = xp.astype(checked, xp.float32)
 
     def run(t: Any) -> Any:
-        return _ipf(
-            t,
-            checked_targets,
-            steps=steps,
-            tol=1e-10,
-            max_steps=10_000,
-            check_every=2,
-            log_domain=False,
-            xp=xp,
-        )
+        return kernel_steps(t, checked_targets, steps, xp)
 
     label = f"raking.kernel._ipf ({lib.half_name} storage, float32 sums)"
     device = f"{lib.name}/{lib.device}"
