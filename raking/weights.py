@@ -184,6 +184,11 @@ def cells_from_codes(
 ) -> tuple[np.ndarray, ...] | None:
     """The non-empty cells of the crossed codes: their codes, and the cell of every row.
 
+    The mixed-radix key of row ``i`` is :math:`\sum_v c_v(i) \prod_{u<v} L_u`. When the key
+    range is at most ``4 n + 1024``, cells come from a count over the range (compiled, with
+    :func:`raking._numba_weights.dense_cells`, from 100,000 rows when numba is installed; the
+    same integers either way), else from sorting the keys (``numpy.unique``).
+
     Parameters
     ----------
     codes : numpy.ndarray of int, shape ``(p, n)``, or a sequence of p integer arrays ``(n,)``
@@ -199,9 +204,9 @@ def cells_from_codes(
     -------
     (cell_codes, cell_of_row[, counts]) or None
         ``cell_codes`` of shape ``(p, m)`` in :func:`code_dtype` (cells in key order),
-        ``cell_of_row`` of shape
-        ``(n,)`` with values in ``[0, m)``, ``counts`` int64 of shape ``(m,)``. ``None`` if the
-        key would overflow ``int64`` or there are more than ``max_cells`` cells.
+        ``cell_of_row`` of shape ``(n,)`` with values in ``[0, m)``, ``counts`` int64 of shape
+        ``(m,)``. ``None`` if the key would overflow ``int64`` or there are more than
+        ``max_cells`` cells.
     """
     p, n = len(codes), codes[0].shape[0]
     radix = math.prod(n_levels)
