@@ -182,7 +182,7 @@ def cells_from_codes(
     max_cells: int | None = None,
     return_counts: bool = False,
 ) -> tuple[np.ndarray, ...] | None:
-    """The non-empty cells of the crossed codes: their codes, and the cell of every row.
+    r"""The non-empty cells of the crossed codes: their codes, and the cell of every row.
 
     The mixed-radix key of row ``i`` is :math:`\sum_v c_v(i) \prod_{u<v} L_u`. When the key
     range is at most ``4 n + 1024``, cells come from a count over the range (compiled, with
