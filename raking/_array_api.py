@@ -21,6 +21,7 @@ __all__ = [
     "get_xp",
     "is_array",
     "is_numpy",
+    "on_accelerator",
     "to_float",
     "to_numpy",
 ]
@@ -57,6 +58,19 @@ def is_numpy(xp: Any) -> bool:
 def device(x: Array) -> Any:
     """The device of ``x`` (``"cpu"`` for NumPy)."""
     return array_api_compat.device(x)
+
+
+def on_accelerator(x: Array) -> bool:
+    """Whether ``x`` lives on an accelerator (a CUDA torch tensor, any CuPy array).
+
+    Reading a scalar of such an array back to the host synchronises the device; the kernel
+    uses this to space its convergence checks. Host arrays (NumPy, CPU torch, array-api-strict)
+    give ``False``.
+    """
+    if array_api_compat.is_cupy_array(x):
+        return True
+    kind = getattr(device(x), "type", "cpu")  # torch.device has .type; host devices do not
+    return kind != "cpu"
 
 
 def to_numpy(x: Array) -> np.ndarray:

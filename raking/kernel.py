@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from raking._array_api import Array, get_xp, is_numpy, to_float
+from raking._array_api import Array, get_xp, is_numpy, on_accelerator, to_float
 from raking._sparse import is_sparse, sparse_namespace, sparse_reduce, sparse_scale, table_device
 from raking.exceptions import ConvergenceWarning
 from raking.results import BalanceResult, ScalingResult
@@ -199,8 +199,11 @@ def balance_result(
     (in the compute dtype: float32 for a float16 / bfloat16 table), the number of steps taken,
     the final marginal error (always measured, in the compute dtype) and ``converged``.
     ``check_every`` is the period, in single-marginal adjustments, of the convergence check when
-    iterating to ``tol`` (default: one full sweep over the axes); on a GPU each check is a host
-    synchronisation. ``compute_dtype`` as in :func:`balance`.
+    iterating to ``tol``. Default: one full sweep over the axes for a table on the host; on an
+    accelerator (CuPy, CUDA torch), where each check reads the error back and so waits for the
+    device, :data:`~raking.validation.ACCELERATOR_CHECK_SWEEPS` (10) sweeps: the iteration
+    may then run up to 9 sweeps past the first one within ``tol``, with no host
+    synchronisation in between. ``compute_dtype`` as in :func:`balance`.
     """
     xp, table, targets, config = _validate(
         table, targets, steps, tol, max_steps, log_domain, check_every, compute_dtype
@@ -324,7 +327,11 @@ def _validate(
         "steps": check_steps(steps),
         "tol": check_tol(tol),
         "max_steps": check_max_steps(max_steps),
-        "check_every": check_check_every(check_every, n_axes=n_axes),
+        "check_every": check_check_every(
+            check_every,
+            n_axes=n_axes,
+            accelerator=on_accelerator(table.data if is_sparse(table) else table),
+        ),
     }
     return xp, table, targets, config
 

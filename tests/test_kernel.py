@@ -404,3 +404,38 @@ def test_float_steps_infinity_means_to_tolerance():
     table = rng.random((3, 3)) + 0.1
     t = [np.full(3, 1 / 3)] * 2
     assert balance_result(table, t, steps=math.inf).tol == 1e-10
+
+
+# ------------------------------------------------------------------------------------------------
+# Convergence-check period (check_every)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_host_arrays_are_not_on_an_accelerator(xp):
+    from raking._array_api import on_accelerator
+
+    assert not on_accelerator(to_xp(xp, np.ones((2, 2))))
+
+
+def test_check_every_default_is_one_sweep_on_the_host_and_ten_on_an_accelerator():
+    from raking.validation import ACCELERATOR_CHECK_SWEEPS, check_check_every
+
+    assert check_check_every(None, n_axes=3) == 3
+    assert check_check_every(None, n_axes=3, accelerator=True) == 3 * ACCELERATOR_CHECK_SWEEPS
+    assert check_check_every(7, n_axes=3, accelerator=True) == 7  # an explicit period wins
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="check_every must be a positive integer"):
+            check_check_every(bad, n_axes=2)
+
+
+def test_check_every_spaces_the_convergence_checks(xp):
+    rng = np.random.default_rng(3)
+    table = to_xp(xp, rng.uniform(0.1, 1.0, (30, 40)))
+    targets = [to_xp(xp, np.full(30, 1 / 30)), to_xp(xp, np.full(40, 1 / 40))]
+    every_sweep = balance_result(table, targets, tol=1e-12)
+    spaced = balance_result(table, targets, tol=1e-12, check_every=10)
+    assert every_sweep.converged and spaced.converged
+    assert spaced.steps % 10 == 0 and every_sweep.steps % 2 == 0
+    # The first check at or after the first converged sweep: no earlier, less than 10 later.
+    assert every_sweep.steps <= spaced.steps < every_sweep.steps + 10
+    assert spaced.marginal_error <= 1e-12

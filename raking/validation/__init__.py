@@ -31,6 +31,7 @@ from raking.validation._arrays import (
     total_tolerance,
 )
 from raking.validation._scalars import (
+    ACCELERATOR_CHECK_SWEEPS,
     MISSING_POLICIES,
     check_check_every,
     check_max_steps,
@@ -72,6 +73,7 @@ from raking.validation._survey import (
 )
 
 __all__ = [
+    "ACCELERATOR_CHECK_SWEEPS",
     "MIN_LEVEL_ROWS",
     "MISSING_POLICIES",
     "NA_OPTIONS",

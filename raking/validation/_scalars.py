@@ -58,10 +58,22 @@ def check_max_steps(max_steps: object, *, name: str = "max_steps") -> int:
     return check_positive_int(max_steps, name=name)
 
 
-def check_check_every(check_every: object, *, n_axes: int, name: str = "check_every") -> int:
-    """Validate the convergence-check period (in single-marginal adjustments)."""
+ACCELERATOR_CHECK_SWEEPS = 10
+"""Default period, in full sweeps, of the convergence check for a table on an accelerator."""
+
+
+def check_check_every(
+    check_every: object, *, n_axes: int, accelerator: bool = False, name: str = "check_every"
+) -> int:
+    """Validate the convergence-check period (in single-marginal adjustments).
+
+    ``None``: one full sweep (``n_axes`` steps) on the host; on an accelerator
+    (``accelerator=True``), :data:`ACCELERATOR_CHECK_SWEEPS` sweeps, since every check reads the
+    error back to the host and so waits for the device: a few extra sweeps past convergence
+    cost less than a synchronisation per sweep.
+    """
     if check_every is None:
-        return n_axes
+        return n_axes * (ACCELERATOR_CHECK_SWEEPS if accelerator else 1)
     if (
         isinstance(check_every, bool)
         or not isinstance(check_every, numbers.Integral)
