@@ -61,6 +61,15 @@ def _n_chunks(n: int) -> int:
     return int(max(1, min(4 * threads, n // _ROWS_PER_CHUNK)))
 
 
+def _partial_sums(offsets: np.ndarray, first: int, last: int, n: int) -> tuple[np.ndarray, int]:
+    """Room, per chunk and lane, for the group sums of variables ``first, ..., last - 1``.
+
+    Returns the array and the number of levels summed (its last axis has at least one slot).
+    """
+    width = int(offsets[last] - offsets[first])
+    return np.empty((_n_chunks(n), _LANES, max(width, 1))), width
+
+
 def scale_count(
     codes: np.ndarray,
     offsets: np.ndarray,
@@ -92,9 +101,8 @@ def scale_count(
     numpy.ndarray of float64, shape ``(offsets[last] - offsets[first],)``
         The concatenated margins of those variables after the update.
     """
-    width = int(offsets[last] - offsets[first])
-    partial = np.empty((_n_chunks(w.shape[0]), _LANES, max(width, 1)))
     r = np.ones(1) if ratio is None else ratio
+    partial, width = _partial_sums(offsets, first, last, w.shape[0])
     _compiled().scale_count(codes, offsets, w, v, r, first, last, partial)
     return partial.sum(axis=(0, 1))[:width]
 
@@ -138,9 +146,8 @@ def clip_update(
 
     Arguments and return value as in :func:`scale_count`; ``q`` and ``w`` are updated in place.
     """
-    width = int(offsets[last] - offsets[first])
-    partial = np.empty((_n_chunks(w.shape[0]), _LANES, max(width, 1)))
     r = np.ones(1) if rho is None else rho
+    partial, width = _partial_sums(offsets, first, last, w.shape[0])
     _compiled().clip_update(codes, offsets, v, q, d, r, lo, hi, w, first, last, partial)
     return partial.sum(axis=(0, 1))[:width]
 
