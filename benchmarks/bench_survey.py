@@ -36,6 +36,7 @@ Peer venvs (Python 3.11, ``python3 -m venv``) live under ``--venvs`` (default
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
 import signal
@@ -169,8 +170,12 @@ def reference_method(problem: Problem):
     return call
 
 
-def ours_method(problem: Problem):
-    """``raking.survey.rake`` on a DataFrame of pandas categoricals (the fast path)."""
+def ours_method(problem: Problem, columns: str = "category"):
+    """``raking.survey.rake`` on a DataFrame of pandas categoricals (the fast path).
+
+    ``columns``: ``"category"`` (default), or ``"string"`` / ``"object"`` to give ours the same
+    labels as plain strings (each column then costs one ``pandas.factorize``).
+    """
     import pandas as pd
 
     from raking.survey import rake
@@ -181,6 +186,8 @@ def ours_method(problem: Problem):
             for j, name in enumerate(problem.names)
         }
     )
+    if columns != "category":
+        df = df.astype(columns)
     targets = {
         name: pd.Series(problem.shares[j], index=problem.labels[j])
         for j, name in enumerate(problem.names)
@@ -437,6 +444,12 @@ def main(argv: list[str] | None = None) -> int:
         "--venvs", default=os.environ.get("RAKING_BENCH_VENVS", "/work/bench-venvs")
     )
     parser.add_argument("--no-ours", action="store_true", help="leave raking.survey.rake out")
+    parser.add_argument(
+        "--ours-columns",
+        default="category",
+        choices=["category", "string", "object"],
+        help="the dtype of the columns given to ours (peers are unaffected)",
+    )
     parser.add_argument("--verbose", action="store_true", help="print the peers' own output")
     args = parser.parse_args(argv)
     if args.quick:
@@ -463,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
                 problem.save(problem_file)
                 outcomes = []
                 if not args.no_ours:
-                    outcomes.append(run_in_process("ours", ours_method, problem, args.repeats))
+                    factory = functools.partial(ours_method, columns=args.ours_columns)
+                    outcomes.append(run_in_process("ours", factory, problem, args.repeats))
                 outcomes.append(
                     run_in_process("numpy IPF (reference)", reference_method, problem, args.repeats)
                 )
