@@ -157,8 +157,8 @@ def dense_cells(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The non-empty cells of the crossed codes, by a count over the whole key range.
 
-    The compiled twin of the dense branch of :func:`raking.weights.cells_from_codes` (same
-    arguments and results, integers, so equal exactly): a parallel pass over the rows computes the
+    The compiled twin of the dense branch of :func:`raking.weights.cells_from_codes` (the same
+    integer results, equal exactly; tested): a parallel pass over the rows computes the
     mixed-radix key ``sum_v codes[v] * prod(n_levels[:v])``, a serial one counts the keys, one
     pass over the key range numbers the non-empty keys, then every row gets its cell (parallel)
     and every cell its codes.
