@@ -18,11 +18,28 @@ their marginals across ranks (SwAV-style all-reduces) and :class:`BalancedClipLo
 ``rank`` / ``world_size`` arguments as open_clip does; in one process the results are identical
 (:func:`balanced_clip_loss` acts on the matrix it is given). Importing this module never
 initialises CUDA, and ``import raking`` never imports it. Derivations: ``theory/ssl.md``.
+
+PyTorch is an optional dependency: without it, importing this module raises a
+:class:`ModuleNotFoundError` that names the extra to install (``raking-balance[torch]``).
 """
+
+try:
+    import torch as _torch  # the optional dependency, checked before the submodules
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    if exc.name != "torch":
+        raise
+    raise ModuleNotFoundError(
+        "raking.torch needs PyTorch, which is not installed (it is an optional dependency). "
+        'Install it with the torch extra: pip install "raking-balance[torch]" (a CPU build; '
+        "for a GPU, install the torch wheel for your CUDA version from pytorch.org first).",
+        name="torch",
+    ) from exc
 
 from raking.torch.balancing import balance, balance_logits
 from raking.torch.clip import BalancedClipLoss, balanced_clip_loss
 from raking.torch.swav import power_law_prior, prior_matching_loss, sinkhorn
+
+del _torch
 
 __all__ = [
     "BalancedClipLoss",

@@ -14,11 +14,21 @@ On a sharded block a column reduction is completed by a log-sum-exp over ranks o
 column log-sum-exps (``theory/ssl.md`` §5). The loop is the kernel's ``_ipf`` without its
 validation and final error measurement (a loss needs neither); ``tests/test_torch.py`` ties the
 two to 1e-12.
+
+Non-finite logits are not validated (that would synchronise with the device every step); they
+propagate instead, as in :func:`torch.nn.functional.cross_entropy`: ``-inf`` is a zero weight
+(a line of ``-inf`` has no mass and keeps its neutral potential), while a NaN or ``+inf``
+logit makes the reduction of its line NaN, and the NaN spreads through the later steps to the
+loss and its gradient. ``+inf`` counts as invalid because the measure :math:`e^{L}` it
+describes has no normalisation (an overflow upstream, e.g. of the logit scale). The kernel's
+own reduction maps such a line to "no mass" (it only sees validated tables), which would turn a
+NaN logit into a finite or ``-inf`` loss: hence the two functions below.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import torch
@@ -26,7 +36,7 @@ import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
 from raking._array_api import get_xp
-from raking.kernel import _initial_factors, _logsumexp, _new_factor, _reduce
+from raking.kernel import _initial_factors
 from raking.torch._distributed import Comm
 
 Potentials = tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]
@@ -37,6 +47,43 @@ def no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if torch.amp.is_autocast_available(device.type):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
+
+
+def _logsumexp_nan(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``log(sum(exp(x)))`` over ``dims``, NaN where an entry is NaN or ``+inf``.
+
+    ``-inf`` where every entry is ``-inf`` (no mass), with a zero gradient there. The shift by
+    the maximum is a constant for autograd (the gradient is the softmax, exactly).
+    """
+    top = torch.amax(x.detach(), dim=dims, keepdim=True)
+    shift = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    total = torch.exp(x - shift).sum(dims)
+    top, shift = top.squeeze(dims), shift.squeeze(dims)
+    empty = top == -math.inf
+    out = torch.log(torch.where(empty, torch.ones_like(total), total)) + shift
+    out = torch.where(empty, torch.full_like(out, -math.inf), out)
+    return torch.where(top == math.inf, torch.full_like(out, math.nan), out)
+
+
+def log_reduce(block: torch.Tensor, factors: list[torch.Tensor], axis: int) -> torch.Tensor:
+    r"""Log marginal on ``axis``: :math:`\operatorname{logsumexp}_{\neg a}(L + \varphi_{\neg a})`.
+
+    ``-inf`` on a line of ``-inf`` (no mass); NaN on a line holding a NaN or a ``+inf`` (see the
+    module notes). Leading batch axes are carried along.
+    """
+    if axis == 0:
+        return _logsumexp_nan(block + factors[1][..., None, :], (-1,))
+    return _logsumexp_nan(block + factors[0][..., :, None], (-2,))
+
+
+def log_factor(reduced: torch.Tensor, log_target: torch.Tensor) -> torch.Tensor:
+    """The potential ``log t - r`` that makes a line match its target; 0 on an empty line.
+
+    Unlike the kernel's factor, a NaN reduction gives a NaN potential (it is not "no mass").
+    """
+    empty = reduced == -math.inf
+    safe = torch.where(empty, torch.zeros_like(reduced), reduced)
+    return torch.where(empty, torch.zeros_like(reduced), log_target - safe)
 
 
 def potentials(
@@ -57,10 +104,10 @@ def potentials(
     reductions, produced = [], []
     for t in range(steps):
         axis = (first + t) % 2
-        reduced = _reduce(block, factors, axis, xp=xp, log_domain=True)
+        reduced = log_reduce(block, factors, axis)
         if axis == 1 and comm is not None:
             reduced = comm.logsumexp(reduced)
-        factors[axis] = _new_factor(reduced, None, log_targets[axis], xp=xp)
+        factors[axis] = log_factor(reduced, log_targets[axis])
         reductions.append(reduced)
         produced.append(factors[axis])
     return factors, reductions, produced
@@ -83,7 +130,7 @@ def diagonal_terms(
     n = block.shape[0]
     entry = torch.diagonal(block, offset)
     if not reductions:
-        total = torch.reshape(_logsumexp(block, (0, 1), xp=get_xp(block)), (1,))
+        total = torch.reshape(_logsumexp_nan(block, (0, 1)), (1,))
         return entry - (total if comm is None else comm.logsumexp(total))
     if len(reductions) % 2 == 1:  # last step on rows
         return entry + factors[1][offset : offset + n] - reductions[-1]
@@ -166,7 +213,7 @@ def _backward(
             dist.all_reduce(r_bar, group=comm.group)
         bar[axis] = torch.zeros_like(bar[axis])
         r = reductions[t]
-        r = torch.where(torch.isfinite(r), r, torch.zeros_like(r))
+        r = torch.where(r == -math.inf, torch.zeros_like(r), r)  # empty line; NaN stays NaN
         if axis == 0:
             w = block - r[:, None] if t == 0 else block + (produced[t - 1][None, :] - r[:, None])
             w = w.exp_().mul_(r_bar[:, None])

@@ -9,6 +9,7 @@ the gradient of the loss on the global batch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,9 +96,9 @@ class _AllLogSumExp(torch.autograd.Function):
         if ctx.comm.sum_grads:
             grad = grad.contiguous().clone()
             dist.all_reduce(grad, group=ctx.comm.group)
-        finite = torch.isfinite(out)
-        weight = torch.exp(partial - torch.where(finite, out, torch.zeros_like(out)))
-        return grad * torch.where(finite, weight, torch.zeros_like(weight)), None
+        empty = out == -math.inf  # no mass anywhere: zero gradient; a NaN stays NaN
+        weight = torch.exp(partial - torch.where(empty, torch.zeros_like(out), out))
+        return grad * torch.where(empty, torch.zeros_like(weight), weight), None
 
 
 class _AllSum(torch.autograd.Function):

@@ -133,6 +133,8 @@ def balance_logits(
     Equals ``raking.kernel.balance(logits, targets, steps, log_domain=True)`` (tested to 1e-12)
     but skips the checks of the logits' values and the final error measurement, so with uniform
     targets it never synchronises with the device (given targets are checked on the host).
+    Unchecked values propagate: a NaN or ``+inf`` logit makes its line NaN at the next step
+    and, from the step after, the whole result; ``-inf`` is a zero weight.
     Autograd flows through every step; targets get no gradient.
 
     Examples

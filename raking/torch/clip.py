@@ -86,6 +86,12 @@ def balanced_clip_loss(
     :math:`(i, i)`) to :math:`P^{(k)}` and :math:`Q^{(k)}`; :math:`L_0` is that divergence plus
     :math:`\log B` (``theory/ssl.md`` §2). ``theory.md`` §6 [CODE] for k = 0, 1, 2.
 
+    Non-finite logits are not rejected (a check would synchronise with the device every step);
+    as with :func:`torch.nn.functional.cross_entropy`, a NaN or ``+inf`` logit gives a NaN loss
+    and NaN gradients (``+inf`` scores have no normalisable measure), on both backward paths
+    and for every ``k``. ``-inf`` is a zero weight: off the diagonal it masks the pair, on the
+    diagonal the observed pair becomes impossible and the loss is ``+inf``.
+
     Examples
     --------
     >>> import torch

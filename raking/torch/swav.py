@@ -8,6 +8,7 @@ mean-entropy maximisation for a uniform prior). Derivations: ``theory/ssl.md`` �
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -113,7 +114,8 @@ def sinkhorn(
     -----
     ``theory.md`` §6 [SUM/REC]; SwAV's ``distributed_sinkhorn`` in the linear domain gives the
     same codes (tested), and its :math:`B = B_{\rm local} \cdot W` is replaced by the summed row
-    count. ``theory/ssl.md`` §6.
+    count. ``theory/ssl.md`` §6. A NaN or ``+inf`` score makes every code NaN (no host check,
+    as in the losses); ``-inf`` is a zero weight.
 
     Examples
     --------
@@ -131,10 +133,15 @@ def sinkhorn(
     log_prior = torch.log(_prior(prior, n_clusters, scores))
     comm = default_comm(group, sum_grads=False)
     with torch.no_grad(), no_autocast(scores.device):
-        block = scores.detach().to(compute_dtype(scores)) / eps
+        block = scores.detach().to(compute_dtype(scores))
+        # Codes are invariant to one constant added to every score; subtracting the (global)
+        # maximum keeps scores / eps <= 0, so a small eps never overflows finite scores to inf.
+        top = torch.amax(block).reshape(1)
         count = torch.full((1,), float(n_local), dtype=block.dtype, device=block.device)
         if comm is not None:
+            dist.all_reduce(top, op=dist.ReduceOp.MAX, group=comm.group)
             dist.all_reduce(count, group=comm.group)
+        block = (block - torch.where(torch.isfinite(top), top, torch.zeros_like(top))) / eps
         log_rows = (-torch.log(count)).expand(n_local)
         (_, g), reductions, _ = potentials(
             block, (log_rows, log_prior), 2 * n_iter, first=1, comm=comm
@@ -182,6 +189,9 @@ def prior_matching_loss(
     -------
     torch.Tensor
         0-d, :math:`\ge 0`, zero exactly when :math:`\bar p = \pi`; float32 for half inputs.
+        NaN (with NaN gradients) when ``probs`` holds a NaN, an infinite or a negative entry:
+        such values are not probabilities, and checking them on the host would synchronise
+        with the device every step (``torch.nn.functional.cross_entropy`` behaves the same).
 
     Examples
     --------
@@ -202,6 +212,8 @@ def prior_matching_loss(
     comm = default_comm(group)
     with no_autocast(probs.device):
         p = probs.to(compute_dtype(probs))
+        # A NaN, infinite or negative probability is invalid: NaN out (no host sync to check).
+        p = torch.where((p >= 0) & (p < math.inf), p, torch.full_like(p, math.nan))
         stats = torch.cat([p.sum(0), p.new_full((1,), float(n_local))])
         if comm is not None:
             stats = comm.sum(stats)
