@@ -6,10 +6,12 @@ the NumPy result (relative to its largest entry) and the device each result live
 non-zero if any float64 difference exceeds 1e-12 or a result came back as the wrong type.
 
     python gpu/check_backends.py          # on a machine with a CUDA GPU
+    python gpu/check_backends.py --help   # this text; runs nothing
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
@@ -54,7 +56,13 @@ def _libraries():
     return libs
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Run the checks (``argv``: the command-line arguments; only ``--help``); exit status."""
+    argparse.ArgumentParser(
+        prog="check_backends.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args(argv)
     libs = _libraries()
     if not libs:
         print("no GPU array library with a CUDA device found; nothing to check")

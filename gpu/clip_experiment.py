@@ -41,6 +41,7 @@ from raking.clip_experiment import (
     summary_table,
     train_heads,
 )
+from raking.plotting import check_output_folder, output_folder
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,7 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=1.0, help="synthetic power law p_c ∝ c^-alpha")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic world/sample")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--out", type=Path, default=Path("figures"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: figures/, or figures/quick/ with --quick, which git "
+        "ignores, so that a quick run leaves the committed figures alone)",
+    )
     p.add_argument("--name", default="clip_experiment", help="output file stem")
     p.add_argument(
         "--quick",
@@ -92,7 +99,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.out = output_folder(args.out, quick=args.quick)
+    try:
+        check_output_folder(args.out)  # now, not after the training
+    except ValueError as exc:
+        parser.error(str(exc))
     quick = args.quick
     iters = args.iters or (600 if quick else 5000)
     eval_every = args.eval_every or (100 if quick else 500)

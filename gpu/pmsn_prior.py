@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from raking.clip_experiment import resolve_device
+from raking.plotting import check_output_folder, output_folder
 from raking.pmsn import plot_pmsn, run_grid, summary_table
 
 
@@ -45,12 +46,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-eval", type=int, default=2000, help="held-out samples for k-NN")
     p.add_argument("--methods", nargs="+", default=["swav", "msn"], choices=["swav", "msn"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--out", type=Path, default=Path("figures"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: figures/, or figures/quick/ with --quick, which git "
+        "ignores, so that a quick run leaves the committed figures alone)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.out = output_folder(args.out, quick=args.quick)
+    try:
+        check_output_folder(args.out)  # now, not after the training
+    except ValueError as exc:
+        parser.error(str(exc))
     device = resolve_device(args.device)
     if device == "cpu":
         torch.set_num_threads(1)  # tiny MLPs: extra threads only contend (2-core machine)

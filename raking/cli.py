@@ -7,10 +7,19 @@
                          [--workers W]
     raking figures [same options]          # every experiment, with its defaults
     raking rake DATA.csv --target COLUMN=FILE ... --out WEIGHTS.csv   # see raking.cli_rake
+    raking --version
 
 Each experiment writes ``DIR/NAME.csv`` and its figures (``NAME.png``, ``NAME.pdf``), shows a
-progress bar on stderr and prints its summary table on stdout. Exit status: 0 on success, 2 for a
-usage error (such as an unknown experiment), 1 when a run fails.
+progress bar on stderr and prints its summary table on stdout. ``DIR`` defaults to ``figures/``
+for a full run and to ``figures/quick/`` (git-ignored) with ``--quick``, so a quick run never
+overwrites the committed full-run figures; the output folder is checked for writability before
+the run starts. Figures are byte-reproducible (:func:`raking.plotting.save_figure`).
+
+Run times measured on 2 cores (``time .venv/bin/raking figures [--quick]``): the full
+``raking figures`` about 10-20 s, ``--quick`` about 10 s (most of it importing and compiling).
+
+Exit status: 0 on success, 2 for a usage error (such as an unknown experiment or an unwritable
+``--out``), 1 when a run fails.
 """
 
 from __future__ import annotations
@@ -23,8 +32,10 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from raking.cli_rake import add_rake_parser, run_rake
+from raking import __version__
+from raking.cli_rake import add_rake_parser, nonnegative_int, positive_int, run_rake
 from raking.montecarlo import SCHEDULERS, SweepResult, local_cluster, run_experiment
+from raking.plotting import check_output_folder, output_folder
 
 if TYPE_CHECKING:
     from raking.experiments import Experiment, Options
@@ -80,13 +91,14 @@ def build_parser(experiments: dict[str, Experiment]) -> argparse.ArgumentParser:
         epilog=f"experiments:\n{listing}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"raking {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--reps", type=_positive_int, help="replicates per grid point (default: the experiment's)"
+        "--reps", type=positive_int, help="replicates per grid point (default: the experiment's)"
     )
     common.add_argument(
         "--n",
-        type=_positive_int,
+        type=positive_int,
         nargs="+",
         metavar="N",
         help="sample sizes (default: the experiment's)",
@@ -99,7 +111,7 @@ def build_parser(experiments: dict[str, Experiment]) -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--seed",
-        type=_nonnegative_int,
+        type=nonnegative_int,
         default=DEFAULT_SEED,
         help=f"root seed; grid point i uses SeedSequence(seed).spawn(points)[i] (default: "
         f"{DEFAULT_SEED})",
@@ -107,10 +119,16 @@ def build_parser(experiments: dict[str, Experiment]) -> argparse.ArgumentParser:
     common.add_argument(
         "--out",
         type=Path,
-        default=Path("figures"),
-        help="folder for NAME.csv, NAME.png and NAME.pdf (default: ./figures)",
+        default=None,
+        help="folder for NAME.csv, NAME.png and NAME.pdf (default: ./figures, or "
+        "./figures/quick with --quick, so that a quick run leaves the committed figures alone)",
     )
-    common.add_argument("--quick", action="store_true", help="a small grid that runs in seconds")
+    common.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small grid per experiment: `raking figures --quick` takes about 10 s on 2 cores, "
+        "mostly start-up",
+    )
     common.add_argument(
         "--scheduler",
         choices=SCHEDULERS,
@@ -124,7 +142,7 @@ def build_parser(experiments: dict[str, Experiment]) -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         help="worker processes of the local Dask cluster (--scheduler dask; default: 2)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,figures,rake}")
@@ -167,26 +185,6 @@ def _experiment_name(experiments: dict[str, Experiment]) -> Callable[[str], str]
     return name
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
-    return value
-
-
 def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Usage errors argparse cannot see; each exits with status 2 and says the fix."""
     if args.scheduler != "dask" and (args.address is not None or args.workers is not None):
@@ -202,6 +200,11 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
             "--workers sizes a new local cluster, but --address names an existing one whose "
             "workers run the tasks; leave one of them out."
         )
+    args.out = output_folder(args.out, quick=args.quick)
+    try:
+        check_output_folder(args.out)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Options:
@@ -243,6 +246,7 @@ def _run(names: list[str], options: Options, args: argparse.Namespace) -> int:
             print(result.summary(), end="\n\n", flush=True)
     if args.command == "figures":
         print(_overview(results, time.perf_counter() - start))
+        print(f"files in {args.out}/")
     return 0 if all(isinstance(r, SweepResult) for r in results.values()) else 1
 
 

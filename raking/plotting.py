@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "FIGURES",
+    "QUICK_FIGURES",
+    "check_output_folder",
+    "output_folder",
     "plot_dependence",
     "plot_illustration",
     "plot_mse_vs_k",
@@ -27,6 +31,66 @@ __all__ = [
     "plot_theory_vs_mc",
     "save_figure",
 ]
+
+FIGURES = Path("figures")
+"""Default output folder of full runs; the README embeds the figures committed there."""
+QUICK_FIGURES = FIGURES / "quick"
+"""Default output folder of ``--quick`` runs (git-ignored), so a quick run never overwrites the
+committed full-run figures."""
+
+
+def output_folder(out: str | Path | None, *, quick: bool) -> Path:
+    """The folder a run writes to.
+
+    ``out`` if given, else :data:`QUICK_FIGURES` for a quick run and :data:`FIGURES` for a full
+    one (both relative to the current folder).
+    """
+    if out is not None:
+        return Path(out)
+    return QUICK_FIGURES if quick else FIGURES
+
+
+def check_output_folder(folder: str | Path, *, flag: str = "--out") -> None:
+    """Raise ``ValueError`` now if files cannot be written into ``folder``.
+
+    A run checks its output folder before it starts, so that a typo or a read-only place fails
+    in a second instead of after the whole run. ``folder`` may not exist yet: then its nearest
+    existing ancestor must be a folder we can create it in. The check writes and removes one
+    temporary file, so it also holds for root and for read-only file systems, where permission
+    bits say nothing.
+
+    Parameters
+    ----------
+    folder : str or pathlib.Path
+        The output folder.
+    flag : str
+        How the caller names the setting in the message (a command-line flag).
+
+    Raises
+    ------
+    ValueError
+        If ``folder`` (or an ancestor) is a file, or nothing can be written there.
+    """
+    import tempfile
+
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(
+            f"{flag} {folder}: {existing} is a file, not a folder; give a folder to write the "
+            "results into."
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"{flag} {folder}: cannot write into {existing} ({exc.strerror or exc}); give a "
+            "folder you can write to."
+        ) from None
+
 
 _DATA_COLOR = "dodgerblue"  # the authors' colours (illustration.ipynb)
 _TARGET_COLOR = "orangered"
@@ -40,13 +104,24 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+# Metadata without a date or a version, so that the same figure gives the same bytes: a rerun
+# leaves the committed figures untouched in git unless their content changed.
+_PNG_METADATA = {"Software": "raking.plotting (matplotlib)"}
+_PDF_METADATA = {"Creator": "raking.plotting (matplotlib)", "Producer": None, "CreationDate": None}
+
+
 def save_figure(fig: Figure, folder: Path, name: str) -> list[Path]:
-    """Write ``fig`` as ``folder/name.png`` (150 dpi) and ``.pdf``; return both paths."""
+    """Write ``fig`` as ``folder/name.png`` (150 dpi) and ``.pdf``; return both paths.
+
+    The files are byte-reproducible: their metadata carry neither the creation date nor the
+    matplotlib version, so saving the same figure again (on the same matplotlib and fonts)
+    writes identical bytes.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight", metadata=_PNG_METADATA)
+    fig.savefig(paths[1], bbox_inches="tight", metadata=_PDF_METADATA)
     return paths
 
 

@@ -35,7 +35,7 @@ from raking.curation import (
     load_synsets,
     match_matrix,
 )
-from raking.plotting import save_figure
+from raking.plotting import check_output_folder, output_folder, save_figure
 
 QUICK_CAPTIONS = 2000
 _OBSERVED = "dodgerblue"
@@ -56,7 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, help=f"resampling seed (default {DEFAULT_SEED})"
     )
-    parser.add_argument("--out", default="figures", help="output folder (default figures/)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default figures/, or figures/quick/ with --quick, which git ignores)",
+    )
     parser.add_argument(
         "--classes",
         choices=["all", "present"],
@@ -176,7 +180,13 @@ def plot(result: CurationResult, folder: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the curation example with ``argv`` (default: ``sys.argv[1:]``); 0 on success."""
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    out = output_folder(args.out, quick=args.quick)
+    try:
+        check_output_folder(out)
+    except ValueError as exc:
+        parser.error(str(exc))
     data = load_captions()
     captions = data.captions[:QUICK_CAPTIONS] if args.quick else data.captions
     wnids = set(data.wnids) if args.classes == "present" else None
@@ -188,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     except (TypeError, ValueError) as exc:
         print(f"curation: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(result, keywords, out / "curation.csv")
     paths = plot(result, out)
