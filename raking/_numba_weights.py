@@ -4,7 +4,8 @@ Raking ``n`` units (rows, or cells of the crossed codes) is a sequence of *passe
 each pass reads the code of one or a few variables and the weights, and is O(n):
 
 - :func:`scale_count`: the unbounded step ``w_i *= r_v[c_v(i)]`` fused with the group sums
-  :math:`m_u(j) = \sum_{i: c_u(i) = j} w_i` of the variables that the driver needs next;
+  :math:`m_u(j) = \sum_{i: c_u(i) = j} w_i` of the variables that the driver needs next (without
+  a step, a loop that only reads ``w``);
 - :func:`clip_eval`: for the bounded step, :math:`F_j(\rho_j) = \sum_{i \in j} d_i
   \operatorname{clip}(q_i \rho_j, lo, hi)` and its right derivative for every level ``j`` at once;
 - :func:`clip_update`: ``q_i *= rho[c_v(i)]``, ``w_i = d_i clip(q_i, lo, hi)`` fused with group
@@ -19,6 +20,14 @@ key, so runs of equal codes would otherwise chain every add on the previous one 
 latency); four lanes made a pass over 340,000 cells 2.3x faster for the slowest-varying variable
 (0.56 -> 0.24 ms, 2 threads). The summation order depends on the number of chunks and lanes:
 results agree with the NumPy passes to rounding (about 1e-15 relative), not bitwise.
+
+Writes. A loop writes only into arrays that the driver allocated (the unit weights ``w`` and
+factors ``q`` it raked from a copy, the partial sums, the cell arrays); the caller's arrays (level
+codes, design weights) are only read. Numba types a read-only array apart from a writable one and
+refuses to compile a store into it, even on a branch never taken: pandas 3 hands out read-only
+column arrays, so a loop that both may store into ``w`` and is given the design weights fails
+(issue 11). Hence the group sums without a step are a loop of their own, and
+``tests/test_weights.py`` runs the passes on read-only, strided and every code dtype.
 
 numba is imported only by :func:`_compiled`, on the first pass; :mod:`raking.weights` uses these
 loops only for problems of at least 100,000 units (``raking._weights_loops``), so raking a survey
@@ -61,6 +70,18 @@ def _n_chunks(n: int) -> int:
     return int(max(1, min(4 * threads, n // _ROWS_PER_CHUNK)))
 
 
+def _in(a: np.ndarray) -> np.ndarray:
+    """A read-only, C-contiguous view of an input array (a copy only if it is strided).
+
+    The loops read their inputs through such views, so each compiles once per dtype whatever the
+    caller's flags (a read-only pandas column, a writable copy), and a store into an input is a
+    compile error rather than a write into the caller's data.
+    """
+    view = np.ascontiguousarray(a).view()
+    view.flags.writeable = False
+    return view
+
+
 def _partial_sums(offsets: np.ndarray, first: int, last: int, n: int) -> tuple[np.ndarray, int]:
     """Room, per chunk and lane, for the group sums of variables ``first, ..., last - 1``.
 
@@ -88,7 +109,7 @@ def scale_count(
     offsets : numpy.ndarray of int64, shape ``(p + 1,)``
         ``offsets[u]`` is the position of variable ``u``'s first level in the concatenated margins.
     w : numpy.ndarray of float64, shape ``(n,)``
-        Unit weights, updated in place.
+        Unit weights, updated in place (only read when ``v < 0``: it may then be read-only).
     v : int
         Variable adjusted by this pass; ``-1``: no adjustment.
     ratio : numpy.ndarray of float64 or None
@@ -101,9 +122,11 @@ def scale_count(
     numpy.ndarray of float64, shape ``(offsets[last] - offsets[first],)``
         The concatenated margins of those variables after the update.
     """
-    r = np.ones(1) if ratio is None else ratio
     partial, width = _partial_sums(offsets, first, last, w.shape[0])
-    _compiled().scale_count(codes, offsets, w, v, r, first, last, partial)
+    if v < 0 or ratio is None:  # read-only: ``w`` may be the caller's (a read-only column)
+        _compiled().group_sums(_in(codes), offsets, _in(w), first, last, partial)
+    else:
+        _compiled().scale_count(_in(codes), offsets, w, v, ratio, first, last, partial)
     return partial.sum(axis=(0, 1))[:width]
 
 
@@ -125,7 +148,7 @@ def clip_eval(
     chunks = _n_chunks(q.shape[0])
     f = np.empty((chunks, n_levels))
     fp = np.empty((chunks, n_levels))
-    _compiled().clip_eval(codes, v, q, d, rho, lo, hi, f, fp)
+    _compiled().clip_eval(_in(codes), v, _in(q), _in(d), rho, lo, hi, f, fp)
     return f.sum(axis=0), fp.sum(axis=0)
 
 
@@ -148,7 +171,7 @@ def clip_update(
     """
     r = np.ones(1) if rho is None else rho
     partial, width = _partial_sums(offsets, first, last, w.shape[0])
-    _compiled().clip_update(codes, offsets, v, q, d, r, lo, hi, w, first, last, partial)
+    _compiled().clip_update(_in(codes), offsets, v, q, _in(d), r, lo, hi, w, first, last, partial)
     return partial.sum(axis=(0, 1))[:width]
 
 
@@ -181,7 +204,7 @@ def dense_cells(
     # int32 wherever it fits: half the fresh memory (page faults) and half the traffic
     itype = np.int32 if max(radix, n) < 2**31 else np.int64
     key = np.empty(n, dtype=itype)
-    compiled.cell_keys(codes, strides, key)
+    compiled.cell_keys(_in(codes), strides, key)
     counts = np.zeros(radix, dtype=itype)
     index = np.empty(radix, dtype=itype)
     uniq = np.empty(radix, dtype=itype)
@@ -197,6 +220,7 @@ def dense_cells(
 
 class _Compiled(NamedTuple):
     scale_count: Callable[..., None]
+    group_sums: Callable[..., None]
     clip_eval: Callable[..., None]
     clip_update: Callable[..., None]
     cell_keys: Callable[..., None]
@@ -215,6 +239,7 @@ def _compiled() -> _Compiled:
     serial = numba.njit(cache=True)
     return _Compiled(
         parallel(_scale_count_loops),
+        parallel(_group_sums_loops),
         parallel(_clip_eval_loops),
         parallel(_clip_update_loops),
         parallel(_cell_keys_loops),
@@ -246,19 +271,37 @@ def _scale_count_loops(
         acc = partial[c]
         acc[:] = 0.0
         start, stop = c * n // chunks, (c + 1) * n // chunks
-        if v >= 0 and last == first + 1:  # the common step: scale one variable, sum the next
+        if last == first + 1:  # the common step: scale one variable, sum the next
             for i in range(start, stop):  # (2-D indexing and a constant mask: 25% faster than
                 x = w[i] * ratio[codes[v, i]]  # row views and a mask read from the shape)
                 w[i] = x
                 acc[i & (_LANES - 1), codes[first, i]] += x
         else:
             for i in range(start, stop):
-                x = w[i]
-                if v >= 0:
-                    x *= ratio[codes[v, i]]
-                    w[i] = x
+                x = w[i] * ratio[codes[v, i]]
+                w[i] = x
                 for u in range(first, last):
                     acc[i & (_LANES - 1), offsets[u] - base + codes[u, i]] += x
+
+
+def _group_sums_loops(
+    codes: np.ndarray,
+    offsets: np.ndarray,
+    w: np.ndarray,
+    first: int,
+    last: int,
+    partial: np.ndarray,
+) -> None:
+    n = w.shape[0]
+    chunks = partial.shape[0]
+    base = offsets[first]
+    for c in prange(chunks):
+        acc = partial[c]
+        acc[:] = 0.0
+        for i in range(c * n // chunks, (c + 1) * n // chunks):
+            x = w[i]
+            for u in range(first, last):
+                acc[i & (_LANES - 1), offsets[u] - base + codes[u, i]] += x
 
 
 def _clip_eval_loops(

@@ -46,8 +46,10 @@ def _parse_targets(
         )
     out = {}
     for key, spec in targets.items():
-        cols = tuple(key) if isinstance(key, tuple) else (key,)
+        cols = tuple(key) if _is_crossed(data, key) else (key,)
         check_columns(f"targets[{key!r}]", list(cols), list(data.columns))
+        for col in cols:
+            column(data, col, f"targets[{key!r}]")
         if isinstance(spec, pd.Series):
             levels, values = list(spec.index), spec.to_numpy()
         elif isinstance(spec, Mapping):
@@ -64,6 +66,48 @@ def _parse_targets(
             )
         out[key] = (cols, levels, check_target_values(key, levels, values))
     return out
+
+
+def _is_crossed(data: pd.DataFrame, key: object) -> bool:
+    """A tuple key is a crossed margin of columns, unless it is itself a column label.
+
+    With MultiIndex columns, a tuple of scalars with one entry per level is a column label
+    (then reported missing if data lacks it); a crossed margin of such columns is a tuple of
+    tuples.
+    """
+    if not isinstance(key, tuple) or has_column(data, key):
+        return False
+    columns = data.columns
+    return not (
+        isinstance(columns, pd.MultiIndex)
+        and len(key) == columns.nlevels
+        and not any(isinstance(k, tuple) for k in key)
+    )
+
+
+def has_column(data: pd.DataFrame, key: object) -> bool:
+    """Whether ``key`` is a label of ``data``'s columns (a str, an int, a tuple, ...)."""
+    try:
+        return key in data.columns
+    except TypeError:  # unhashable: an array, a list
+        return False
+
+
+def column(data: pd.DataFrame, key: Hashable, owner: str) -> pd.Series:
+    """The one column labelled ``key``; errors name ``owner`` (the argument) and the label.
+
+    Any hashable label works, including ints and the tuples of MultiIndex columns. A label that
+    selects several columns (duplicated, or the first level of a MultiIndex) is an error.
+    """
+    check_columns(owner, [key], list(data.columns))
+    selected = data[key]
+    if isinstance(selected, pd.DataFrame):
+        raise ValueError(
+            f"{owner} names column {key!r}, but that label selects {selected.shape[1]} columns "
+            f"of data ({list(selected.columns)[:5]}); give each column a unique label (e.g. "
+            "data.loc[:, ~data.columns.duplicated()]) or name one column in full."
+        )
+    return selected
 
 
 def _code_column(series: pd.Series, levels: list[Any], na: str) -> np.ndarray:
@@ -124,8 +168,9 @@ def _unknown_levels(
     data: pd.DataFrame, key: Hashable, variable: tuple, rows: np.ndarray, *, raise_: bool
 ) -> None:
     cols, levels, _ = variable
-    sub = data.loc[rows, list(cols)]
+    sub = pd.DataFrame({k: data[col].to_numpy()[rows] for k, col in enumerate(cols)})
     counts = sub.value_counts(dropna=False)
+    counts = counts[counts > 0]  # a categorical's unused categories come with count 0
     labels = [lv if len(cols) > 1 else lv[0] for lv in counts.index]
     if raise_:
         raise_on_unknown_levels(key, labels, counts.tolist(), levels)

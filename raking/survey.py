@@ -10,6 +10,7 @@ standard errors that account for the raking (R ``survey``'s ``rake()`` + ``svyme
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ from raking._survey_codes import (
     _parse_targets,
     _raise_na,
     _unknown_levels,
+    column,
+    has_column,
 )
 from raking.results import RakingWeights
 from raking.survey_results import RakeResult, _Design
@@ -44,9 +47,11 @@ from raking.validation import (
     resolve_total,
     warn_sparse_levels,
 )
-from raking.weights import _level_sums, _rake_units, _units
+from raking.weights import _level_sums, _rake_units, _units, design_scale, scaled_targets
 
 __all__ = ["rake", "targets_from_frame"]
+
+_TINY = float(np.finfo(np.float64).tiny)  # the smallest normal float64
 
 
 def rake(
@@ -161,17 +166,32 @@ def rake(
         d = None if d is None else d[raked]
     n = codes[0].shape[0]
     t_raw = [t for _, _, t in variables.values()]
-    default = float(d.sum()) if d is not None else float(n)
+    shift, d_run = 0, d
+    if d is not None:
+        labels = data.index if raked is None else data.index[raked]
+        d_run, shift = design_scale(d, name=_weights_name(weights), labels=labels)
+    default = _ldexp(float(d_run.sum()), shift) if d_run is not None else float(n)
     total_value, known = resolve_total(list(variables), [t.sum() for t in t_raw], total, default)
+    _check_weight_total(total_value, n, default, total, weights)
     t = [tv * (total_value / tv.sum()) for tv in t_raw]
     n_levels = [tv.size for tv in t]
     if d is None:
-        d = np.full(n, total_value / n)
-    units = _units(codes, n_levels, d, equal=weights is None)
+        d = d_run = np.full(n, total_value / n)
+    units = _units(codes, n_levels, d_run, equal=weights is None)
     n_rows, sample = _level_sums(units, n_levels)
-    _check_levels(variables, n_rows, sample, t, bounds)
+    t_run = scaled_targets(t, shift, bounds, names=list(variables))
+    _check_levels(variables, n_rows, sample, t_run, bounds)
 
-    result = _rake_units(units, d, t, steps=steps, tol=tol, max_iter=max_iter, bounds=bounds)
+    result = _rake_units(
+        units,
+        d_run,
+        t_run,
+        steps=steps,
+        tol=tol,
+        max_iter=max_iter,
+        bounds=bounds,
+        shift=shift if bounds is not None else 0,
+    )
     if raked is None:
         full, sample_pos = result.weights, np.arange(len(data), dtype=np.intp)
         raked_pos = sample_pos
@@ -224,17 +244,85 @@ def targets_from_frame(
 def _design_weights(data: pd.DataFrame, weights: object, rows: np.ndarray | None) -> np.ndarray:
     """Design weights of every row (a column, or an array; a Series is aligned on the index).
 
-    Checked on the rows of the mask ``rows`` (``None``: every row).
+    Checked on the rows of the mask ``rows`` (``None``: every row). Any numeric dtype works
+    (int8 to int64, float32, nullable ``Int64``/``Float64``, whose missing values are reported
+    as such); text that is not a number is reported with its rows.
     """
-    name = "weights"
     values: object = weights
-    if isinstance(weights, str):
-        check_columns("weights", [weights], list(data.columns))
-        values = data[weights].to_numpy(dtype=np.float64, na_value=np.nan)
-        name = f"weights (column {weights!r})"
+    if _is_weights_column(data, weights):
+        values = _as_float(column(data, weights, "weights"))  # type: ignore[arg-type]
     elif isinstance(weights, pd.Series):
-        values = weights.reindex(data.index).to_numpy(dtype=np.float64, na_value=np.nan)
-    return check_design_weights(values, len(data), name=name, labels=data.index, rows=rows)
+        values = _as_float(weights.reindex(data.index))
+    return check_design_weights(
+        values, len(data), name=_weights_name(weights), labels=data.index, rows=rows
+    )
+
+
+def _is_weights_column(data: pd.DataFrame, weights: object) -> bool:
+    """``weights`` is a column label (any type: str, int, a MultiIndex tuple), not an array.
+
+    A label of data's columns is a column; so is any other scalar (then reported missing). A
+    tuple that is no column is an array of weights unless data has MultiIndex columns with as
+    many levels as the tuple has entries (then it is a missing column).
+    """
+    if has_column(data, weights):
+        return True
+    if isinstance(weights, tuple):
+        return isinstance(data.columns, pd.MultiIndex) and len(weights) == data.columns.nlevels
+    return np.ndim(weights) == 0 and not isinstance(weights, pd.Series)
+
+
+def _weights_name(weights: object) -> str:
+    if isinstance(weights, (pd.Series, np.ndarray, list)) or not isinstance(weights, Hashable):
+        return "weights"
+    return f"weights (column {weights!r})"
+
+
+def _as_float(series: pd.Series) -> np.ndarray:
+    """float64 values (missing as NaN); objects as they are when some are not numbers."""
+    try:
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        return series.to_numpy(dtype=object, na_value=np.nan)  # rows named by the check
+
+
+def _ldexp(x: float, e: int) -> float:
+    """:math:`x 2^e`, ``inf`` on overflow."""
+    try:
+        return math.ldexp(x, e)
+    except OverflowError:
+        return math.inf
+
+
+def _check_weight_total(
+    total_value: float, n: int, default: float, total: object, weights: object
+) -> None:
+    """The total of the raked weights must be a normal float64, and so their average.
+
+    With share targets and no ``total=``, the raked weights sum to the design weights' total,
+    which overflows for weights near 1e308 and is subnormal (few significant digits) for
+    subnormal ones; the weights are then not representable as asked, so this raises rather than
+    return infinities or zeros.
+    """
+    if math.isfinite(total_value) and total_value / n >= _TINY:
+        return
+    if total is not None:
+        source = f"total={total!r}"
+    elif total_value == default:
+        source = f"the sum of {_weights_name(weights)} (the targets are shares)"
+    else:
+        source = "the targets' total"
+    raise ValueError(
+        f"the raked weights would sum to {total_value!r} ({source}) over {n} rows: "
+        + (
+            "beyond the largest float64 (1.8e308)"
+            if not math.isfinite(total_value)
+            else f"{total_value / n:.3g} per row, below the smallest normal float64 ({_TINY:.3g}), "
+            "with too few significant digits"
+        )
+        + ". Pass total=N (the population size), or multiply the design weights by a constant "
+        "(raking to shares does not depend on their scale)."
+    )
 
 
 def _row_status(
@@ -289,10 +377,8 @@ def _design_columns(
 ) -> dict[str, Any]:
     """Stratum and PSU codes of the sampled rows, and the sampling fraction of each stratum."""
     for name, col in (("strata", strata), ("cluster", cluster), ("fpc", fpc)):
-        if col is not None:
-            check_columns(name, [col], list(data.columns))
-            if data[col].iloc[pos].isna().any():
-                raise ValueError(f"{name} column {col!r} has missing values; fill them first.")
+        if col is not None and column(data, col, name).iloc[pos].isna().any():
+            raise ValueError(f"{name} column {col!r} has missing values; fill them first.")
     s, labels = (None, None) if strata is None else pd.factorize(data[strata].iloc[pos])
     h = np.zeros(pos.size, dtype=np.int64) if s is None else s
     if cluster is None:
@@ -304,11 +390,13 @@ def _design_columns(
         first = np.unique(psu_of_row, return_index=True)[1]
         n_psu = np.bincount(h[first], minlength=h.max() + 1)
     lonely = np.flatnonzero(n_psu < 2)
-    if lonely.size:
+    if lonely.size and (strata is not None or cluster is not None):
         where = "the sample" if labels is None else f"stratum {labels[lonely[0]]!r}"
+        unit = "row" if cluster is None else f"cluster (of column {cluster!r})"
+        fix = "merge it with another stratum" if strata is not None else "drop cluster="
         raise ValueError(
-            f"{where} has a single PSU; its variance cannot be estimated. Merge strata (or "
-            "drop cluster=) so that every stratum has at least 2 PSUs."
+            f"{where} has a single PSU (one {unit} among the raked rows); the standard errors "
+            f"cannot be estimated from it. Every stratum needs at least 2 PSUs: {fix}."
         )
     fraction = None
     if fpc is not None:

@@ -76,10 +76,12 @@ from raking.validation import (
     resolve_total,
 )
 
-__all__ = ["cells_from_codes", "rake_codes"]
+__all__ = ["cells_from_codes", "design_scale", "rake_codes", "scaled_targets"]
 
 _CELL_FRACTION = 0.5  # rake cells when there are at most this many per row
 _DENSE_KEYS_PER_ROW = 4  # key lookup array allowed up to this many entries per row
+_PLAIN_SCALE = (2.0**-500, 2.0**500)  # design weights raked as given within this range
+_MAX_SPREAD_EXPONENT = 1000  # largest / smallest design weight beyond 2**this: refused
 
 
 def rake_codes(
@@ -152,12 +154,13 @@ def rake_codes(
     sums = [float(tv.sum()) for tv in t]
     total, _ = resolve_total([str(v) for v in range(p)], sums, None, default=n)
     t = [tv * (total / s) for tv, s in zip(t, sums, strict=True)]
-    d = (
-        np.full(n, total / n)
+    d, shift = (
+        (np.full(n, total / n), 0)
         if weights is None
-        else check_design_weights(weights, n, name="weights")
+        else design_scale(check_design_weights(weights, n, name="weights"), name="weights")
     )
     bounds = check_bounds(bounds)
+    t = scaled_targets(t, shift, bounds)
     for v, tv in enumerate(t):
         dsum = np.bincount(c[v], weights=d, minlength=tv.size)
         empty = np.flatnonzero((dsum == 0) & (tv > 0))
@@ -172,7 +175,97 @@ def rake_codes(
         tol=check_tol(tol),
         max_iter=check_positive_int(max_iter, name="max_iter"),
         bounds=bounds,
+        shift=shift if bounds is not None else 0,
     )
+
+
+def design_scale(
+    d: np.ndarray, *, name: str, labels: Sequence[object] | None = None
+) -> tuple[np.ndarray, int]:
+    r"""Design weights divided by a power of two :math:`2^e` so that their sums cannot overflow.
+
+    Raking does not depend on the scale of the design weights: without bounds the raked weights
+    depend on them only through ratios within a level; with bounds on :math:`g_i = w_i / d_i`,
+    dividing the targets by the same :math:`2^e` (:func:`scaled_targets`) and multiplying the
+    raked weights back gives the same :math:`g` (powers of two scale floats exactly). So design
+    weights of 1e307, whose sum overflows, or subnormal ones (1e-310, whose factors
+    :math:`t / m` overflow and which hold fewer significant digits), are raked as
+    :math:`d_i 2^{-e}` with the largest in ``[0.5, 1)``. Weights within :math:`2^{\pm 500}`
+    (all real surveys) are returned as given: ``e = 0``, the same bits as before.
+
+    Parameters
+    ----------
+    d : numpy.ndarray of float64, shape ``(n,)``
+        Validated design weights (finite, > 0).
+    name : str
+        The argument, for the message.
+    labels : sequence, optional
+        Row labels (e.g. a DataFrame's index) to name rows by; default: positions.
+
+    Returns
+    -------
+    (numpy.ndarray, int)
+        The weights to rake from and :math:`e`.
+
+    Raises
+    ------
+    ValueError
+        When the largest design weight is more than :math:`2^{1000}` (about 1e301) times the
+        smallest: scaled to the largest, the smallest would be subnormal or 0, and no float64
+        factor could bring both to their targets. Design weights are inverse inclusion
+        probabilities; such a spread is a corrupted value.
+    """
+    lo, hi = float(d.min()), float(d.max())
+    if _PLAIN_SCALE[0] <= lo and hi <= _PLAIN_SCALE[1]:
+        return d, 0
+    e, e_lo = math.frexp(hi)[1], math.frexp(lo)[1]
+    if e - e_lo > _MAX_SPREAD_EXPONENT:
+        big, small = int(np.argmax(d)), int(np.argmin(d))
+        where = (lambda i: f"row {labels[i]!r}") if labels is not None else (lambda i: f"row {i}")
+        raise ValueError(
+            f"{name} spans more than 2**{_MAX_SPREAD_EXPONENT} (about 1e301): its largest value "
+            f"{hi!r} ({where(big)}) is about 2**{e - e_lo} times its smallest {lo!r} "
+            f"({where(small)}). float64 cannot rake them together; "
+            "design weights are inverse inclusion probabilities, so one of them is corrupted. "
+            "Fix or drop those rows."
+        )
+    return np.ldexp(d, -e), e
+
+
+def scaled_targets(
+    targets: Sequence[np.ndarray],
+    shift: int,
+    bounds: tuple[float, float] | None,
+    names: Sequence[object] | None = None,
+) -> list[np.ndarray]:
+    r"""Targets on the scale of design weights divided by ``2**shift`` (:func:`design_scale`).
+
+    ``names`` (the keys of the targets) name the variable in the message; default: positions.
+
+    Only bounded raking needs it (its factors :math:`g = w / d` are relative to the design
+    weights); unbounded raking is invariant to the design weights' scale, so its targets stay.
+
+    Raises
+    ------
+    ValueError
+        When a scaled target leaves the normal float64 range: the factors :math:`g` that the
+        bounds constrain (about the targets' total over the design weights' total, here near
+        :math:`2^{\pm 1000}`) are then not representable.
+    """
+    if shift == 0 or bounds is None:
+        return list(targets)
+    scaled = [np.ldexp(t, -shift) for t in targets]
+    tiny = np.finfo(np.float64).tiny
+    for v, (t, s) in enumerate(zip(targets, scaled, strict=True)):
+        if not (np.isfinite(s).all() and (s[t > 0] >= tiny).all()):
+            name = names[v] if names is not None else v
+            raise ValueError(
+                f"bounds={bounds} constrain g = w / d, the raked weight over the design weight, "
+                f"but targets[{name!r}] (total {float(t.sum()):.6g}) is about 2**{-shift} times "
+                "the design weights' scale: such g are beyond float64. Check that the targets and "
+                "the design weights are in the same units, or rake without bounds."
+            )
+    return scaled
 
 
 def cells_from_codes(
@@ -327,11 +420,12 @@ def _rake(
     bounds: tuple[float, float] | None,
     backend: str | None = None,
     method: str | None = None,
+    shift: int = 0,
 ) -> RakingWeights:
     """Rake validated ``codes`` (``(p, n)``) to ``targets`` (one total) from ``design``.
 
     ``backend`` (``"numpy"``, ``"numba"``) and ``method`` (``"cells"``, ``"rows"``) force a path
-    (tests and benchmarks); ``None`` chooses by size.
+    (tests and benchmarks); ``None`` chooses by size. ``shift``: see :func:`_rake_units`.
     """
     units = _units(codes, [int(t.size) for t in targets], design, method=method)
     return _rake_units(
@@ -343,6 +437,7 @@ def _rake(
         max_iter=max_iter,
         bounds=bounds,
         backend=backend,
+        shift=shift,
     )
 
 
@@ -356,8 +451,13 @@ def _rake_units(
     max_iter: int,
     bounds: tuple[float, float] | None,
     backend: str | None = None,
+    shift: int = 0,
 ) -> RakingWeights:
-    """Rake ``units`` (from :func:`_units`) and give every row its weight."""
+    """Rake ``units`` (from :func:`_units`) and give every row its weight.
+
+    ``shift``: the targets were divided by ``2**shift`` (:func:`scaled_targets`); the weights
+    and margins are multiplied back (the errors, shares of the total, are unchanged).
+    """
     p = len(targets)
     n_levels = [int(t.size) for t in targets]
     offsets = np.concatenate([[0], np.cumsum(n_levels)]).astype(np.int64)
@@ -387,6 +487,9 @@ def _rake_units(
         for m, t in zip(margins, targets, strict=True)
     )
     error = max(errors)
+    if shift:
+        weights = np.ldexp(weights, shift)
+        margins = tuple(np.ldexp(m, shift) for m in margins)
     result = RakingWeights(
         weights=weights,
         margins=margins,

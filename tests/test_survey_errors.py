@@ -90,7 +90,9 @@ def test_sample_level_absent_from_targets(srs):
 def test_level_type_mismatch_gets_a_hint(srs):
     srs["year"] = np.where(np.arange(200) % 2 == 0, 1, 2)
     targets = {"year": {"1": 0.5, "2": 0.5}}
-    _raises_and_keeps(srs, r"types differ \(e.g. 1 vs '1'\)", targets=targets)
+    _raises_and_keeps(
+        srs, r"types differ \(data has 1 of type int, the targets '1' of type str\)", targets=targets
+    )
 
 
 def test_target_variable_missing_from_the_data(srs):

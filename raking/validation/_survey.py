@@ -64,19 +64,21 @@ def check_design_weights(
 ) -> np.ndarray:
     """Design weights as float64, shape ``(n,)``, finite and positive (on ``rows``, a mask).
 
-    ``labels`` (e.g. the DataFrame index) name the offending rows in the message.
+    ``labels`` (e.g. the DataFrame index) name the offending rows in the message. The result is
+    C-contiguous (a strided array is copied once; the passes read it many times) and may be the
+    caller's array, read-only: it is never written to.
     """
     try:
-        d = np.asarray(values, dtype=np.float64)
+        d = np.ascontiguousarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{name} must be numeric design weights, one per row; could not convert ({exc})."
-        ) from exc
+        raise ValueError(_not_numeric(values, name, labels, exc)) from exc
     if d.shape != (n,):
         raise ValueError(
             f"{name} has shape {d.shape} but the data have {n} rows; give one design weight per "
             "row (a column name of data, or an array of length n)."
         )
+    if rows is None and d.size and d.min() > 0 and d.max() < math.inf:  # NaN fails both
+        return d
     bad = ~(np.isfinite(d) & (d > 0))
     if rows is not None:
         bad &= rows
@@ -89,6 +91,32 @@ def check_design_weights(
             "probabilities and must be > 0. Drop those rows or fix their weights first."
         )
     return d
+
+
+def _is_number(x: object) -> bool:
+    try:
+        float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _not_numeric(values: object, name: str, labels: Sequence[object] | None, exc: Exception) -> str:
+    """The message for design weights that do not convert to float: which rows hold what."""
+    try:
+        flat = np.asarray(values, dtype=object).ravel()
+    except (TypeError, ValueError):
+        flat = np.empty(0, dtype=object)
+    bad = [i for i, x in enumerate(flat) if not _is_number(x)]
+    if not bad:
+        return f"{name} must be numeric design weights, one per row; could not convert ({exc})."
+    named = labels is not None and len(labels) == flat.size
+    where = [labels[i] if named else i for i in bad]  # type: ignore[index]
+    return (
+        f"{name} must be numeric design weights, one per row, but {len(bad)} value(s) are not "
+        f"numbers, at rows {_listed(where)} (e.g. {flat[bad[0]]!r} at row {where[0]!r}). "
+        "Convert them to numbers (e.g. pandas.to_numeric) and fix or drop those rows."
+    )
 
 
 def check_columns(owner: str, columns: Sequence[Hashable], available: Sequence[Hashable]) -> None:
@@ -205,11 +233,14 @@ def raise_on_unknown_levels(
     """Sample levels that the targets do not list, under ``unknown="error"``."""
     shown = [f"{_label(lv)} ({c} rows)" for lv, c in zip(levels, counts, strict=True)]
     hint = ""
-    as_text = {str(t) for t in target_levels}
-    if any(str(lv) in as_text for lv in levels):
+    as_text = {str(t): t for t in target_levels}
+    same_text = [(lv, as_text[str(lv)]) for lv in levels if str(lv) in as_text]
+    if same_text:
+        lv, target = same_text[0]
         hint = (
-            " Some match a target level as text: the types differ (e.g. 1 vs '1'); convert the "
-            "target keys or the column to one type."
+            f" Some match a target level as text but not as a value: the types differ (data "
+            f"has {_label(lv)} of type {type(lv).__name__}, the targets {_label(target)} of type "
+            f"{type(target).__name__}); convert the target keys or the column to one type."
         )
     raise ValueError(
         f"data has level(s) {_listed(shown)} of targets[{variable!r}] that the targets do not "
