@@ -43,9 +43,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from raking.results import ScalingResult
-
-__all__ = ["numba_apply", "numba_ipf", "numba_supports", "use_numba"]
+__all__ = ["NumbaRun", "numba_apply", "numba_ipf", "numba_supports", "use_numba"]
 
 # Decision rule of use_numba (measurements in its docstring and in benchmarks/README.md).
 _MIN_TABLES = 2  # a single table never loads numba
@@ -153,7 +151,28 @@ def _supported(table: Any, targets: Sequence[Any], steps: int | None) -> bool:
     )
 
 
-def numba_ipf(table: np.ndarray, targets: Sequence[np.ndarray], steps: int) -> ScalingResult:
+class NumbaRun(NamedTuple):
+    """The raw output of :func:`numba_ipf`.
+
+    ``factors``: shapes ``(*batch, m)`` and ``(*batch, l)`` in the table's dtype; ``errors``:
+    float64 ``(n_tables,)``, each table's final max ``|marginal - target| / T`` (``T`` its
+    target total), NaN if a term is NaN; ``flagged``: bool ``(n_tables,)``, the tables the
+    loops stopped on because their factors left the safe range (their factors and error are
+    meaningless: :func:`raking.kernel._run` balances them again with absorption).
+    """
+
+    factors: tuple[np.ndarray, np.ndarray]
+    errors: np.ndarray
+    flagged: np.ndarray
+
+
+def numba_ipf(
+    table: np.ndarray,
+    targets: Sequence[np.ndarray],
+    steps: int,
+    *,
+    bounds: tuple[float, float, float] | None = None,
+) -> NumbaRun:
     """Run exactly ``steps`` balancing steps on a batch of 2-D NumPy tables (compiled loops).
 
     Parameters
@@ -165,36 +184,38 @@ def numba_ipf(table: np.ndarray, targets: Sequence[np.ndarray], steps: int) -> S
         in front; 1-D targets apply to every table of the batch.
     steps : int
         Single-marginal adjustments, starting with the X-marginal (axis 0).
+    bounds : (low, high, ratio) or None
+        A table is flagged (and left) when a factor of a positive-target category leaves
+        ``[low, high]`` after a step, or when its target total over its sum leaves
+        ``[1 / ratio, ratio]`` (a finite ratio; NaN is not flagged). ``None``: the bounds of
+        :class:`raking.kernel._Guard` for the table's dtype.
 
     Returns
     -------
-    raking.results.ScalingResult
-        Factors of shapes ``(*batch, m)`` and ``(*batch, l)`` in the table's dtype, ``steps``,
-        the final max marginal error over both axes and the batch, ``converged`` (the error is
-        finite), ``tol=None`` and ``log_domain=False``: the same result as the array-API kernel.
+    NumbaRun
+        The factors, the per-table errors and the flagged tables.
     """
     *batch, m, l = table.shape
     n_tables = math.prod(batch)
     dtype = table.dtype
+    if bounds is None:
+        from raking.kernel import _Guard
+
+        guard = _Guard([np.ones(m, dtype), np.ones(l, dtype)], xp=np)
+        bounds = (guard.low, guard.high, guard.ratio)
     K = np.ascontiguousarray(table).reshape(n_tables, m, l)
     t0 = _as_batch(targets[0], n_tables, dtype)
     t1 = _as_batch(targets[1], n_tables, dtype)
     f0 = np.empty((n_tables, m), dtype=dtype)
     f1 = np.empty((n_tables, l), dtype=dtype)
     errors = np.empty(n_tables, dtype=np.float64)
+    flagged = np.zeros(n_tables, dtype=np.bool_)
     compiled = _compiled()
     # A few chunks of tables per thread, each with its own scratch arrays.
     n_chunks = min(n_tables, 4 * compiled.get_num_threads())
-    compiled.ipf(K, t0, t1, int(steps), n_chunks, f0, f1, errors)
-    error = float(np.max(errors))  # NaN propagates, as in the kernel
-    return ScalingResult(
-        factors=(f0.reshape(*batch, m), f1.reshape(*batch, l)),
-        steps=int(steps),
-        converged=math.isfinite(error),
-        marginal_error=error,
-        tol=None,
-        log_domain=False,
-    )
+    low, high, ratio = (float(b) for b in bounds)
+    compiled.ipf(K, t0, t1, int(steps), n_chunks, low, high, ratio, f0, f1, errors, flagged)
+    return NumbaRun((f0.reshape(*batch, m), f1.reshape(*batch, l)), errors, flagged)
 
 
 def numba_apply(table: np.ndarray, factors: Sequence[np.ndarray]) -> np.ndarray:
@@ -303,17 +324,30 @@ def _reduce(A: np.ndarray, f: np.ndarray, out: np.ndarray) -> None:
             out[i] += A[j, i] * a
 
 
-def _rescale(reduced: np.ndarray, target: np.ndarray, factor: np.ndarray) -> None:
-    """``factor = target / reduced``, with the neutral factor 1 where ``reduced`` is 0."""
+def _rescale(
+    reduced: np.ndarray, target: np.ndarray, factor: np.ndarray, low: float, high: float
+) -> bool:
+    """``factor = target / reduced`` (1 where ``reduced`` is 0); whether it stayed in range.
+
+    In range: every factor of a positive-target category lies in ``[low, high]`` (NaN counts
+    as in range: it propagates to the error instead).
+    """
+    ok = True
     for i in range(reduced.shape[0]):
-        factor[i] = target[i] / reduced[i] if reduced[i] > 0 else 1
+        f = target[i] / reduced[i] if reduced[i] > 0 else 1
+        factor[i] = f
+        if target[i] > 0 and (f < low or f > high):
+            ok = False
+    return ok
 
 
-def _max_error(reduced: np.ndarray, factor: np.ndarray, target: np.ndarray, err: float) -> float:
-    """``max(err, max |factor * reduced - target|)``, NaN if any term is NaN."""
+def _max_error(
+    reduced: np.ndarray, factor: np.ndarray, target: np.ndarray, scale: float, err: float
+) -> float:
+    """``max(err, max |factor * reduced - target| * scale)``, NaN if any term is NaN."""
     total = 0.0  # NaN iff a term is NaN; keeps the loop free of branches
     for i in range(reduced.shape[0]):
-        e = abs(factor[i] * reduced[i] - target[i])
+        e = abs(factor[i] * reduced[i] - target[i]) * scale
         err = e if e > err else err
         total += e
     return err if total == total else total
@@ -325,14 +359,20 @@ def _ipf_loops(
     T1: np.ndarray,
     steps: int,
     n_chunks: int,
+    low: float,
+    high: float,
+    ratio: float,
     F0: np.ndarray,
     F1: np.ndarray,
     errors: np.ndarray,
+    flagged: np.ndarray,
 ) -> None:
     """Balance each table ``K[b]`` into ``F0[b]``, ``F1[b]``; its final error into ``errors[b]``.
 
     ``T0``, ``T1`` have one row per table or a single shared row. The batch is cut into
-    ``n_chunks`` contiguous chunks run in parallel, each with its own scratch arrays.
+    ``n_chunks`` contiguous chunks run in parallel, each with its own scratch arrays. A table
+    whose sum is far from its target total, or whose factors leave ``[low, high]``, is flagged
+    and left (see :func:`numba_ipf`). The error is relative to the target total.
     """
     n_tables, m, l = K.shape
     for c in prange(n_chunks):
@@ -348,21 +388,35 @@ def _ipf_loops(
             _transpose(Kb, Kt, r0)  # r0 = K 1: the first X-reduction (f1 = 1)
             f0[:] = 1
             f1[:] = 1
+            total = 0.0
+            mass = 0.0
+            for i in range(m):
+                total += t0[i]
+                mass += r0[i]
+            scale = 1.0 / total
+            if mass * ratio < total or total * ratio < mass:  # (NaN: not flagged)
+                flagged[b] = True
+                continue
             for k in range(steps):
                 if k % 2 == 0:  # X-step: f0 = t0 / (K f1)
                     if k > 0:
                         _reduce(Kt, f1, r0)
-                    _rescale(r0, t0, f0)
+                    ok = _rescale(r0, t0, f0, low, high)
                 else:  # Y-step: f1 = t1 / (K^T f0)
                     _reduce(Kb, f0, r1)
-                    _rescale(r1, t1, f1)
+                    ok = _rescale(r1, t1, f1, low, high)
+                if not ok:
+                    flagged[b] = True
+                    break
+            if flagged[b]:
+                continue
             # Final error on both axes. The axis stepped last keeps its reduction: the other
             # factor has not changed since.
             if steps % 2 == 0 and steps > 0:
                 _reduce(Kt, f1, r0)
             if steps % 2 == 1 or steps == 0:
                 _reduce(Kb, f0, r1)
-            errors[b] = _max_error(r1, f1, t1, _max_error(r0, f0, t0, 0.0))
+            errors[b] = _max_error(r1, f1, t1, scale, _max_error(r0, f0, t0, scale, 0.0))
 
 
 def _apply_loops(K: np.ndarray, F0: np.ndarray, F1: np.ndarray, out: np.ndarray) -> None:

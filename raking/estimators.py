@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from raking._array_api import Array, device, get_xp
-from raking.kernel import _ipf
+from raking.kernel import _ipf, _run
 from raking.marginals import counts_from_codes
 from raking.results import BalancedEstimates, BatchEstimates, Estimate, ScalingResult
 from raking.validation import (
@@ -107,7 +107,7 @@ def _balance(
     """
     product = targets[0][..., :, None] * targets[1][..., None, :]
     table = xp.where(fallback[..., None, None], product, Pn)
-    res = _ipf(
+    run = _run(
         table,
         targets,
         steps=steps,
@@ -118,10 +118,13 @@ def _balance(
         xp=xp,
         compiled=compiled,
     )
-    fx, fy = res.factors
+    # The factors apply to run.base: the table, or (unreachable targets) the working table
+    # they were absorbed into, whose balanced values are right where the factors relative to
+    # the table would overflow.
+    fx, fy = run.factors
     # sum_x f_x(x) sum_y [P_n h](x, y) f_y(y): one batched mat-vec, no balanced table formed.
-    inner = xp.matmul(table * h, fy[..., None])[..., 0]
-    return xp.sum(fx * inner, axis=-1), res
+    inner = xp.matmul(run.base * h, fy[..., None])[..., 0]
+    return xp.sum(fx * inner, axis=-1), run.result
 
 
 def _to_output(values: Array) -> Array | float:
@@ -256,7 +259,10 @@ def balanced_estimate(
         method=f"balanced estimator P_n^(k)(h), {label}",
         steps=steps,
         steps_taken=0 if none_balanced else res.steps,
-        converged=res.converged and not none_balanced,
+        # Fixed k: the k-step estimator is what was asked for, so ``converged`` says it ran
+        # (finite); to tolerance: the kernel's verdict, marginal error <= tol.
+        converged=(res.converged if steps is None else math.isfinite(res.marginal_error))
+        and not none_balanced,
         marginal_error=math.nan if none_balanced else res.marginal_error,
     )
 

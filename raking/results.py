@@ -31,8 +31,8 @@ def _convergence_line(steps: int, converged: bool, marginal_error: float, tol: f
         return f"steps: {steps} (fixed count); final max |marginal - target| = {marginal_error:.3g}"
     state = "converged" if converged else "NOT converged"
     return (
-        f"steps: {steps}, {state}: final max |marginal - target| = {marginal_error:.3g} "
-        f"(tol {tol:.3g})"
+        f"steps: {steps}, {state}: final max |marginal - target| / total = "
+        f"{marginal_error:.3g} (tol {tol:.3g})"
     )
 
 
@@ -48,16 +48,25 @@ class ScalingResult:
     ----------
     factors : tuple of arrays
         One array per balanced axis, shape ``(*batch, n_i)``, in the table's namespace and the
-        compute dtype (the table's dtype; float32 for a float16 / bfloat16 table).
+        compute dtype (the table's dtype; float32 for a float16 / bfloat16 table), always
+        relative to the *input* table. When the targets are unreachable the factors diverge;
+        the kernel then absorbs them into a working table (see :func:`raking.kernel.balance`)
+        and returns their cumulative products. Where those over- or underflow, so that no
+        factors of the compute dtype give the balanced table, a table's factors are NaN (with
+        a :class:`~raking.exceptions.ConvergenceWarning`, and
+        :func:`~raking.kernel.apply_scaling` refuses them): use ``balance_result(...).table``.
     steps : int
         Single-marginal adjustments performed (the paper's k).
     converged : bool
-        ``marginal_error <= tol`` (always ``True`` for a fixed step count whose result is finite).
+        ``marginal_error <= tol`` (and finite), for a fixed step count as well as when
+        iterating to ``tol``: whether the marginals are met.
     marginal_error : float
-        Final max over axes, categories and batch of ``|marginal - target|``, always measured
-        (in the compute dtype).
-    tol : float or None
-        The tolerance iterated to, ``None`` for a fixed step count.
+        Final max over axes, categories and batch of ``|marginal - target| / T``, with ``T``
+        the table's target total (the share scale), always measured (in the compute dtype).
+    tol : float
+        The tolerance ``converged`` is judged against, on the same share scale: the ``tol``
+        argument, or the compute dtype's rounding floor if that is larger
+        (:func:`raking.kernel.attainable_tol`).
     log_domain : bool
         Whether ``factors`` are log-potentials.
     """
@@ -66,7 +75,7 @@ class ScalingResult:
     steps: int
     converged: bool
     marginal_error: float
-    tol: float | None
+    tol: float
     log_domain: bool
 
     def summary(self) -> str:
@@ -104,7 +113,7 @@ class BalanceResult:
         The balanced table (log-table when ``log_domain``), same namespace, shape and (storage)
         dtype as the input: a float16 / bfloat16 table's result is rounded back to it.
     factors, steps, converged, marginal_error, tol, log_domain
-        As in :class:`ScalingResult`.
+        As in :class:`ScalingResult`. ``table`` is right even where ``factors`` are NaN.
     """
 
     table: Array
@@ -112,7 +121,7 @@ class BalanceResult:
     steps: int
     converged: bool
     marginal_error: float
-    tol: float | None
+    tol: float
     log_domain: bool
 
     def summary(self) -> str:

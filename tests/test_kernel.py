@@ -234,7 +234,11 @@ def test_tolerance_mode_reports_steps_and_error():
     assert 0 < loose.steps < tight.steps
     assert "converged" in tight.summary()
     fixed = balance_result(table, targets, steps=3)
-    assert fixed.steps == 3 and fixed.tol is None and fixed.marginal_error > 0
+    # A fixed step count is judged against tol too: three steps are far from it.
+    assert fixed.steps == 3 and fixed.tol == 1e-10 and fixed.marginal_error > 1e-4
+    assert not fixed.converged and "NOT converged" in fixed.summary()
+    many = balance_result(table, targets, steps=200, tol=1e-12)
+    assert many.converged and many.marginal_error <= 1e-12 and many.tol == 1e-12
 
 
 def test_already_balanced_takes_no_step():
