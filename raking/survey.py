@@ -47,6 +47,7 @@ from raking.validation import (
     resolve_total,
     warn_sparse_levels,
 )
+from raking.validation._survey import as_numbers, check_weights_dtype
 from raking.weights import _level_sums, _rake_units, _units, design_scale, scaled_targets
 
 __all__ = ["rake", "targets_from_frame"]
@@ -249,13 +250,12 @@ def _design_weights(data: pd.DataFrame, weights: object, rows: np.ndarray | None
     as such); text that is not a number is reported with its rows.
     """
     values: object = weights
+    name = _weights_name(weights)
     if _is_weights_column(data, weights):
-        values = _as_float(column(data, weights, "weights"))  # type: ignore[arg-type]
+        values = _as_float(column(data, weights, "weights"), name)  # type: ignore[arg-type]
     elif isinstance(weights, pd.Series):
-        values = _as_float(weights.reindex(data.index))
-    return check_design_weights(
-        values, len(data), name=_weights_name(weights), labels=data.index, rows=rows
-    )
+        values = _as_float(weights.reindex(data.index), name)
+    return check_design_weights(values, len(data), name=name, labels=data.index, rows=rows)
 
 
 def _is_weights_column(data: pd.DataFrame, weights: object) -> bool:
@@ -278,12 +278,20 @@ def _weights_name(weights: object) -> str:
     return f"weights (column {weights!r})"
 
 
-def _as_float(series: pd.Series) -> np.ndarray:
-    """float64 values (missing as NaN); objects as they are when some are not numbers."""
-    try:
+def _as_float(series: pd.Series, name: str) -> np.ndarray:
+    """float64 values (missing as NaN) of a numeric column (nullable, categorical included).
+
+    Flags, dates and time spans are refused (:func:`check_weights_dtype`), although pandas
+    would convert them to numbers. Text comes back as objects for :func:`check_design_weights`,
+    which accepts numeric text and names the rows that are no numbers.
+    """
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        dtype = dtype.categories.dtype
+    check_weights_dtype(dtype, name=name)
+    if pd.api.types.is_numeric_dtype(dtype):
         return series.to_numpy(dtype=np.float64, na_value=np.nan)
-    except (TypeError, ValueError):
-        return series.to_numpy(dtype=object, na_value=np.nan)  # rows named by the check
+    return series.to_numpy(dtype=object, na_value=np.nan)
 
 
 def _ldexp(x: float, e: int) -> float:
@@ -400,7 +408,8 @@ def _design_columns(
         )
     fraction = None
     if fpc is not None:
-        values = data[fpc].iloc[pos].to_numpy(dtype=np.float64)
+        name = f"fpc (column {fpc!r})"
+        values = as_numbers(_as_float(data[fpc].iloc[pos], name), name=name, labels=data.index[pos])
         per_stratum = pd.Series(values).groupby(h).agg(["min", "max"])
         if (per_stratum["min"] != per_stratum["max"]).any():
             raise ValueError(f"fpc column {fpc!r} must be constant within each stratum.")

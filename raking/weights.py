@@ -254,7 +254,8 @@ def scaled_targets(
     """
     if shift == 0 or bounds is None:
         return list(targets)
-    scaled = [np.ldexp(t, -shift) for t in targets]
+    with np.errstate(over="ignore", under="ignore"):  # checked below
+        scaled = [np.ldexp(t, -shift) for t in targets]
     tiny = np.finfo(np.float64).tiny
     for v, (t, s) in enumerate(zip(targets, scaled, strict=True)):
         if not (np.isfinite(s).all() and (s[t > 0] >= tiny).all()):

@@ -136,7 +136,7 @@ def test_non_positive_design_weights_name_the_row(srs, bad):
     srs.loc["s9", "pw"] = bad
     _raises_and_keeps(
         srs,
-        r"weights \(column 'pw'\) has 1 non-positive or non-finite value\(s\) at rows \[s9\]",
+        r"weights \(column 'pw'\) has 1 missing, non-positive or non-finite value\(s\) at rows \[s9\]",
         targets=TWO,
         weights="pw",
     )

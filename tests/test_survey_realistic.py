@@ -62,7 +62,7 @@ def _as(kind: str, c: np.ndarray, size: int) -> tuple[object, list]:
     if kind == "object":
         return _read_only(names[c]), list(names)
     if kind == "category":  # categories in another order than the targets, one unused
-        cats = list(names[::-1]) + ["unused"]
+        cats = [*names[::-1], "unused"]
         return pd.Categorical.from_codes(size - 1 - c, categories=cats), list(names)
     raise AssertionError(kind)
 
@@ -82,7 +82,10 @@ def _frame(codes, d, kinds, weight_kind="float64"):
 
 
 def _targets(levels, shares):
-    return {f"v{v}": dict(zip(lv, t, strict=True)) for v, (lv, t) in enumerate(zip(levels, shares))}
+    return {
+        f"v{v}": dict(zip(lv, t, strict=True))
+        for v, (lv, t) in enumerate(zip(levels, shares, strict=True))
+    }
 
 
 def _check_margins(data, weights, targets, tol=1e-9):
@@ -169,7 +172,7 @@ def test_nullable_columns_with_missing_values_drop_their_rows(few):
 
 
 def test_the_command_line_rakes_a_csv_with_a_weights_column(tmp_path, many):
-    codes, d, shares = many
+    codes, d, _ = many
     rows = 120_000
     frame = pd.DataFrame({f"v{v}": codes[v, :rows] for v in range(len(MANY))})
     frame["w"] = d[:rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
@@ -231,7 +232,7 @@ def test_invalid_codes_and_targets_are_named():
         rake_codes(codes, [np.append(targets[0] - [5.0, 0.0], 5.0), targets[1]])
     with pytest.raises(ValueError, match=r"every target must have the same population total"):
         rake_codes(codes, [targets[0], 2 * targets[1]])
-    with pytest.raises(ValueError, match=r"weights has 1 non-positive"):
+    with pytest.raises(ValueError, match=r"weights has 1 missing, non-positive"):
         rake_codes(codes, targets, weights=np.where(np.arange(d.size) == 3, 0.0, d))
 
 
@@ -260,3 +261,109 @@ def test_predicted_full_check_stops_at_the_same_sweep_as_checking_every_sweep(se
     out = rake_codes(codes, targets, weights=d, tol=tol)
     assert out.converged and out.marginal_error <= tol
     assert out.sweeps == _sweeps_checking_every_sweep(codes, d, targets, tol)
+
+
+def _read_only(a):
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("code_dtype", [np.int8, np.int16, np.int32])
+def test_compiled_passes_read_read_only_and_strided_inputs(code_dtype):
+    # Issue 11: pandas 3 hands out read-only columns; numba refused to compile a loop that may
+    # store into an argument given a read-only array, even on a branch not taken.
+    pytest.importorskip("numba")
+    from raking import _numba_weights as nb
+    from raking._weights_loops import _np_clip_eval, _np_clip_update, _np_scale_count
+
+    codes, d, _ = _problem(13, n=5000, levels=(4, 7, 9))
+    offsets = np.array([0, 4, 11, 20])
+    rho = np.array([0.5, 1.5, 1.0, 2.0])
+    for c, dd in [
+        (_read_only(codes.astype(code_dtype)), _read_only(d)),
+        (np.repeat(codes.astype(code_dtype), 2, axis=1)[:, ::2], np.repeat(d, 2)[::2]),
+    ]:
+        np.testing.assert_allclose(
+            nb.scale_count(c, offsets, dd, -1, None, 0, 3),
+            _np_scale_count(c, offsets, dd, -1, None, 0, 3),
+            rtol=1e-13,
+        )
+        q = _read_only(np.linspace(0.5, 2.0, d.size))
+        for got, want in zip(
+            nb.clip_eval(c, 0, q, dd, rho, 0.6, 1.8),
+            _np_clip_eval(c, 0, q, dd, rho, 0.6, 1.8),
+            strict=True,
+        ):
+            np.testing.assert_allclose(got, want, rtol=1e-13)
+        q1, w1, q2, w2 = q.copy(), np.empty(d.size), q.copy(), np.empty(d.size)
+        m1 = nb.clip_update(c, offsets, 0, q1, dd, rho, 0.6, 1.8, w1, 0, 3)
+        m2 = _np_clip_update(c, offsets, 0, q2, dd, rho, 0.6, 1.8, w2, 0, 3)
+        np.testing.assert_allclose(m1, m2, rtol=1e-13)
+        np.testing.assert_allclose(w1, w2, rtol=1e-15)
+        cells = nb.dense_cells(c, [4, 7, 9], None, np.dtype(np.int8))
+        np.testing.assert_array_equal(cells[0][:, cells[1]], c)
+
+
+@pytest.mark.parametrize("bounds", [None, (0.3, 3.0)])
+def test_rake_codes_takes_read_only_and_strided_codes_and_weights(bounds):
+    codes, d, targets = _problem(14, n=3000)
+    ref = rake_codes(codes, targets, weights=d, bounds=bounds)
+    ro = rake_codes(_read_only(codes), targets, weights=_read_only(d), bounds=bounds)
+    strided = rake_codes(
+        np.repeat(codes, 2, axis=1)[:, ::2], targets, weights=np.repeat(d, 2)[::2], bounds=bounds
+    )
+    np.testing.assert_array_equal(ro.weights, ref.weights)
+    np.testing.assert_array_equal(strided.weights, ref.weights)
+
+
+@pytest.mark.parametrize(
+    ("scale", "bounds"),
+    [
+        (2.0**1020, None),
+        (2.0**-1040, None),
+        (2.0**-1070, None),
+        (2.0**1000, (0.3, 3.0)),
+        (2.0**-1000, (0.3, 3.0)),
+    ],
+)
+def test_design_weights_near_the_float_limits_rake_as_their_normal_scaled_copies(scale, bounds):
+    # Issue 11, finding 10: design weights of 1e307 (whose sum overflows) gave all-zero weights;
+    # subnormal ones overflow the factors t / m. Raking does not depend on the design weights'
+    # scale; bounds on g = w / d scale inversely.
+    codes, d, targets = _problem(15, n=2000)
+    d = np.round(d * 4) / 4  # few significant bits: exact as subnormals down to 2**-1070
+    ref = rake_codes(codes, targets, weights=d, bounds=bounds)
+    scaled_bounds = None if bounds is None else (bounds[0] / scale, bounds[1] / scale)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow or underflow warnings either
+        out = rake_codes(codes, targets, weights=d * scale, bounds=scaled_bounds)
+    assert out.converged and np.isfinite(out.weights).all() and (out.weights > 0).all()
+    if bounds is None:  # the same bits: powers of two scale exactly
+        np.testing.assert_array_equal(out.weights, ref.weights)
+    else:  # the same solution; Newton's path within each step differs (it starts at rho = 1)
+        np.testing.assert_allclose(out.weights, ref.weights, rtol=1e-8)
+        g = out.weights / (d * scale)
+        assert scaled_bounds[0] * (1 - 1e-12) <= g.min() and g.max() <= scaled_bounds[1] * (
+            1 + 1e-12
+        )
+    if scale < 1:  # the factors g ~ 1 / scale: beyond float64 with bounds on them, refused
+        with pytest.raises(ValueError, match=r"bounds=.* constrain g = w / d.*beyond float64"):
+            rake_codes(codes, targets, weights=d * 2.0**-1060, bounds=(0.0, math.inf))
+
+
+def test_design_weights_spanning_more_than_float64_can_rake_are_refused():
+    codes, d, targets = _problem(16, n=200)
+    d[7], d[11] = 1e307, 1e-300
+    with pytest.raises(ValueError, match=r"weights spans more than 2\*\*1000.*1e\+307 \(row 7\)"):
+        rake_codes(codes, targets, weights=d)
+    d[7], d[11] = 1e280, 1e-10  # within 2**1000: raked, margins met
+    w = d * np.random.default_rng(0).lognormal(0.0, 0.3, d.size)
+    targets = [
+        np.bincount(c, weights=w, minlength=t.size) for c, t in zip(codes, targets, strict=True)
+    ]
+    out = rake_codes(codes, targets, weights=d)
+    assert out.converged and np.isfinite(out.weights).all() and (out.weights > 0).all()
+    for c, t in zip(codes, targets, strict=True):
+        m = np.bincount(c, weights=out.weights)  # tol is a share of the total (here 1e280)
+        np.testing.assert_allclose(m, t, rtol=0, atol=1e-9 * t.sum())

@@ -24,6 +24,16 @@ SHARE_TOL = 1e-6
 MIN_LEVEL_ROWS = 5
 """Levels with fewer sample rows than this get a :class:`~raking.exceptions.SparseLevelWarning`."""
 
+_NOT_WEIGHTS = {
+    "b": "True/False",
+    "c": "complex numbers",
+    "m": "time spans",
+    "M": "dates",
+    "V": "raw bytes",
+    "S": "bytes",
+}
+"""NumPy dtype kinds that convert to float without being weights (a flag, a date)."""
+
 NA_OPTIONS = ("error", "drop", "level")
 UNKNOWN_OPTIONS = ("error", "zero")
 
@@ -68,10 +78,8 @@ def check_design_weights(
     C-contiguous (a strided array is copied once; the passes read it many times) and may be the
     caller's array, read-only: it is never written to.
     """
-    try:
-        d = np.ascontiguousarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(_not_numeric(values, name, labels, exc)) from exc
+    check_weights_dtype(getattr(values, "dtype", None), name=name)
+    d = as_numbers(values, name=name, labels=labels)
     if d.shape != (n,):
         raise ValueError(
             f"{name} has shape {d.shape} but the data have {n} rows; give one design weight per "
@@ -86,11 +94,38 @@ def check_design_weights(
         rows = np.flatnonzero(bad)
         where = [labels[i] for i in rows] if labels is not None else rows.tolist()
         raise ValueError(
-            f"{name} has {rows.size} non-positive or non-finite value(s) at rows "
-            f"{_listed(where)} (e.g. {d[rows[0]]!r}); design weights are inverse inclusion "
+            f"{name} has {rows.size} missing, non-positive or non-finite value(s) at rows "
+            f"{_listed(where)} (e.g. {float(d[rows[0]])!r}); design weights are inverse inclusion "
             "probabilities and must be > 0. Drop those rows or fix their weights first."
         )
     return d
+
+
+def check_weights_dtype(dtype: object, *, name: str) -> None:
+    """Refuse dtypes that convert to float without being weights: flags, dates, time spans.
+
+    NumPy (and pandas) turn True into 1 and a date into nanoseconds since 1970; as design
+    weights these would be silently wrong, so they are errors. ``dtype`` may be any object with
+    a ``kind`` (NumPy and pandas dtypes) or ``None``.
+    """
+    kind = getattr(dtype, "kind", "O")
+    if kind in _NOT_WEIGHTS:
+        raise ValueError(
+            f"{name} has dtype {dtype} ({_NOT_WEIGHTS[kind]}), not numbers (NumPy would turn "
+            "them into 1/0 or nanoseconds). Give a numeric column, or convert it to float "
+            "first if this is intended."
+        )
+
+
+def as_numbers(values: object, *, name: str, labels: Sequence[object] | None = None) -> np.ndarray:
+    """``values`` as a C-contiguous float64 array; an error names the rows that are no numbers.
+
+    Numeric text converts (NumPy's rules); ``labels`` name the rows (default: positions).
+    """
+    try:
+        return np.ascontiguousarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(_not_numeric(values, name, labels, exc)) from exc
 
 
 def _is_number(x: object) -> bool:
@@ -109,11 +144,11 @@ def _not_numeric(values: object, name: str, labels: Sequence[object] | None, exc
         flat = np.empty(0, dtype=object)
     bad = [i for i, x in enumerate(flat) if not _is_number(x)]
     if not bad:
-        return f"{name} must be numeric design weights, one per row; could not convert ({exc})."
+        return f"{name} must be numeric, one value per row; could not convert ({exc})."
     named = labels is not None and len(labels) == flat.size
     where = [labels[i] if named else i for i in bad]  # type: ignore[index]
     return (
-        f"{name} must be numeric design weights, one per row, but {len(bad)} value(s) are not "
+        f"{name} must be numeric, one value per row, but {len(bad)} value(s) are not "
         f"numbers, at rows {_listed(where)} (e.g. {flat[bad[0]]!r} at row {where[0]!r}). "
         "Convert them to numbers (e.g. pandas.to_numeric) and fix or drop those rows."
     )
