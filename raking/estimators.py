@@ -325,13 +325,15 @@ def ipw_estimate(
         marg = xp.sum(Pn, axis=-1 if axis == 0 else -2)  # P_{n,X}: (..., m); P_{n,Y}: (..., l)
         positive = marg > 0
         ratio = xp.where(
-            positive, targets[axis] / xp.where(positive, marg, xp.ones_like(marg)), 0.0
+            positive,
+            targets[axis] / xp.where(positive, marg, xp.ones_like(marg)),
+            xp.zeros_like(marg),
         )
         weights = weights * (ratio[..., :, None] if axis == 0 else ratio[..., None, :])
     value = _mean(Pn * weights, h, xp=xp)
     if self_normalized:  # the mean weight is 0 only on the bad event, which falls back below
         mean_weight = xp.sum(Pn * weights, axis=(-2, -1))
-        value = value / xp.where(mean_weight > 0, mean_weight, 1.0)
+        value = value / xp.where(mean_weight > 0, mean_weight, xp.ones_like(mean_weight))
     name = {"both": "IPWI (both marginals)", "x": "IPW on X", "y": "IPW on Y"}[side]
     norm = ", self-normalised" if self_normalized else ""
     return BatchEstimates(
