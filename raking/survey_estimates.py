@@ -77,15 +77,36 @@ class EstimateTable:
         return frame
 
     def summary(self) -> str:
-        """The table, the SE method and the notes."""
+        """The table, the SE method and the notes of every estimate (each note once).
+
+        A note that holds for some labels only (an SE that could not be computed) names them.
+        """
         first = self.estimates[0]
         lines = [self.name, self.to_frame().to_string(float_format=lambda x: f"{x:.6g}")]
         lines.append(f"SE method: {first.se_method}")
-        lines += [f"  [{i}] {note}" for i, note in enumerate(first.notes, start=1)]
+        notes = self._notes()
+        lines += [f"  [{i}] {note}" for i, note in enumerate(notes, start=1)]
         return "\n".join(lines)
+
+    def _notes(self) -> list[str]:
+        """Each distinct note once, in order; one not common to all estimates names its labels."""
+        where: dict[str, list[Any]] = {}
+        for label, estimate in zip(self.labels, self.estimates, strict=True):
+            for note in estimate.notes:
+                where.setdefault(note, []).append(label)
+        return [
+            note if len(labels) == len(self.labels) else f"{_shown(labels)}: {note}"
+            for note, labels in where.items()
+        ]
 
     def __str__(self) -> str:
         return self.summary()
 
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(self.summary())}</pre>"
+
+
+def _shown(labels: list[Any], most: int = 5) -> str:
+    """The first ``most`` labels, and how many more."""
+    text = ", ".join(repr(lv) for lv in labels[:most])
+    return text if len(labels) <= most else f"{text} and {len(labels) - most} more"

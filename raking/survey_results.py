@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raking.linearization import RakingProjection, design_variance
+from raking.linearization import RakingProjection, ResidualNotConverged, design_variance
 from raking.results import Estimate
 from raking.survey_estimates import EstimateTable
 from raking.validation import check_columns
@@ -273,24 +273,48 @@ class RakeResult:
             wd = float(w[domain].sum())
             estimate = float(np.dot(w, yd)) / wd if wd > 0 else np.nan
             u = np.where(domain, y - estimate, 0.0) / wd if wd > 0 else np.zeros_like(y)
-        e = self._projection.residual(u[s.raked_pos], s.steps)
-        z = np.zeros(w.size)
-        z[s.raked_pos] = s.final * e
-        var = design_variance(z, strata=s.strata, cluster=s.cluster, fraction=s.fraction)
+        notes = self._notes()
+        try:
+            e = self._projection.residual(u[s.raked_pos], s.steps)
+        except ResidualNotConverged as exc:
+            se = np.nan  # never an SE from a residual that did not converge
+            notes += (f"SE is NaN: {exc}",)
+        else:
+            z = np.zeros(w.size)
+            z[s.raked_pos] = s.final * e
+            var = design_variance(z, strata=s.strata, cluster=s.cluster, fraction=s.fraction)
+            se = float(np.sqrt(var))
         return Estimate(
             estimate=estimate,
-            se=float(np.sqrt(var)),
+            se=se,
             se_method=self._se_method(),
             n=int(np.count_nonzero(domain & (w > 0))),
             steps=s.steps,
             converged=self.converged,
             marginal_error=self.marginal_error,
-            notes=self._notes(),
+            notes=notes,
         )
 
     @functools.cached_property
     def _projection(self) -> RakingProjection:
         return RakingProjection(self._design.codes, self._design.n_levels, self._design.design)
+
+    @functools.cached_property
+    def _design_weights_vary_within_levels(self) -> bool:
+        r"""Whether :math:`d` is not constant within some level (relative spread > 1e-9).
+
+        Where it is constant in every level of every margin, R's ``rake()`` SE (unweighted level
+        means) and ``calibrate()``'s (design-weighted ones, ours) coincide.
+        """
+        d = self._design.design
+        for c, size in zip(self._design.codes, self._design.n_levels, strict=True):
+            lo = np.full(size, np.inf)
+            hi = np.full(size, -np.inf)
+            np.minimum.at(lo, c, d)
+            np.maximum.at(hi, c, d)
+            if np.any(hi - lo > 1e-9 * hi):
+                return True
+        return False
 
     def _values(self, column: Hashable) -> np.ndarray:
         check_columns("the estimate", [column], list(self._data.columns))
@@ -328,8 +352,10 @@ class RakeResult:
         k = self._design.steps
         if k is None:
             return (
-                "linearisation after raking to convergence: design-weighted residuals on the "
-                "raking margins (Deville & Sarndal 1992; as R survey rake/calibrate)"
+                "linearisation after raking to convergence: residuals of the design-weighted "
+                "least squares on the raking margins (Deville & Sarndal 1992), solved by "
+                f"conjugate gradients to relative residual <= {self._projection.effective_tol:.0e}"
+                '; equals R survey calibrate(calfun="raking")'
             )
         return (
             f"linearisation after k = {k} raking steps: residuals T_0 T_1 ... T_k u of "
@@ -351,6 +377,12 @@ class RakeResult:
             )
         if self.bounds is not None:
             notes.append(f"bounds {self.bounds}: the residuals ignore the bounds, as R calibrate")
+        if s.steps is None and self._design_weights_vary_within_levels:
+            notes.append(
+                "design weights vary within levels of the margins: R survey's rake() reports a "
+                "different SE here (its svyrecvar removes unweighted level means); this SE is "
+                'calibrate(calfun="raking")\'s linearisation'
+            )
         dropped = len(self.weights) - s.sample_pos.size
         if dropped:
             notes.append(f"{dropped} rows dropped (na='drop'), treated as not sampled")
