@@ -17,13 +17,15 @@ converted to NumPy and every computation is in float64.
 from __future__ import annotations
 
 import math
-from typing import Any
+import warnings
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from raking._array_api import Array, device, get_xp
-from raking.kernel import _ipf, _run
+from raking.exceptions import ConvergenceWarning
+from raking.kernel import _run, balance_result
 from raking.marginals import counts_from_codes
 from raking.results import BalancedEstimates, BatchEstimates, Estimate, ScalingResult
 from raking.validation import (
@@ -41,6 +43,7 @@ from raking.validation import (
     find_empty_categories,
     raise_on_empty_categories,
 )
+from raking.validation._messages import _listed
 from raking.variance import asymptotic_variance
 
 __all__ = [
@@ -53,6 +56,18 @@ __all__ = [
 _SIDES = {"both": (0, 1), "x": (0,), "y": (1,)}
 _SE_PLUGIN = "plug-in asymptotic sigma_k^2 / n [DER]"
 _SE_FALLBACK = "plug-in Var_n(h) / n (empirical fallback; SE ignores raking)"
+_SE_NONE = "none: the plug-in table does not exist or was not reached (see the notes); SE = NaN"
+_PLUGIN_NOTE = (
+    "sigma_k^2 is evaluated at the sample table balanced to convergence toward the targets; it "
+    "assumes the targets are the true marginals, so misspecification bias is not in the SE"
+)
+_PLUGIN_TOL_FLOOR = 16 * float(np.finfo(np.float64).eps)
+"""Smallest tolerance the plug-in is checked against (a share is exact to about eps / 2)."""
+_NEWTON_MAX_WORK = 2 * 10**7
+"""Largest ``m l min(m, l)`` (the work of one Newton step) for which the plug-in table is found
+by Newton's method; larger tables use the kernel's IPF."""
+_FLOW_UNITS = 2**29
+"""Integer capacity of a total share of 1 in the reachability check (an int32 flow graph)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,8 +76,16 @@ _SE_FALLBACK = "plug-in Var_n(h) / n (empirical fallback; SE ignores raking)"
 
 
 def _shares(targets: list[Array], *, xp: Any) -> list[Array]:
-    """Validated targets (``(n_i,)`` or ``(*batch, n_i)``) divided by their totals."""
-    return [t / xp.sum(t, axis=-1, keepdims=True) for t in targets]
+    """Validated targets (``(n_i,)`` or ``(*batch, n_i)``) divided by their totals.
+
+    Each is first divided by its largest entry, so that a total that overflows (counts near
+    1e308) or is subnormal still gives the right shares.
+    """
+    out = []
+    for t in targets:
+        unit = t / xp.max(t, axis=-1, keepdims=True)
+        out.append(unit / xp.sum(unit, axis=-1, keepdims=True))
+    return out
 
 
 def _mean(Pn: Array, h: Array, *, xp: Any) -> Array:
@@ -373,7 +396,9 @@ def estimate(
     h : array_like, shape (m, l)
         Finite function values :math:`h(x, y)`.
     targets : sequence of two arrays
-        Known marginals ``[p_x, p_y]`` (shares or counts).
+        Known marginals ``[p_x, p_y]`` (shares or counts, at any scale). A category with target
+        0 gets no mass from balancing and is left out of :math:`\hat P` (exactly: it has no
+        probability), with a note if the sample has pairs in it.
     steps : int, math.inf or None
         k single-marginal adjustments; ``None``/``math.inf``: balance to ``tol``.
     shape : tuple of int, optional
@@ -384,22 +409,41 @@ def estimate(
         ``"empirical"`` returns :math:`P_n(h)` with the SE :math:`\sqrt{\mathrm{Var}_n(h)/n}`,
         which ignores raking, and ``converged=False``.
     tol, max_steps : float, int
-        As in :func:`balanced_estimate`.
+        As in :func:`balanced_estimate`; :math:`\hat P` must meet the targets within ``tol``
+        too. It is found by Newton's method (quadratic convergence, however slowly IPF would
+        creep); ``max_steps`` bounds its balancing only for large tables
+        (:math:`m l \min(m, l) > 2 \cdot 10^7`), where the kernel's IPF is used instead.
 
     Returns
     -------
     Estimate
+        With ``se = NaN``, ``converged=False``, ``se_method`` starting with ``"none"``, a note
+        saying why, and a :class:`~raking.exceptions.ConvergenceWarning`, when :math:`\hat P`
+        does not exist (see Notes); the estimate itself is still reported.
 
     Notes
     -----
     ``theory.md`` §2.2-2.3 [DER] for :math:`\sigma_k^2`. Evaluating it at :math:`\hat P` (the
     known marginals with the sample's dependence) is our plug-in choice; it assumes the targets
     are the true marginals, so misspecification bias (§4.3) is not in the SE. NumPy float64.
+
+    :math:`\hat P` exists only if some table that is positive on every observed (x, y) cell
+    (and 0 elsewhere) has the target marginals; a max-flow check decides it. In small samples
+    it often fails (about one sample in five at n = 15 on a 3 x 4 table): the targets are
+    unreachable on the observed cells (balancing oscillates), or reachable only if some
+    observed cells get no mass (balancing creeps to a table that cuts the sample's dependence
+    into blocks). The table where balancing stops is then an artefact of ``max_steps``, and
+    :math:`\sigma_k^2` there can be 0: an SE of about 0 with a zero-width interval. We report
+    no SE rather than a wrong one: a careful user wants to know that this sample cannot
+    support the plug-in (and why: the note names the categories of ``x`` and ``y`` and the
+    shares ``targets`` gives them), not a number from a different estimator. ``h`` is scaled
+    by an exact power of two for the variance, so a huge or tiny ``h`` gives an exact SE.
     """
     h_arr = check_function(h)
     if shape is not None:
         check_shape(shape, like=h_arr.shape, like_name="h")
     x = check_codes(x, h_arr.shape[0], name="x", replicates=False)
+    y = check_codes(y, h_arr.shape[1], name="y", replicates=False)
     counts = counts_from_codes(x, y, h_arr.shape)
     result = balanced_estimate(
         counts, h_arr, targets, steps, missing=missing, tol=tol, max_steps=max_steps
@@ -411,27 +455,29 @@ def estimate(
     value, converged, error = float(result.values), result.converged, result.marginal_error
     # The plug-in P-hat needs mass in every category of both axes, whatever k is.
     if _empty_tables(Pn, shares, (0, 1), missing, xp=get_xp(Pn)):
-        value = float(np.einsum("xy,xy->", Pn, h_arr))
-        var = float(np.einsum("xy,xy->", Pn, (h_arr - value) ** 2))
-        converged = False
+        unit, e = _unit_scale(h_arr)
+        mean = float(np.einsum("xy,xy->", Pn, unit))
+        var = float(np.einsum("xy,xy->", Pn, (unit - mean) ** 2))
+        value, converged = float(np.ldexp(mean, e)), False
         error = max(float(np.abs(Pn.sum(axis=1 - a) - shares[a]).max()) for a in (0, 1))
-        se_method = _SE_FALLBACK
-        notes = (
+        se, se_method = float(np.ldexp(math.sqrt(var / n), e)), _SE_FALLBACK
+        notes: tuple[str, ...] = (
             "the sample has an empty category with a positive target (missing mass); the "
             "empirical mean P_n(h) of the unbalanced table is reported",
         )
     else:
-        P_hat = _plugin_table(Pn, shares, tol=tol, max_steps=max_steps)
-        var = asymptotic_variance(P_hat, h_arr, math.inf if steps_k is None else steps_k)
-        se_method = _SE_PLUGIN
-        notes = (
-            "sigma_k^2 is evaluated at the sample table balanced to convergence toward the "
-            "targets; it assumes the targets are the true marginals, so misspecification bias "
-            "is not in the SE",
-        )
+        plugin = _plugin_table(Pn, shares, tol=tol, max_steps=max_steps)
+        if plugin.table is None:
+            warnings.warn(plugin.problem, ConvergenceWarning, stacklevel=2)
+            se, se_method, converged = math.nan, _SE_NONE, False
+            notes = (plugin.problem,)
+        else:
+            h_kept = h_arr[np.ix_(plugin.rows, plugin.columns)]
+            se = _plugin_se(plugin.table, h_kept, steps_k, n)
+            se_method, notes = _SE_PLUGIN, (_PLUGIN_NOTE, *plugin.notes)
     return Estimate(
         estimate=value,
-        se=math.sqrt(max(var, 0.0) / n),
+        se=se,
         se_method=se_method,
         n=n,
         steps=steps_k,
@@ -441,20 +487,281 @@ def estimate(
     )
 
 
+def _unit_scale(h: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(h / 2^e, e)`` with ``max|h / 2^e|`` in ``[0.5, 1)`` (exact; ``e = 0`` for ``h = 0``)."""
+    top = float(np.max(np.abs(h)))
+    e = math.frexp(top)[1] if top > 0 else 0
+    return np.ldexp(h, -e), e
+
+
+def _plugin_se(P_hat: np.ndarray, h: np.ndarray, steps: int | None, n: int) -> float:
+    r""":math:`\sqrt{\sigma_k^2(\hat P, h) / n}`, computed on ``h / 2^e`` and scaled back.
+
+    ``2^e`` (exact) brings :math:`\max|h|` into ``[0.5, 1)``, so neither the variance of a huge
+    ``h`` overflows nor that of a tiny one underflows; the SE itself is representable whenever
+    ``h`` is.
+    """
+    unit, e = _unit_scale(h)
+    var = asymptotic_variance(P_hat, unit, math.inf if steps is None else steps)
+    return float(np.ldexp(math.sqrt(max(var, 0.0) / n), e))
+
+
+class _PlugIn(NamedTuple):
+    """The plug-in table on the categories with positive targets, or why there is none."""
+
+    table: np.ndarray | None
+    rows: np.ndarray
+    columns: np.ndarray
+    problem: str = ""
+    notes: tuple[str, ...] = ()
+
+
 def _plugin_table(
     Pn: np.ndarray, targets: list[np.ndarray], *, tol: float, max_steps: int
-) -> np.ndarray:
-    """``Pn`` balanced to ``tol`` (one table, validated inputs), renormalised to sum 1."""
-    res = _ipf(
-        Pn,
-        targets,
-        steps=None,
-        tol=tol,
-        max_steps=max_steps,
-        check_every=2,
-        log_domain=False,
-        xp=get_xp(Pn),
+) -> _PlugIn:
+    r"""``Pn`` balanced to ``tol`` toward ``targets`` (shares), on the positive-target categories.
+
+    A category with target 0 has no mass in the limit (balancing zeroes it), so it is dropped:
+    the variance on the rest is exact. The limit of balancing keeps the sample's zero pattern
+    only if some table **positive on every observed cell** meets the targets
+    (:func:`_reachability`, a max-flow). Otherwise either no table on the observed cells meets
+    them (the factors diverge and balancing oscillates) or only tables with some observed cells
+    at 0 do (the limit lies on the boundary, reached at a sublinear rate, with the observed
+    dependence cut into blocks). In both cases the table balancing stops at is an artefact of
+    where it stopped, and :math:`\sigma_k^2` there can be 0: there is no plug-in, and
+    ``table=None`` comes back with the reason, worded with the user's ``x``, ``y`` and
+    ``targets``. When the targets are reachable, IPF (finished by Newton's method if it
+    stalls) gives the table, accepted only if it is finite and, measured here, meets both
+    targets within ``tol``; it is returned renormalised to sum 1.
+    """
+    rows, columns = np.flatnonzero(targets[0] > 0), np.flatnonzero(targets[1] > 0)
+    table = Pn[np.ix_(rows, columns)]
+    kept = [targets[0][rows], targets[1][columns]]
+    reach = _reachability(table > 0, kept)
+    if reach.unreachable is not None:
+        problem = _unreachable_note(reach.unreachable, rows, columns, kept)
+        return _PlugIn(None, rows, columns, problem)
+    if reach.forced_zero is not None:
+        return _PlugIn(None, rows, columns, _boundary_note(reach.forced_zero, rows, columns))
+    balanced, error = _balance_plugin(
+        table, kept, tol=max(tol, _PLUGIN_TOL_FLOOR), max_steps=max_steps
     )
-    fx, fy = (np.asarray(f) for f in res.factors)
-    table = Pn * fx[:, None] * fy[None, :]
-    return table / table.sum()
+    if balanced is None or not error <= max(tol, _PLUGIN_TOL_FLOOR):
+        problem = (
+            "no standard error: balancing the sample (x, y) toward the targets did not reach "
+            f"tol={tol:.3g} within max_steps={max_steps} (max |marginal - target| = "
+            f"{error:.3g}), although a table on the sample's observed cells meets the targets "
+            "only just. The plug-in table of sigma_k^2 is not available and the SE is NaN; a "
+            "larger max_steps or a looser tol may give one."
+        )
+        return _PlugIn(None, rows, columns, problem)
+    return _PlugIn(balanced / balanced.sum(), rows, columns, notes=_dropped_note(Pn, targets))
+
+
+def _balance_plugin(
+    table: np.ndarray, targets: list[np.ndarray], *, tol: float, max_steps: int
+) -> tuple[np.ndarray | None, float]:
+    """The balanced table and its marginal error measured here (``None``, error if not finite).
+
+    Newton's method on the dual (:func:`_newton_scaling`: a few iterations, however slowly
+    IPF would converge) while one step costs at most :data:`_NEWTON_MAX_WORK`; beyond, the
+    kernel's IPF with ``max_steps``, whose warning is replaced by the caller's note (the check
+    below decides).
+    """
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if table.size * min(table.shape) <= _NEWTON_MAX_WORK:
+            balanced = _newton_scaling(table, targets, tol=tol)
+        else:
+            result = balance_result(table, targets, None, tol=tol, max_steps=max_steps)
+            balanced = np.asarray(result.table)
+        error = _marginal_error(balanced, targets)
+    if not np.isfinite(error) or balanced.min() < 0:
+        return None, math.nan
+    return balanced, error
+
+
+def _marginal_error(table: np.ndarray, targets: list[np.ndarray]) -> float:
+    """``max |marginal - target|`` over both axes; NaN unless every cell is finite."""
+    if not np.all(np.isfinite(table)):
+        return math.nan
+    return max(
+        float(np.abs(table.sum(axis=1) - targets[0]).max()),
+        float(np.abs(table.sum(axis=0) - targets[1]).max()),
+    )
+
+
+def _newton_scaling(
+    table: np.ndarray, targets: list[np.ndarray], *, tol: float, max_iter: int = 200
+) -> np.ndarray:
+    r"""``diag(e^u) K diag(e^v)`` with the target marginals, by damped Newton on the dual.
+
+    Minimises the convex :math:`F(u, v) = \sum_{xy} K_{xy} e^{u_x + v_y} - r^\top u - c^\top v`
+    (its minimiser is the limit of IPF), whose gradient is the marginal error and whose Hessian
+    is :math:`\begin{pmatrix} D_r & P \\ P^\top & D_c \end{pmatrix}` with
+    :math:`D_r = \mathrm{diag}(P 1)`, :math:`D_c = \mathrm{diag}(P^\top 1)`. The step solves
+    for :math:`\delta v` with the Schur complement :math:`D_c - P^\top D_r^{-1} P` (singular
+    along the scale freedom of each connected block: the minimum-norm solution is taken), then
+    :math:`\delta u = -D_r^{-1}(g_r + P\,\delta v)`; backtracking keeps :math:`F` decreasing.
+    Convergence is quadratic near the minimiser, which exists because the targets were proved
+    reachable on the table's support, while IPF's linear rate can be arbitrarily slow near the
+    boundary. Cost :math:`O(m l \min(m, l) + \min(m, l)^3)` per iteration.
+    """
+    if table.shape[0] < table.shape[1]:
+        return _newton_scaling(table.T, targets[::-1], tol=tol, max_iter=max_iter).T
+    m, l = table.shape
+    r, c = targets
+    u, v = np.zeros(m), np.zeros(l)
+
+    def objective(u: np.ndarray, v: np.ndarray) -> float:
+        return float((table * np.exp(u)[:, None] * np.exp(v)[None, :]).sum() - r @ u - c @ v)
+
+    P = table
+    for _ in range(max_iter):
+        row, col = P.sum(axis=1), P.sum(axis=0)
+        g_r, g_c = row - r, col - c
+        if not max(np.abs(g_r).max(), np.abs(g_c).max()) > tol:
+            break
+        scaled = P / row[:, None]
+        schur = np.diag(col) - P.T @ scaled
+        dv = np.linalg.lstsq(schur, scaled.T @ g_r - g_c, rcond=None)[0]
+        du = -(g_r + P @ dv) / row
+        now, t, slope = objective(u, v), 1.0, float(g_r @ du + g_c @ dv)
+        # F is only known to rounding: near the minimiser its decrease is below that noise.
+        noise = 8 * np.finfo(np.float64).eps * (1.0 + abs(float(r @ u)) + abs(float(c @ v)))
+        while t > 1e-12 and not objective(u + t * du, v + t * dv) <= now + 1e-4 * t * slope + noise:
+            t /= 2
+        u, v = u + t * du, v + t * dv
+        P = table * np.exp(u)[:, None] * np.exp(v)[None, :]
+    return P
+
+
+class _Reach(NamedTuple):
+    """Whether the targets are reachable on a zero pattern, with the proof when they are not."""
+
+    unreachable: tuple[np.ndarray, np.ndarray] | None = None
+    forced_zero: np.ndarray | None = None
+
+
+def _reachability(support: np.ndarray, targets: list[np.ndarray]) -> _Reach:
+    r"""Whether a table positive on ``support`` (0 elsewhere) can have the marginals ``targets``.
+
+    Flow network: source :math:`\to` row ``i`` (capacity :math:`r_i`) :math:`\to` column ``j``
+    (unbounded, where ``support``) :math:`\to` sink (capacity :math:`c_j`). A table on the
+    support with the targets is a flow of value 1. If the maximum flow is smaller, the rows
+    ``A`` on the source side of a minimum cut have all their cells in the columns ``B`` on that
+    side and :math:`r(A) > c(B)` (Hall's condition fails): ``unreachable=(A, B)``. If it is 1,
+    a cell can be positive in some such table iff it carries flow or lies on a cycle of the
+    residual graph (row :math:`\to` column on every cell, column :math:`\to` row where flow
+    passes); averaging those tables gives one positive on the whole support. Cells that cannot
+    are returned as ``forced_zero`` (an ``(k, 2)`` array of (row, column)).
+
+    Capacities are integers in units of :math:`2^{-29}` (SciPy's int32 max-flow), rows rounded
+    down and columns up, so a table that exists is never reported unreachable; a flow of at
+    most ``m + l`` units (the rounding slack) counts as none. Gaps or margins below about
+    :math:`(m + l)\, 2^{-29}` are thereby treated as 0 (such tables are numerically on the
+    boundary anyway).
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import breadth_first_order, connected_components, maximum_flow
+
+    m, l = support.shape
+    rows = np.floor(targets[0] * _FLOW_UNITS).astype(np.int64)
+    cols = np.ceil(targets[1] * _FLOW_UNITS).astype(np.int64)
+    sink = m + l + 1
+    cell_r, cell_c = np.nonzero(support)
+    tail = np.concatenate([np.zeros(m, np.int64), 1 + cell_r, 1 + m + np.arange(l)])
+    head = np.concatenate([1 + np.arange(m), 1 + m + cell_c, np.full(l, sink)])
+    cap = np.concatenate([rows, np.full(cell_r.size, rows.sum() + 1), cols])
+    graph = csr_matrix((cap.astype(np.int32), (tail, head)), shape=(sink + 1, sink + 1))
+    result = maximum_flow(graph, 0, sink)
+    if result.flow_value < rows.sum():
+        residual = (graph - result.flow).tocsr()
+        residual.data = (residual.data > 0).astype(np.int8)
+        residual.eliminate_zeros()
+        side = np.zeros(sink + 1, bool)
+        side[breadth_first_order(residual, 0, return_predecessors=False)] = True
+        A, B = np.flatnonzero(side[1 : m + 1]), np.flatnonzero(side[m + 1 : sink])
+        if targets[0][A].sum() > targets[1][B].sum():  # else only rounding: no proof
+            return _Reach(unreachable=(A, B))
+        return _Reach()
+    flow = result.flow.tocsr()
+    through = np.asarray(flow[1 + cell_r, 1 + m + cell_c]).ravel() > m + l
+    nodes = m + l
+    forward = (cell_r, m + cell_c)
+    backward = (m + cell_c[through], cell_r[through])
+    residual = csr_matrix(
+        (
+            np.ones(cell_r.size + int(through.sum()), np.int8),
+            (np.concatenate([forward[0], backward[0]]), np.concatenate([forward[1], backward[1]])),
+        ),
+        shape=(nodes, nodes),
+    )
+    _, component = connected_components(residual, directed=True, connection="strong")
+    forced = ~through & (component[cell_r] != component[m + cell_c])
+    if np.any(forced):
+        return _Reach(forced_zero=np.column_stack([cell_r[forced], cell_c[forced]]))
+    return _Reach()
+
+
+def _unreachable_note(
+    proof: tuple[np.ndarray, np.ndarray],
+    rows: np.ndarray,
+    columns: np.ndarray,
+    targets: list[np.ndarray],
+) -> str:
+    """Why no table on the sample's cells meets the targets, in the user's terms."""
+    A, B = proof
+    m, l = rows.size, columns.size
+    not_A, not_B = np.setdiff1d(np.arange(m), A), np.setdiff1d(np.arange(l), B)
+    # Two readings of the same cut; show the one with the shorter first list.
+    if A.size <= not_B.size:
+        first, second, names, idx, share = A, B, ("x", "y"), (rows, columns), (0, 1)
+    else:
+        first, second, names, idx, share = not_B, not_A, ("y", "x"), (columns, rows), (1, 0)
+    need = float(targets[share[0]][first].sum())
+    have = float(targets[share[1]][second].sum())
+    cats = _listed(idx[0][first].tolist())
+    if second.size:
+        where = f"occur only with the {names[1]} categories {_listed(idx[1][second].tolist())}"
+    else:
+        where = f"occur only with {names[1]} categories whose target is 0"
+    return (
+        f"no standard error: in the sample, the {names[0]} categories {cats} {where}; "
+        f"targets[{share[0]}] gives those {names[0]} categories a total share of {need:.6g} "
+        f"but targets[{share[1]}] gives those {names[1]} categories only {have:.6g}, so no "
+        "table on the sample's observed (x, y) cells meets both targets. The plug-in table "
+        "of sigma_k^2 (the sample balanced to convergence toward the targets) does not exist "
+        "and the SE is NaN. A larger sample, merged categories, or targets consistent with "
+        "the sample are needed."
+    )
+
+
+def _boundary_note(forced: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> str:
+    """Why the plug-in would lie on the boundary, in the user's terms."""
+    cells = [(int(rows[i]), int(columns[j])) for i, j in forced]
+    return (
+        "no standard error: the targets can be met on the sample's observed (x, y) cells only "
+        f"if the observed cells (x, y) = {_listed(cells)} get no mass (the targets of the "
+        "categories around them balance exactly), so balancing the sample toward the targets "
+        "converges, slowly, to a table on the boundary that cuts the observed dependence "
+        "apart; sigma_k^2 there is not a valid plug-in (it can be 0) and the SE is NaN. A "
+        "larger sample, merged categories, or targets consistent with the sample are needed."
+    )
+
+
+def _dropped_note(Pn: np.ndarray, targets: list[np.ndarray]) -> tuple[str, ...]:
+    """A note when the sample has mass in categories whose target is 0 (balancing drops it)."""
+    parts = []
+    for axis, name in ((0, "x"), (1, "y")):
+        zero = np.flatnonzero(targets[axis] == 0)
+        mass = Pn.sum(axis=1 - axis)[zero]
+        if np.any(mass > 0):
+            cats = _listed(zero[mass > 0].tolist())
+            parts.append(f"{name} categories {cats} (share {float(mass.sum()):.3g})")
+    if not parts:
+        return ()
+    return (
+        "the sample has mass in categories whose target is 0: " + "; ".join(parts) + "; the "
+        "plug-in table (and any k >= 1 step on that axis) gives them no mass",
+    )

@@ -14,6 +14,12 @@ balanced estimator :math:`\varphi_n^{(k)} = P_n^{(k)}(h)` satisfies
 least-squares problem for :math:`k = \infty`); :func:`variance_closed_form` uses the singular
 system (``theory.md`` §2.3). The two routes share no code beyond the conditional means, so each
 checks the other. Derivations: ``theory/variance.md``. All computations are NumPy float64.
+
+Every variance here is quadratic in :math:`h`, so each function computes it for
+:math:`h / 2^e`, with the exact power of two that brings :math:`\max|h|` into ``[0.5, 1)``, and
+multiplies by :math:`4^e`: a finite ``h`` never overflows in :math:`h - P(h)` or its square (which
+gave ``inf`` or, in the closed form, ``inf - inf = NaN``) and a tiny one keeps its digits. The
+result is ``inf`` only when the variance itself exceeds the float64 range.
 """
 
 from __future__ import annotations
@@ -40,6 +46,19 @@ _TIE_TOL = 1e-12
 """Singular values ``s_j >= 1 - _TIE_TOL`` (j >= 2) are treated as exactly 1 (reducible table)."""
 
 _METHODS = ("closed_form", "operator")
+
+
+def _unit(h: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(h / 2^e, e)`` with ``max|h / 2^e|`` in ``[0.5, 1)`` (exact; ``e = 0`` for ``h = 0``)."""
+    top = float(np.max(np.abs(h)))
+    e = math.frexp(top)[1] if top > 0 else 0
+    return np.ldexp(h, -e), e
+
+
+def _rescale(var: float, e: int) -> float:
+    """``var * 4^e``: the variance of ``h`` from that of ``h / 2^e`` (``inf`` past float64)."""
+    with np.errstate(over="ignore"):
+        return float(np.ldexp(var, 2 * e))
 
 
 def _center(P: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -119,17 +138,18 @@ def variance_operator(P: ArrayLike, h: ArrayLike, steps: int | float | None) -> 
     (0.21, 0.075)
     """
     P = check_joint(P)
-    g = _center(P, check_function(h, P.shape))
+    h, e = _unit(check_function(h, P.shape))
+    g = _center(P, h)
     k = check_steps_or_inf(steps)
     if k == math.inf:
-        return _norm2(P, _additive_residual(P, g))
+        return _rescale(_norm2(P, _additive_residual(P, g)), e)
     for i in range(k, 0, -1):
         g = _residual_x(P, g) if i % 2 else _residual_y(P, g)
-    return _norm2(P, g)
+    return _rescale(_norm2(P, g), e)
 
 
 def _closed_form(P: np.ndarray, h: np.ndarray, k: int | float) -> float:
-    """:func:`variance_closed_form` on validated arguments."""
+    """:func:`variance_closed_form` on validated arguments, ``max|h|`` in ``[0.5, 1)`` or 0."""
     hbar = _center(P, h)
     var0 = _norm2(P, hbar)
     if k == 0:
@@ -210,7 +230,8 @@ def variance_closed_form(P: ArrayLike, h: ArrayLike, steps: int | float | None) 
     (0.075, 0.048)
     """
     P = check_joint(P)
-    return _closed_form(P, check_function(h, P.shape), check_steps_or_inf(steps))
+    h, e = _unit(check_function(h, P.shape))
+    return _rescale(_closed_form(P, h, check_steps_or_inf(steps)), e)
 
 
 def asymptotic_variance(
@@ -316,9 +337,10 @@ def ipwi_variance(P: ArrayLike, h: ArrayLike) -> float:
     that remark is wrong for correct marginals). ``theory/variance.md`` §7.
     """
     P = check_joint(P)
-    hbar = _center(P, check_function(h, P.shape))
+    h, e = _unit(check_function(h, P.shape))
+    hbar = _center(P, h)
     influence = hbar - _cond_x(P, hbar)[:, None] - _cond_y(P, hbar)[None, :]
-    return _norm2(P, influence)
+    return _rescale(_norm2(P, influence), e)
 
 
 def one_sided_ipw_variance(P: ArrayLike, h: ArrayLike, side: str) -> float:
@@ -359,8 +381,9 @@ def one_sided_ipw_variance(P: ArrayLike, h: ArrayLike, side: str) -> float:
         "'y' = columns).",
     )
     P = check_joint(P)
-    hbar = _center(P, check_function(h, P.shape))
-    return _norm2(P, _residual_x(P, hbar) if side == "x" else _residual_y(P, hbar))
+    h, e = _unit(check_function(h, P.shape))
+    hbar = _center(P, h)
+    return _rescale(_norm2(P, _residual_x(P, hbar) if side == "x" else _residual_y(P, hbar)), e)
 
 
 def variance_decay_bound(P: ArrayLike, h: ArrayLike, steps: int | float | None) -> float:
@@ -399,7 +422,7 @@ def variance_decay_bound(P: ArrayLike, h: ArrayLike, steps: int | float | None) 
             "Var_P(h) itself (use asymptotic_variance(P, h, 0))."
         )
     P = check_joint(P)
-    h = check_function(h, P.shape)
+    h, e = _unit(check_function(h, P.shape))
     var0, var_inf = _closed_form(P, h, 0), _closed_form(P, h, math.inf)
     s2 = maximal_correlation(P)
-    return var_inf + s2 ** (2 * (k - 1)) * (var0 - var_inf)
+    return _rescale(var_inf + s2 ** (2 * (k - 1)) * (var0 - var_inf), e)

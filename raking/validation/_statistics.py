@@ -86,10 +86,7 @@ def check_codes(
             "counts_from_codes and balanced_estimate."
         )
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(
-            f"{name} must hold integer category codes, got dtype {arr.dtype}. Encode the "
-            "categories as 0, 1, ..., e.g. with numpy.unique(values, return_inverse=True)."
-        )
+        raise ValueError(_codes_dtype_message(arr, name))
     bad = (arr < 0) | (arr >= n_categories)
     if np.any(bad):
         values = np.unique(arr[bad])[:_MAX_LISTED].tolist()
@@ -100,11 +97,56 @@ def check_codes(
     return arr.astype(np.int64, copy=False)
 
 
+def _real_array(value: object, *, name: str, what: str) -> np.ndarray:
+    """``value`` as a float64 array; a ValueError naming ``name`` if it is not real numbers.
+
+    Complex values are rejected (casting would drop the imaginary part silently), as are
+    strings, ``None`` and missing values (pandas ``NA``), with the value NumPy stumbled on.
+    """
+    if np.iscomplexobj(value):
+        raise ValueError(
+            f"{name} must hold real numbers ({what}), got complex values. Pass the real part "
+            f"({name}.real) if that is what you mean."
+        )
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{name} must hold real numbers ({what}), but NumPy cannot convert it to float64: "
+            f"{exc}. Encode it as numbers (and missing values as a number or drop them)."
+        ) from exc
+
+
+def _codes_dtype_message(arr: np.ndarray, name: str) -> str:
+    """Why ``arr`` (not integer) is not codes: missing values, whole floats, or another type."""
+    encode = (
+        "Encode the categories as 0, 1, ..., e.g. with numpy.unique(values, return_inverse=True)."
+    )
+    if arr.dtype.kind in "fc" or arr.dtype == object:
+        try:
+            values = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            values = None
+        if values is not None and np.any(np.isnan(values)):
+            where = _listed(np.flatnonzero(np.isnan(values.ravel())).tolist())
+            return (
+                f"{name} has missing values (NaN/None/NA) at positions {where}; a category code "
+                "is needed for every pair. Drop those pairs from x and y (or code the missing "
+                "values as a category of their own)."
+            )
+        if values is not None and np.all(np.isfinite(values)) and np.all(values % 1 == 0):
+            return (
+                f"{name} must hold integer category codes, got dtype {arr.dtype} (whole "
+                f"numbers). Cast it with {name}.astype(int)."
+            )
+    return f"{name} must hold integer category codes, got dtype {arr.dtype}. {encode}"
+
+
 def check_function(
     h: object, shape: tuple[int, ...] | None = None, *, name: str = "h"
 ) -> np.ndarray:
     """Function values ``h(x, y)`` as a finite float64 ``(m, l)`` array, of ``shape`` if given."""
-    arr = np.asarray(h, dtype=np.float64)
+    arr = _real_array(h, name=name, what=f"the values {name}(x, y)")
     if shape is None and arr.ndim != 2:
         raise ValueError(
             f"{name} must be an (m, l) table of {name}(x, y), got shape {arr.shape}. Give one "
@@ -135,7 +177,7 @@ def check_probability(p: object, *, ndim: int = 1, name: str = "p") -> np.ndarra
     The sum must be 1 within :data:`PROBABILITY_TOL`; the array is returned as given, not
     renormalised.
     """
-    arr = np.asarray(p, dtype=np.float64)
+    arr = _real_array(p, name=name, what="probabilities")
     if arr.ndim != ndim or arr.size == 0:
         what, fix = (
             ("1-D probability vector", "Give one probability per category.")
@@ -227,7 +269,7 @@ def check_marginal_pmfs(
     out = []
     for i, (t, size) in enumerate(zip(targets, shape, strict=True)):  # type: ignore[call-overload]
         label = f"{name}[{i}]"
-        arr = np.asarray(t, dtype=np.float64)
+        arr = _real_array(t, name=label, what="probabilities")
         if arr.shape != (size,):
             raise ValueError(
                 f"{label} must have shape ({size},) to match axis {i} of the table, got "
