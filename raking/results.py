@@ -245,7 +245,8 @@ class Estimate:
     steps : int or None
         Single-marginal adjustments; ``None``: balanced to tolerance.
     converged : bool
-        Convergence of the balancing (fixed ``steps``: finite result).
+        Convergence of the balancing (fixed ``steps``: finite result), and ``False`` as well
+        when ``se`` is NaN because the plug-in table of the SE does not exist (see ``notes``).
     marginal_error : float
         Final max ``|marginal - target|`` of the balanced table (always measured).
     notes : tuple of str
@@ -281,6 +282,8 @@ class Estimate:
             state = "converged" if self.converged else "NOT converged"
         else:
             state = f"{self.steps} steps done" if self.converged else "NOT run (fallback)"
+            if not self.converged and np.isnan(self.se):
+                state = f"{self.steps} steps done, but no plug-in table for the SE (see notes)"
         lines = [
             f"estimate: {self.estimate:.6g}   SE: {self.se:.4g}   95% CI: [{lo:.6g}, {hi:.6g}]",
             f"n: {self.n}   steps: {k}",

@@ -107,6 +107,7 @@ def test_reproducer_of_the_issue_gives_nan_se_and_names_the_arguments():
     assert "targets[0]" in note and "targets[1]" in note
     assert f"{P.sum(1)[2]:.6g}" in note and f"{P.sum(0)[[1, 3]].sum():.6g}" in note
     assert math.isfinite(res.estimate)  # the k-step estimate itself is well defined
+    assert "2 steps done, but no plug-in table for the SE" in res.summary()
 
 
 def test_small_sample_sweep_every_se_is_valid_or_nan():
