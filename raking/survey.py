@@ -5,7 +5,9 @@ once (``.cat.codes`` for categoricals, ``pandas.factorize`` otherwise), checks t
 targets level by level (errors name the column, the level and the fix; the DataFrame is never
 modified), rakes the rows or the cells of the crossed codes, and returns a
 :class:`~raking.survey_results.RakeResult` that also estimates means, totals and proportions with
-standard errors that account for the raking (R ``survey``'s ``rake()`` + ``svymean``).
+standard errors that account for the raking: the linearisation of R ``survey``'s
+``calibrate(calfun="raking")`` + ``svymean`` (R's ``rake()`` SE differs where the design weights
+vary within levels; see :mod:`raking.linearization`).
 """
 
 from __future__ import annotations
