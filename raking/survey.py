@@ -87,11 +87,20 @@ def rake(
     targets : mapping
         ``{column: {level: target}}`` (or a :class:`pandas.Series` indexed by level) for each
         raking variable, adjusted in this order. A tuple of columns as key rakes to their joint
-        (crossed) margin, with tuple levels (or a Series with a MultiIndex). Targets are
+        (crossed) margin, with tuple levels (or a Series with a MultiIndex); a tuple that is a
+        column label (MultiIndex columns) is that column. Targets are
         population counts (one total for all variables) or shares (each summing to 1).
-    weights : str or array, optional
-        Design weights (a column of ``data`` or an array), > 0, the starting weights; ``None``:
-        equal. ``bounds`` bound :math:`g_i = w_i / d_i` relative to them (R's convention).
+    weights : column label or array, optional
+        Design weights (the label of a column of ``data``, of any type: a str, an int, a tuple of
+        MultiIndex columns; or an array, or a Series aligned on the index), > 0, the starting
+        weights; ``None``: equal. Any numeric dtype (nullable included); text that is not a
+        number, flags, dates and time spans are errors naming the rows. ``bounds`` bound
+        :math:`g_i = w_i / d_i` relative to them (R's convention). Their scale does not matter:
+        weights near the float64 limits (1e307, whose sum overflows, or subnormal ones) are
+        raked as their copies divided by a power of two (:func:`raking.weights.design_scale`),
+        which gives the same weights; only what cannot be represented is an error (with share
+        targets and no ``total``, weights whose sum is not a normal float64; a spread beyond
+        2**1000 between the largest and the smallest).
     steps : int or None
         ``None``: iterate until the max absolute margin error, as a share of the total, is at
         most ``tol``. ``k``: exactly ``k`` single-variable adjustments (the paper's estimator;
@@ -114,9 +123,11 @@ def rake(
     unknown : {"error", "zero"}
         Sample levels absent from the targets: raise; or give their rows weight 0 (with a
         warning; they stay in the sample as rows outside every target level).
-    strata, cluster : str, optional
+    strata, cluster : column label, optional
         Columns of the one-stage design (stratum; primary sampling unit), used only for the
         standard errors. Default: one stratum, each row its own PSU (``svydesign(id=~1)``).
+        A stratum with a single PSU is an error when a design is given; without one, a sample
+        of one row is raked (its standard errors are NaN: no variance can be estimated).
     fpc : str, optional
         Column with the population number of PSUs of each stratum (or the sampling fraction,
         if at most 1), for the finite population correction; default: none (with replacement).

@@ -36,6 +36,11 @@ is O(units): one group sum per variable (``numpy.bincount``, or the compiled pas
 :mod:`raking._numba_weights` for problems of 100,000 units and more). Codes are kept in the
 smallest integer dtype (:func:`code_dtype`).
 
+Scale. The weights depend on the design weights only relative to each other (and, with bounds,
+through :math:`g = w / d`), so design weights outside :math:`2^{\pm 500}` are raked divided by a
+power of two (exact; :func:`design_scale`): design weights of 1e307, whose sum overflows, or
+subnormal ones give the same weights as their normal copies instead of zeros or NaN.
+
 Stopping. With ``steps=None`` the max absolute margin error, as a share of the total, is measured
 at the end of a sweep (in its last pass: every sweep with bounds; without, once the errors seen
 before each step predict convergence); iteration stops when it is at most ``tol``, after
@@ -109,6 +114,8 @@ def rake_codes(
         1e-6; then rescaled to the first one's total), which the weights sum to.
     weights : numpy.ndarray of shape ``(n,)``, optional
         Design weights, finite and > 0, the starting weights; ``None``: equal, ``total / n``.
+        Any real dtype, read-only or strided; near the float64 limits they are rescaled
+        (:func:`design_scale`).
     steps : int or None
         ``k`` single-variable adjustments, cycling through the variables (the paper's
         :math:`P_n^{(k)}` on weighted data; ``0`` returns the design weights scaled to the total);
