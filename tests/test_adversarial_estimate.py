@@ -299,18 +299,21 @@ def test_variance_functions_scale_exactly_and_never_return_nan(fn):
 
 
 @pytest.mark.parametrize(
-    "targets",
-    [
-        [[1e308, 1e308], [1e308, 1e308, 1e308]],  # totals overflow
-        [[1.5e-310, 1.5e-310], [1e-310, 1e-310, 1e-310]],  # subnormal
-        [[2e9, 2e9], [4e9 / 3] * 3],  # counts
-    ],
-    ids=["overflow", "subnormal", "counts"],
+    "scale", [2.0**400, 2.0**-400, 1e9, 1e308, 1e-310], ids=lambda s: f"{s:.0e}"
 )
-def test_targets_at_any_scale_give_the_share_result(targets):
+def test_targets_at_any_scale_give_the_share_result_or_a_clear_error(scale):
+    """Counts, huge totals that overflow, subnormal ones: shares, or an error naming targets."""
     x, y, h = _codes(seed=4)
     ref = raking.estimate(x, y, h, [[0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]], steps=3)
-    res = raking.estimate(x, y, h, targets, steps=3)
+    targets = [[scale, scale], [2 * scale / 3] * 3]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = raking.estimate(x, y, h, targets, steps=3)
+    except ValueError as exc:  # the validation may refuse totals it cannot balance
+        assert scale in (1e308, 1e-310), f"a total of {2 * scale:g} must be accepted: {exc}"
+        assert str(exc).startswith("targets[") and "shares" in str(exc)
+        return
     assert res.estimate == pytest.approx(ref.estimate, rel=1e-9)
     assert res.se == pytest.approx(ref.se, rel=1e-9)
 
@@ -376,6 +379,15 @@ def test_bad_arguments_raise_and_name_the_argument(kwargs, error, match):
         raking.estimate(args.pop("x"), args.pop("y"), args.pop("h"), args.pop("targets"), **args)
 
 
+def test_nullable_codes_with_missing_values_are_named():
+    pd = pytest.importorskip("pandas")
+    x = pd.array([*X[:-2], None, X[-1]], dtype="Int64")
+    with pytest.raises(ValueError, match=r"^x has missing values .* at positions \[58\]"):
+        raking.estimate(x, Y, H, T, steps=2)
+    with pytest.raises(ValueError, match=r"^y has missing values .* at positions \[0\]"):
+        raking.estimate(X, pd.Series([None, *Y[1:]], dtype="Int64"), H, T, steps=2)
+
+
 def test_empty_category_with_positive_target_names_counts_and_axis():
     with pytest.raises(EmptyCategoryError, match="category"):
         raking.estimate(np.zeros(20, int), Y[:20], H, T, steps=2)
@@ -417,6 +429,7 @@ def test_read_only_and_non_contiguous_inputs_equal_copies():
         (pd.Series(X), pd.Series(Y), pd.DataFrame(H), [pd.Series(t) for t in T]),
         (pd.array(X, dtype="Int64"), pd.Categorical(Y), H.tolist(), T),
         (X.astype(np.uint8), Y.astype(np.int16), H, [tuple(t) for t in T]),
+        (X.astype(object), list(Y), H, T),  # pandas < 3 gives nullable integers as objects
     ]
     for x, y, h, t in variants:
         if y is None:  # a strided view of h only

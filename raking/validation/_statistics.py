@@ -85,6 +85,8 @@ def check_codes(
             f"{name} must be 1-D (one sample), got shape {arr.shape}. For replicates, use "
             "counts_from_codes and balanced_estimate."
         )
+    if arr.dtype == object:
+        arr = _object_codes(arr)
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(_codes_dtype_message(arr, name))
     bad = (arr < 0) | (arr >= n_categories)
@@ -117,29 +119,47 @@ def _real_array(value: object, *, name: str, what: str) -> np.ndarray:
         ) from exc
 
 
+def _object_codes(arr: np.ndarray) -> np.ndarray:
+    """An object array of integers as int64 (pandas < 3 turns nullable integers into these)."""
+    if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in arr.flat):
+        try:
+            return arr.astype(np.int64)
+        except OverflowError:  # beyond int64: reported as out of range by the caller's check
+            return arr
+    return arr
+
+
+def _is_missing(value: object) -> bool:
+    """``None``, a float NaN, or pandas' ``NA`` (recognised without importing pandas)."""
+    if value is None or type(value).__name__ == "NAType":
+        return True
+    return isinstance(value, float | np.floating) and bool(np.isnan(value))
+
+
 def _codes_dtype_message(arr: np.ndarray, name: str) -> str:
     """Why ``arr`` (not integer) is not codes: missing values, whole floats, or another type."""
-    encode = (
-        "Encode the categories as 0, 1, ..., e.g. with numpy.unique(values, return_inverse=True)."
+    if arr.dtype.kind in "fc":
+        missing = np.isnan(arr)
+    elif arr.dtype == object:
+        missing = np.array([_is_missing(v) for v in arr.flat], dtype=bool).reshape(arr.shape)
+    else:
+        missing = np.zeros(arr.shape, dtype=bool)
+    if np.any(missing):
+        return (
+            f"{name} has missing values (NaN/None/NA) at positions "
+            f"{_listed(np.flatnonzero(missing.ravel()).tolist())}; a category code is needed "
+            "for every pair. Drop those pairs from x and y (or code the missing values as a "
+            "category of their own)."
+        )
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr % 1 == 0):
+        return (
+            f"{name} must hold integer category codes, got dtype {arr.dtype} (whole numbers). "
+            f"Cast it with {name}.astype(int)."
+        )
+    return (
+        f"{name} must hold integer category codes, got dtype {arr.dtype}. Encode the "
+        "categories as 0, 1, ..., e.g. with numpy.unique(values, return_inverse=True)."
     )
-    if arr.dtype.kind in "fc" or arr.dtype == object:
-        try:
-            values = arr.astype(np.float64)
-        except (TypeError, ValueError):
-            values = None
-        if values is not None and np.any(np.isnan(values)):
-            where = _listed(np.flatnonzero(np.isnan(values.ravel())).tolist())
-            return (
-                f"{name} has missing values (NaN/None/NA) at positions {where}; a category code "
-                "is needed for every pair. Drop those pairs from x and y (or code the missing "
-                "values as a category of their own)."
-            )
-        if values is not None and np.all(np.isfinite(values)) and np.all(values % 1 == 0):
-            return (
-                f"{name} must hold integer category codes, got dtype {arr.dtype} (whole "
-                f"numbers). Cast it with {name}.astype(int)."
-            )
-    return f"{name} must hold integer category codes, got dtype {arr.dtype}. {encode}"
 
 
 def check_function(
