@@ -3,7 +3,8 @@ sparse caption × keyword table.
 
 Matches the 13,635 shipped validation captions (250 classes) against the ImageNet class names,
 balances the reference measure Q with :func:`raking.curation.curate` (one Y-step to the capped
-target by default) and writes, into ``--out`` (default ``figures/``):
+target by default) and writes, into ``--out`` (default ``figures/``; ``figures/quick/``, which
+git ignores, with ``--quick``):
 
 - ``curation.csv``: one row per keyword: count, observed share Q_Y, target share P_Y and
   balanced share Q^(k)_Y;

@@ -2,11 +2,11 @@
 
 The experiment itself is defined in :mod:`raking.experiments`; this script only forwards its
 arguments to the ``raking`` command (``--help`` lists them). It writes ``figures/dependence.csv``,
-``.png`` and ``.pdf`` (relative to the current folder; ``--out`` to change) and prints the
-summary table.
+``.png`` and ``.pdf`` (relative to the current folder; with ``--quick`` into ``figures/quick/``,
+which git ignores; ``--out`` to change) and prints the summary table.
 
     python simulations/dependence.py            # the full default run
-    python simulations/dependence.py --quick    # seconds
+    python simulations/dependence.py --quick    # a small grid, into figures/quick/
 """
 
 from __future__ import annotations
