@@ -112,13 +112,22 @@ def balance(
         ``log_domain=False``.
     targets : sequence of d arrays
         Target marginal of each balanced axis, shape ``(n_i,)`` (or ``(*batch, n_i)``): shares or
-        counts, non-negative, all with the same total. The result has that total.
+        counts, non-negative, all with the same total ``T`` (to relative ``1e-8`` in float64,
+        ``1e-4`` in float32). Totals accepted as equal but not identical are made identical:
+        every target is rescaled to the total of ``targets[0]`` (per batch entry), since
+        otherwise no table could meet them all to ``tol``. The result has that total.
     steps : int or None
         ``k`` single-marginal adjustments, cycling through the axes starting with the first
         (odd = X-step, even = Y-step for 2-D tables). ``None`` (or ``math.inf``): iterate until
-        the max absolute marginal error is at most ``tol``.
+        the marginal error is at most ``tol``.
     tol : float
-        Largest accepted ``|marginal - target|`` (units of the targets) when ``steps`` is None.
+        Largest accepted marginal error on the *share scale*, :math:`\max_{a,i} |m_{a,i} -
+        t_{a,i}| / T` (``T`` the target total of the table: for shares the plain absolute
+        error, for counts the error relative to the population). Raised to the rounding floor
+        of the compute dtype where it is below it (:func:`attainable_tol`: at most ``1.8e-15``
+        in float64, ``9.5e-7`` in float32), so the default is attainable in every dtype. The
+        stopping rule when ``steps`` is None; with a fixed ``steps`` it decides ``converged``
+        of :func:`balance_result` (it never changes the steps taken).
     max_steps : int
         Cap on adjustments when iterating to ``tol``; reaching it emits a
         :class:`~raking.exceptions.ConvergenceWarning` with the achieved error.
@@ -151,10 +160,11 @@ def balance(
     Raises
     ------
     ValueError
-        Negative, NaN or infinite entries; a target of the wrong length, negative or non-finite;
-        targets whose totals disagree (relative ``1e-8`` in a float64 compute dtype, ``1e-4``
-        in float32); a sparse table with batch axes or ``log_domain=True``; a
-        ``compute_dtype`` that is not float32 / float64 or is coarser than the table.
+        Negative, NaN or infinite entries (finite entries whose sum overflows are fine); a
+        target of the wrong length, negative or non-finite; targets whose totals disagree
+        (relative ``1e-8`` in a float64 compute dtype, ``1e-4`` in float32); a sparse table
+        with batch axes or ``log_domain=True``; a ``compute_dtype`` that is not float32 /
+        float64 or is coarser than the table.
     raking.exceptions.EmptyCategoryError
         A category with no mass in ``table`` but a positive target (missing mass).
 
@@ -165,6 +175,24 @@ def balance(
     One "iteration" of the authors' ``data_balance`` is two steps here. A sparse table takes
     exactly the same steps (the scaling form below, with sparse mat-vecs as reductions), so its
     result equals that of the densified table.
+
+    *Unreachable targets and extreme scales.* When the table's zeros make the targets
+    unreachable (blocks whose targets disagree, e.g. ``balance(np.eye(2), [[1, 1], [.5,
+    1.5]])``, or a zero pattern that forces a cell to 0), IPF does not converge: it oscillates,
+    and the scaling factors diverge geometrically. The kernel keeps every factor within
+    ``2**±(emax / (2 (d - 1)))`` of the compute dtype (``2**±512`` in float64 for 2-D tables),
+    checked at every convergence check (one sweep on the host; without a host read in between
+    on accelerators, every ``check_every`` steps): factors outside it are *absorbed* into a
+    working copy of the table, which then holds what table-form IPF holds at that step, and
+    restart at 1 (factors that overflowed within the period are discarded and the steps redone
+    one by one). So for every ``steps`` the result is finite, keeps the targets' total, and
+    equals table-form IPF (materialise :math:`P^{(k)}` and rescale it each step) to rounding;
+    ``converged`` is then ``False`` and a :class:`~raking.exceptions.ConvergenceWarning` says
+    that the targets cannot be met given the table's zeros, with the achieved error. A table
+    whose total is far from its targets' (a sum that overflows, subnormal cells) is first
+    rescaled by exact powers of two, folded into the factors. A normal run pays one host read
+    of the factors' range per check and no extra pass over the table; the log domain needs
+    none of this (log-potentials do not overflow).
 
     Examples
     --------
@@ -208,7 +236,11 @@ def balance_result(
 
     The result holds the balanced table (in the table's storage dtype), the per-axis factors
     (in the compute dtype: float32 for a float16 / bfloat16 table), the number of steps taken,
-    the final marginal error (always measured, in the compute dtype) and ``converged``.
+    the final marginal error (share scale, always measured, in the compute dtype), the ``tol``
+    used and ``converged``: ``marginal_error <= tol``, for a fixed ``steps`` as well (so three
+    steps far from the targets give ``converged=False``). After unreachable targets the
+    factors are the cumulative ones of the absorbed run, or NaN for a table where they would
+    over- or underflow (:class:`~raking.results.ScalingResult`); ``table`` is always right.
     ``check_every`` is the period, in single-marginal adjustments, of the convergence check when
     iterating to ``tol``. Default: one full sweep over the axes for a table on the host; on an
     accelerator (CuPy, CUDA torch), where each check reads the error back and so waits for the
@@ -310,6 +342,13 @@ def apply_scaling(
                 f"factors[{i}] has shape {tuple(f.shape)} but balanced axis {i} of table has "
                 f"{n_i} entries{' (a sparse table takes 1-D factors)' if sparse else ''}; pass "
                 "the factors computed for this table."
+            )
+        if bool(xp.any(xp.isnan(f))):
+            raise ValueError(
+                f"factors[{i}] holds NaN: scaling factors that could not be represented in "
+                f"{f.dtype} (the targets were unreachable, the factors diverged and were "
+                "absorbed into the balanced table; see ScalingResult.factors). Use "
+                "balance_result(table, targets, ...).table for the balanced table."
             )
     return _apply(table, factors, xp=xp, log_domain=log_domain)
 
@@ -572,22 +611,25 @@ class _Guard:
         """
         xp = self.xp
         total = xp.sum(first, axis=-1, keepdims=True)  # (*batch, 1): inf if it overflows
-        ratio = 1 / (total * inv_total)  # T / S, 0 if S overflowed
+        ratio = 1 / (total * inv_total)  # T / S: 0 if S overflowed, inf if it is subnormal
         host = to_numpy(xp.stack([xp.min(ratio), xp.max(ratio)])).astype(np.float64)
         if 1 / self.ratio <= host[0] and host[1] <= self.ratio:
             return None
         d = len(self.positive)
         first_axis = table.ndim - d
-        cells = math.prod(table.shape[first_axis:])
-        ratio_np = np.broadcast_to(to_numpy(ratio).astype(np.float64), (*first.shape[:-1], 1))
+        shape = (*first.shape[:-1], 1)
+        ratio_np = np.broadcast_to(to_numpy(ratio).astype(np.float64), shape)
         bad = ~((1 / self.ratio <= ratio_np) & (ratio_np <= self.ratio))
-        log_ratio = np.log2(np.where(bad & (ratio_np > 0), ratio_np, 1.0))
-        if np.any(ratio_np == 0):  # the sum overflowed: bound it by max cell x cells
-            top = _table_max(table, first_axis, xp=xp)
-            big = math.log2(cells) + np.log2(to_numpy(top).astype(np.float64))
-            log_t = -np.log2(to_numpy(inv_total).astype(np.float64))
-            log_ratio = np.where(ratio_np == 0, log_t - big.reshape(log_ratio.shape), log_ratio)
-        shift = np.rint(np.where(bad, log_ratio, 0.0)).astype(np.int64)
+        log_t = np.broadcast_to(-np.log2(to_numpy(inv_total).astype(np.float64)), shape)
+        mass = to_numpy(total).astype(np.float64)
+        if np.any(np.isinf(mass)):  # the sum overflowed: bound it by max cell x cells
+            top = to_numpy(_table_max(table, first_axis, xp=xp)).astype(np.float64)
+            cells = math.prod(table.shape[first_axis:])
+            bound = math.log2(cells) + np.log2(np.reshape(top, np.shape(mass)))
+            log_s = np.where(np.isinf(mass), bound, np.log2(np.where(np.isinf(mass), 1, mass)))
+        else:
+            log_s = np.log2(mass)
+        shift = np.rint(np.where(bad, log_t - log_s, 0.0)).astype(np.int64)
         per_axis = np.floor_divide(shift, d)
         exponents = [shift - (d - 1) * per_axis] + [per_axis] * (d - 1)
         dtype = first.dtype
@@ -775,12 +817,12 @@ def _loop(
     guard = None if log_domain else _Guard(targets, xp=xp)
     base, absorbed = table, None
     factors = _initial_factors(table, targets, xp=xp, log_domain=log_domain, dtype=dtype)
-    cached = {0: _reduce(base, factors, 0, xp=xp, log_domain=log_domain)}
-    if guard is not None:
-        scale = guard.prescale(base, cached[0], inv_total)
-        if scale is not None:
-            base, absorbed = _absorb(base, scale, xp=xp), scale
-            cached = {0: _reduce(base, factors, 0, xp=xp, log_domain=log_domain)}
+    with np.errstate(over="ignore"):  # NumPy: a sum may overflow (then the table is rescaled)
+        cached = {0: _reduce(base, factors, 0, xp=xp, log_domain=log_domain)}
+        scale = None if guard is None else guard.prescale(base, cached[0], inv_total)
+    if scale is not None:
+        base, absorbed = _absorb(base, scale, xp=xp), scale
+        cached = {0: _reduce(base, factors, 0, xp=xp, log_domain=log_domain)}
     limit = max_steps if steps is None else steps
     taken, period, error = 0, check_every, math.inf
     diverged, stopped_at = False, None

@@ -180,8 +180,10 @@ def check_table(
         low = to_float(xp.min(table))
         finite = math.isfinite(low) and math.isfinite(to_float(xp.max(table)))
     else:
-        total = xp.sum(table)
-        finite = math.isfinite(to_float(total))
+        with np.errstate(over="ignore"):  # finite cells whose sum overflows are fine
+            finite = math.isfinite(to_float(xp.sum(table)))
+        if not finite:  # NaN / inf in a cell, or only the sum overflowed: look at the cells
+            finite = bool(xp.all(xp.isfinite(table)))
         low = None
     if not finite:
         cells = np.argwhere(~np.isfinite(to_numpy(table)))
@@ -254,7 +256,9 @@ def check_sparse_table(
     data = table.data
     if data.shape[0] == 0:
         return table
-    if not math.isfinite(to_float(xp.sum(data))):
+    with np.errstate(over="ignore"):  # finite values whose sum overflows are fine
+        finite = math.isfinite(to_float(xp.sum(data)))
+    if not finite and not bool(xp.all(xp.isfinite(data))):
         cells = _stored_cells(table, ~xp.isfinite(data), xp=xp)
         raise ValueError(
             f"{name} must be finite, found NaN or inf stored at cells {_listed(cells)}. Impute "
@@ -339,20 +343,75 @@ def check_targets(
                 f"{label} has negative entries at categories {_listed(bad)}; targets are "
                 "shares or counts and must be >= 0."
             )
-        total = t_np.sum(axis=-1)
+        with np.errstate(over="ignore"):
+            total = t_np.astype(np.float64).sum(axis=-1)
         if np.any(total <= 0):
             raise ValueError(f"{label} sums to 0; a target marginal needs positive total mass.")
+        _check_total_range(total, xp.finfo(dtype), label=label)
         totals.append(total)
         out.append(t)
     rtol = total_tolerance(xp, dtype)
     for i in range(1, d):
-        if not np.allclose(totals[i], totals[0], rtol=rtol, atol=0):
-            raise ValueError(
-                f"{name}[{i}] sums to {np.ravel(totals[i])[0]:.6g} but {name}[0] sums to "
-                f"{np.ravel(totals[0])[0]:.6g}; every target must have the same total. Divide "
-                "each by its sum to give shares, or give population counts for all of them."
-            )
+        _check_same_total(totals[i], totals[0], rtol=rtol, name=name, i=i)
+        out[i] = _rescaled(out[i], totals[i], totals[0], xp=xp)
     return out
+
+
+def _check_total_range(total: np.ndarray, info: Any, *, label: str) -> None:
+    """Raise unless every total lies in ``[2**-(emax/2), 2**(emax/2)]`` of the compute dtype.
+
+    The kernel keeps its factors within ``2**±(emax/2)`` and its cells near the target total
+    ``T``; a total outside that range (below ``7.5e-155`` or above ``1.3e154`` in float64,
+    ``5.4e-20`` / ``1.8e19`` in float32) could over- or underflow a cell times a factor, and is
+    refused with the fix: shares (divide by the sum) always fit.
+    """
+    e = math.floor(math.log2(float(info.max)) / 2)
+    low, high = 2.0**-e, 2.0**e
+    bad = ~((low <= total) & (total <= high))
+    if np.any(bad):
+        value = float(np.ravel(total)[np.flatnonzero(np.ravel(bad))[0]])
+        raise ValueError(
+            f"{label} sums to {value!r}, outside the range [{low:.3g}, {high:.3g}] the kernel "
+            f"balances to in {info.dtype}; pass shares instead (divide every target by its "
+            "sum) and scale the balanced table by the total afterwards."
+        )
+
+
+def _check_same_total(
+    total: np.ndarray, first: np.ndarray, *, rtol: float, name: str, i: int
+) -> None:
+    """Raise unless ``total`` (of ``targets[i]``) equals ``first`` to relative ``rtol``.
+
+    The message names the first batch entry that differs and prints both totals with every
+    digit that tells them apart (``repr``), and their relative gap.
+    """
+    total, first = np.broadcast_arrays(total, first)
+    close = np.isclose(total, first, rtol=rtol, atol=0)
+    if np.all(close):
+        return
+    where = np.argwhere(~close)[0] if total.ndim else ()
+    a, b = float(total[tuple(where)]), float(first[tuple(where)])
+    entry = f" (batch entry {tuple(int(j) for j in where)})" if total.ndim else ""
+    raise ValueError(
+        f"{name}[{i}] sums to {a!r} but {name}[0] sums to {b!r}{entry}, a relative gap of "
+        f"{abs(a - b) / max(abs(b), abs(a)):.3g} > {rtol:g}; every target must have the same "
+        "total. Divide each by its sum to give shares, or give population counts for all of "
+        "them."
+    )
+
+
+def _rescaled(target: Array, total: np.ndarray, first: np.ndarray, *, xp: Any) -> Array:
+    """``target * first / total``: a target whose total passed the check, on ``targets[0]``'s.
+
+    Totals accepted as equal (relative gap up to :func:`total_tolerance`) can still differ by
+    more than the balancing tolerance, and then no table meets both: every target is brought
+    to the total of ``targets[0]`` (per batch entry), which the balanced table then has.
+    Unchanged (the same array) where the totals are already equal.
+    """
+    if np.array_equal(total, first):
+        return target
+    ratio = np.asarray(first / total, dtype=np.float64)[..., None]
+    return target * xp.asarray(ratio, dtype=target.dtype, device=table_device(target))
 
 
 def _balanced_marginal(table: Array, axis: int, n_axes: int, *, xp: Any, log_domain: bool) -> Array:
@@ -374,12 +433,19 @@ def _balanced_marginal(table: Array, axis: int, n_axes: int, *, xp: Any, log_dom
         # exactly when the (non-negative) mass is, with no half-precision sum to overflow.
         return xp.max(table, axis=others)
     if n_axes == 2:  # a mat-vec with ones: one streaming pass (faster than a strided sum)
-        n_other = table.shape[first + 1 - axis]
-        ones = xp.ones((n_other, 1), dtype=table.dtype, device=table_device(table))
-        if axis == 0:
-            return xp.matmul(table, ones)[..., 0]
-        return xp.matmul(xp.matrix_transpose(ones), table)[..., 0, :]
-    return xp.sum(table, axis=others)
+        with np.errstate(over="ignore"):  # an overflowing sum (inf) is positive all the same
+            return _ones_matvec(table, axis, first, xp=xp)
+    with np.errstate(over="ignore"):
+        return xp.sum(table, axis=others)
+
+
+def _ones_matvec(table: Array, axis: int, first: int, *, xp: Any) -> Array:
+    """The sums of a dense (batched) 2-D table along rows (``axis=0``) or columns, as a mat-vec."""
+    n_other = table.shape[first + 1 - axis]
+    ones = xp.ones((n_other, 1), dtype=table.dtype, device=table_device(table))
+    if axis == 0:
+        return xp.matmul(table, ones)[..., 0]
+    return xp.matmul(xp.matrix_transpose(ones), table)[..., 0, :]
 
 
 def find_empty_categories(
