@@ -571,7 +571,8 @@ def _balance_plugin(
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         if table.size * min(table.shape) <= _NEWTON_MAX_WORK:
-            balanced = _newton_scaling(table, targets, tol=tol)
+            # Quadratic convergence makes the float64 floor cheap: tiny shares stay accurate.
+            balanced = _newton_scaling(table, targets, tol=_PLUGIN_TOL_FLOOR)
         else:
             result = balance_result(table, targets, None, tol=tol, max_steps=max_steps)
             balanced = np.asarray(result.table)
@@ -631,13 +632,20 @@ def _newton_scaling(
         noise = 8 * np.finfo(np.float64).eps * (1.0 + abs(float(r @ u)) + abs(float(c @ v)))
         while t > 1e-12 and not objective(u + t * du, v + t * dv) <= now + 1e-4 * t * slope + noise:
             t /= 2
+        if t <= 1e-12:  # no decrease left above rounding: as close as float64 gets
+            break
         u, v = u + t * du, v + t * dv
         P = table * np.exp(u)[:, None] * np.exp(v)[None, :]
     return P
 
 
 class _Reach(NamedTuple):
-    """Whether the targets are reachable on a zero pattern, with the proof when they are not."""
+    """Whether the targets are reachable on a zero pattern, with the proof when they are not.
+
+    ``unreachable``: rows ``A`` and columns ``B`` with all of ``A``'s cells in ``B`` and
+    ``r(A) > c(B)``. ``forced_zero``: reachable only with some observed cells at 0; the
+    ``(k, 2)`` array lists those the flow identifies (it may be empty).
+    """
 
     unreachable: tuple[np.ndarray, np.ndarray] | None = None
     forced_zero: np.ndarray | None = None
@@ -647,61 +655,100 @@ def _reachability(support: np.ndarray, targets: list[np.ndarray]) -> _Reach:
     r"""Whether a table positive on ``support`` (0 elsewhere) can have the marginals ``targets``.
 
     Flow network: source :math:`\to` row ``i`` (capacity :math:`r_i`) :math:`\to` column ``j``
-    (unbounded, where ``support``) :math:`\to` sink (capacity :math:`c_j`). A table on the
-    support with the targets is a flow of value 1. If the maximum flow is smaller, the rows
-    ``A`` on the source side of a minimum cut have all their cells in the columns ``B`` on that
-    side and :math:`r(A) > c(B)` (Hall's condition fails): ``unreachable=(A, B)``. If it is 1,
-    a cell can be positive in some such table iff it carries flow or lies on a cycle of the
-    residual graph (row :math:`\to` column on every cell, column :math:`\to` row where flow
-    passes); averaging those tables gives one positive on the whole support. Cells that cannot
-    are returned as ``forced_zero`` (an ``(k, 2)`` array of (row, column)).
+    (unbounded, where ``support``) :math:`\to` sink (capacity :math:`c_j`); a table on the
+    support with the targets is a flow of value 1.
 
-    Capacities are integers in units of :math:`2^{-29}` (SciPy's int32 max-flow), rows rounded
-    down and columns up, so a table that exists is never reported unreachable; a flow of at
-    most ``m + l`` units (the rounding slack) counts as none. Gaps or margins below about
-    :math:`(m + l)\, 2^{-29}` are thereby treated as 0 (such tables are numerically on the
-    boundary anyway).
+    1. If the maximum flow is smaller, the rows ``A`` on the source side of a minimum cut have
+       all their cells in the columns ``B`` on that side and :math:`r(A) > c(B)` (Hall's
+       condition fails): ``unreachable``.
+    2. Otherwise a table positive on the whole support exists iff one with every cell at least
+       :math:`\ell_{ij} = \varepsilon \min(r_i / d_i, c_j / e_j)` does for some
+       :math:`\varepsilon > 0` (:math:`d_i, e_j` the cells per row and column): the same flow
+       check on :math:`r - \ell 1` and :math:`c - \ell^\top 1`, for
+       :math:`\varepsilon = 2^{-4}, 2^{-8}, \dots` down to the resolution. If none passes, some
+       observed cell must be (numerically) 0: ``forced_zero``, with the cells that neither
+       carry flow nor lie on a cycle of the residual graph (those no such table can make
+       positive).
+
+    Capacities are integers in units of :data:`_FLOW_UNITS` (SciPy's int32 max-flow). In step
+    1 rows are rounded down and columns up, so a table that exists is never reported
+    unreachable; in step 2 a deficit within the rounding slack (``m + l + 1`` units) passes.
+    Gaps and margins below about :math:`(m + l) / 2^{27}` are thereby treated as 0: such tables
+    are numerically on the boundary (a category whose share is that small is resolved only
+    as far as the units allow).
     """
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import breadth_first_order, connected_components, maximum_flow
-
     m, l = support.shape
-    rows = np.floor(targets[0] * _FLOW_UNITS).astype(np.int64)
-    cols = np.ceil(targets[1] * _FLOW_UNITS).astype(np.int64)
+    r, c = targets
+    cells = np.nonzero(support)
+    rows = np.floor(r * _FLOW_UNITS).astype(np.int64)
+    value, graph, flow = _max_flow(cells, rows, np.ceil(c * _FLOW_UNITS).astype(np.int64))
+    if value < rows.sum():
+        A, B = _source_side(graph, flow, m, l)
+        if r[A].sum() > c[B].sum():
+            return _Reach(unreachable=(A, B))
+        return _Reach(forced_zero=np.zeros((0, 2), np.int64))  # a gap only units can see
+    slack = m + l + 1
+    base = np.minimum(
+        r[cells[0]] / np.bincount(cells[0], minlength=m)[cells[0]],
+        c[cells[1]] / np.bincount(cells[1], minlength=l)[cells[1]],
+    )
+    floor = min(max(4 * slack / (_FLOW_UNITS * float(base.min())), 2.0**-30), 2.0**-4)
+    eps = 2.0**-4
+    while eps >= floor:
+        lower = eps * base
+        r2 = np.round((r - np.bincount(cells[0], lower, m)) * _FLOW_UNITS).astype(np.int64)
+        c2 = np.round((c - np.bincount(cells[1], lower, l)) * _FLOW_UNITS).astype(np.int64)
+        if _max_flow(cells, r2, c2)[0] >= r2.sum() - slack:
+            return _Reach()
+        eps /= 16
+    return _Reach(forced_zero=_forced_cells(cells, flow, m, l, threshold=slack))
+
+
+def _max_flow(
+    cells: tuple[np.ndarray, np.ndarray], rows: np.ndarray, cols: np.ndarray
+) -> tuple[int, Any, Any]:
+    """Value, graph and flow (CSR) of source -> rows -> columns (on ``cells``) -> sink."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_flow
+
+    m, l = rows.size, cols.size
     sink = m + l + 1
-    cell_r, cell_c = np.nonzero(support)
+    cell_r, cell_c = cells
     tail = np.concatenate([np.zeros(m, np.int64), 1 + cell_r, 1 + m + np.arange(l)])
     head = np.concatenate([1 + np.arange(m), 1 + m + cell_c, np.full(l, sink)])
-    cap = np.concatenate([rows, np.full(cell_r.size, rows.sum() + 1), cols])
+    cap = np.concatenate([np.maximum(rows, 0), np.full(cell_r.size, rows.sum() + 1), cols])
     graph = csr_matrix((cap.astype(np.int32), (tail, head)), shape=(sink + 1, sink + 1))
     result = maximum_flow(graph, 0, sink)
-    if result.flow_value < rows.sum():
-        residual = (graph - result.flow).tocsr()
-        residual.data = (residual.data > 0).astype(np.int8)
-        residual.eliminate_zeros()
-        side = np.zeros(sink + 1, bool)
-        side[breadth_first_order(residual, 0, return_predecessors=False)] = True
-        A, B = np.flatnonzero(side[1 : m + 1]), np.flatnonzero(side[m + 1 : sink])
-        if targets[0][A].sum() > targets[1][B].sum():  # else only rounding: no proof
-            return _Reach(unreachable=(A, B))
-        return _Reach()
-    flow = result.flow.tocsr()
-    through = np.asarray(flow[1 + cell_r, 1 + m + cell_c]).ravel() > m + l
-    nodes = m + l
-    forward = (cell_r, m + cell_c)
-    backward = (m + cell_c[through], cell_r[through])
-    residual = csr_matrix(
-        (
-            np.ones(cell_r.size + int(through.sum()), np.int8),
-            (np.concatenate([forward[0], backward[0]]), np.concatenate([forward[1], backward[1]])),
-        ),
-        shape=(nodes, nodes),
-    )
+    return int(result.flow_value), graph, result.flow.tocsr()
+
+
+def _source_side(graph: Any, flow: Any, m: int, l: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns reachable from the source in the residual graph (a minimum cut)."""
+    from scipy.sparse.csgraph import breadth_first_order
+
+    residual = (graph - flow).tocsr()
+    residual.data = (residual.data > 0).astype(np.int8)
+    residual.eliminate_zeros()
+    side = np.zeros(m + l + 2, bool)
+    side[breadth_first_order(residual, 0, return_predecessors=False)] = True
+    return np.flatnonzero(side[1 : m + 1]), np.flatnonzero(side[m + 1 : m + l + 1])
+
+
+def _forced_cells(
+    cells: tuple[np.ndarray, np.ndarray], flow: Any, m: int, l: int, *, threshold: int
+) -> np.ndarray:
+    """Cells with no flow (``<= threshold`` units) off every cycle of the residual graph."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    cell_r, cell_c = cells
+    through = np.asarray(flow[1 + cell_r, 1 + m + cell_c]).ravel() > threshold
+    tails = np.concatenate([cell_r, m + cell_c[through]])
+    heads = np.concatenate([m + cell_c, cell_r[through]])
+    residual = csr_matrix((np.ones(tails.size, np.int8), (tails, heads)), shape=(m + l, m + l))
     _, component = connected_components(residual, directed=True, connection="strong")
     forced = ~through & (component[cell_r] != component[m + cell_c])
-    if np.any(forced):
-        return _Reach(forced_zero=np.column_stack([cell_r[forced], cell_c[forced]]))
-    return _Reach()
+    return np.column_stack([cell_r[forced], cell_c[forced]])
 
 
 def _unreachable_note(
@@ -740,10 +787,11 @@ def _unreachable_note(
 def _boundary_note(forced: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> str:
     """Why the plug-in would lie on the boundary, in the user's terms."""
     cells = [(int(rows[i]), int(columns[j])) for i, j in forced]
+    which = f"the observed cells (x, y) = {_listed(cells)}" if cells else "some observed cells"
     return (
         "no standard error: the targets can be met on the sample's observed (x, y) cells only "
-        f"if the observed cells (x, y) = {_listed(cells)} get no mass (the targets of the "
-        "categories around them balance exactly), so balancing the sample toward the targets "
+        f"if {which} get no mass, or almost none (the targets of the categories around them "
+        "balance exactly, or nearly), so balancing the sample toward the targets "
         "converges, slowly, to a table on the boundary that cuts the observed dependence "
         "apart; sigma_k^2 there is not a valid plug-in (it can be 0) and the SE is NaN. A "
         "larger sample, merged categories, or targets consistent with the sample are needed."

@@ -173,6 +173,24 @@ def test_targets_met_only_on_the_boundary_give_nan_se(steps, tol):
     assert "(x, y) = [(0, 1)]" in res.notes[0]
 
 
+@pytest.mark.parametrize("t", [0.3, 1e-3, 1e-6])
+def test_boundary_is_found_at_small_shares_too(t):
+    """Support [[1, 1], [0, 1]] with r = c = (t, 1 - t): cell (0, 1) must be 0."""
+    reach = _reachability(np.array([[1, 1], [0, 1]]) > 0, [np.array([t, 1 - t])] * 2)
+    assert reach.unreachable is None and reach.forced_zero.tolist() == [[0, 1]]
+
+
+def test_tiny_target_shares_keep_a_finite_se_of_the_right_order():
+    """A category with a share of 1e-12 is reachable: sigma_k^2 is proportional to the share."""
+    x, y, h = _codes(seed=0, n=200)
+    ratios = []
+    for tiny in (1e-6, 1e-9, 1e-12):
+        res = raking.estimate(x, y, h, [[1 - tiny, tiny], [0.3, 0.3, 0.4]], steps=2)
+        assert math.isfinite(res.se) and res.se > 0, (tiny, res.notes)
+        ratios.append(res.se / math.sqrt(tiny))
+    assert ratios == pytest.approx([ratios[0]] * 3, rel=1e-2)
+
+
 def test_unreachable_through_a_zero_target_names_it():
     """x = 1 is observed only with y = 2, whose target is 0: no mass can reach x = 1."""
     x = np.r_[[0] * 6, 1, 1]
