@@ -15,8 +15,9 @@ for a full run and to ``figures/quick/`` (git-ignored) with ``--quick``, so a qu
 overwrites the committed full-run figures; the output folder is checked for writability before
 the run starts. Figures are byte-reproducible (:func:`raking.plotting.save_figure`).
 
-Run times measured on 2 cores (``time .venv/bin/raking figures [--quick]``): the full
-``raking figures`` about 10-20 s, ``--quick`` about 10 s (most of it importing and compiling).
+Run times measured on 2 cores with ``time .venv/bin/raking figures`` (and ``--quick``), after a
+first run has compiled and cached the Numba kernels: about 16 s for the full run (about 6 s of
+it the Monte Carlo sweeps) and 12 s with ``--quick``; most of either is start-up and drawing.
 
 Exit status: 0 on success, 2 for a usage error (such as an unknown experiment or an unwritable
 ``--out``), 1 when a run fails.
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from raking import __version__
-from raking.cli_rake import add_rake_parser, nonnegative_int, positive_int, run_rake
+from raking.cli_rake import add_rake_parser, as_flags, nonnegative_int, positive_int, run_rake
 from raking.montecarlo import SCHEDULERS, SweepResult, local_cluster, run_experiment
 from raking.plotting import check_output_folder, output_folder
 
@@ -44,6 +45,8 @@ __all__ = ["main"]
 
 BACKENDS = ("numpy", "numba", "cupy")
 DEFAULT_SEED = 2024
+# Keyword arguments of the experiments and the sweep that a flag of the same name sets.
+_KEYWORDS = ("reps", "n", "backend", "seed", "scheduler", "address", "workers", "out")
 # Failures that are the user's to fix (bad option, missing extra, unwritable folder): one line.
 # Anything else is a bug and keeps its traceback.
 _USER_ERRORS = (ValueError, ImportError, OSError)
@@ -126,8 +129,8 @@ def build_parser(experiments: dict[str, Experiment]) -> argparse.ArgumentParser:
     common.add_argument(
         "--quick",
         action="store_true",
-        help="a small grid per experiment: `raking figures --quick` takes about 10 s on 2 cores, "
-        "mostly start-up",
+        help="a small grid per experiment: `raking figures --quick` takes about 12 s on 2 cores "
+        "(the full run 16 s), mostly start-up and drawing",
     )
     common.add_argument(
         "--scheduler",
@@ -219,7 +222,7 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Optio
             backend=args.backend,
         )
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(as_flags(str(exc), _KEYWORDS))
 
 
 def _run(names: list[str], options: Options, args: argparse.Namespace) -> int:
@@ -239,7 +242,7 @@ def _run(names: list[str], options: Options, args: argparse.Namespace) -> int:
                     workers=args.workers or 2,
                 )
             except _USER_ERRORS as exc:
-                print(f"raking: error: {name}: {exc}", file=sys.stderr)
+                print(f"raking: error: {name}: {as_flags(str(exc), _KEYWORDS)}", file=sys.stderr)
                 results[name] = f"failed: {type(exc).__name__}"
                 continue
             results[name] = result

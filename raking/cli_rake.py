@@ -168,27 +168,40 @@ def _rake(args: argparse.Namespace) -> Any:
     return result
 
 
-# Keyword arguments of raking.rake, as messages from the library spell them, and their flags.
-_FLAG_PATTERNS = (
-    (re.compile(r"\b(na|unknown)=(['\"])(\w+)\2"), r"--\1 \3"),
-    (re.compile(r"\bbounds[= ]\(\s*([^,()]+?),\s*([^,()]+?)\)"), r"--bounds \1 \2"),
-    (re.compile(r"\btargets\[(['\"])(.*?)\1\]"), r"--target \2"),
-    (re.compile(r"\bmax_iter=(?=[\w.+-])"), "--max-iter "),
-    (re.compile(r"\b(total|steps|tol|weights)=(?=[\w.+-])"), r"--\1 "),
-    (re.compile(r"\bmax_iter=?"), "--max-iter"),
-    (re.compile(r"\b(total|steps|tol|bounds|na|unknown)=(?=\W|$)"), r"--\1"),
-)
+RAKE_KEYWORDS = ("na", "unknown", "total", "steps", "tol", "max_iter", "weights", "bounds")
+"""Keyword arguments of :func:`raking.rake` that ``raking rake`` sets with a flag."""
 
 
-def as_flags(message: str) -> str:
-    """``message`` with the keyword arguments of :func:`raking.rake` written as the flags.
+def as_flags(message: str, keywords: tuple[str, ...] = RAKE_KEYWORDS) -> str:
+    """``message`` with the keyword arguments ``keywords`` written as command-line flags.
 
     The library's messages say what to pass in Python (``na='drop'``, ``total=N``,
-    ``bounds=(0.5, 2)``, ``targets['age']``); at the command line the fix is a flag
-    (``--na drop``, ``--total N``, ``--bounds 0.5 2``, ``--target age``).
+    ``bounds=(0.5, 2)``, ``targets['age']``, ``n=(1000,)``, ``reps must be ...``); at the
+    command line the fix is a flag (``--na drop``, ``--total N``, ``--bounds 0.5 2``,
+    ``--target age``, ``--n 1000``, ``--reps must be ...``). Underscores become hyphens.
     """
-    for pattern, flag in _FLAG_PATTERNS:
-        message = pattern.sub(flag, message)
+    names = "|".join(keywords)
+
+    def flag(match: re.Match[str]) -> str:
+        return "--" + match.group(1).replace("_", "-")
+
+    rules: list[tuple[str, Any]] = [
+        (rf"\b({names})=(['\"])([\w.:/-]+)\2", lambda m: f"{flag(m)} {m.group(3)}"),
+        (
+            rf"\b({names})[= ]\(\s*([^,()]+?),\s*([^,()]+?)\)",
+            lambda m: f"{flag(m)} {m.group(2)} {m.group(3)}",
+        ),
+        (rf"\b({names})=\(\s*([^,()]+?),?\s*\)", lambda m: f"{flag(m)} {m.group(2)}"),
+        (rf"\b({names})=(?=[\w.+-])", lambda m: flag(m) + " "),
+        (rf"\b({names})=(?=\W|$)", flag),
+        (rf"^({names}) (?=must\b)", lambda m: flag(m) + " "),
+        (r"\btargets\[(['\"])(.*?)\1\]", lambda m: f"--target {m.group(2)}"),
+    ]
+    underscored = "|".join(k for k in keywords if "_" in k)
+    if underscored:  # an identifier, never prose: also without "="
+        rules.append((rf"\b({underscored})\b", flag))
+    for pattern, replace in rules:
+        message = re.sub(pattern, replace, message)
     return message
 
 

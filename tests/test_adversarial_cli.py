@@ -356,3 +356,28 @@ def test_check_backends_help_runs_nothing():
     assert result.returncode == 0
     assert result.stdout.startswith("usage: check_backends.py")
     assert "failure(s)" not in result.stdout and "nothing to check" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("reps must be an integer >= 2, got 1.", "--reps must be an integer >= 2, got 1."),
+        ("Pass e.g. n=(1000,) for one sample size.", "Pass e.g. --n 1000 for one sample size."),
+        ("backend='cupy' needs CuPy", "--backend cupy needs CuPy"),
+        ("at n = 1000 the excess", "at n = 1000 the excess"),  # prose stays prose
+    ],
+)
+def test_as_flags_for_the_experiment_options(message, expected):
+    keywords = ("reps", "n", "backend", "seed", "scheduler", "address", "workers", "out")
+    assert as_flags(message, keywords) == expected
+
+
+def test_simulate_errors_name_the_flags(tmp_path, capsys):
+    assert main(["simulate", "theory_vs_mc", "--reps", "1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--reps must be an integer >= 2" in err and "reps=" not in err
+    if importlib.util.find_spec("cupy") is None:
+        argv = ["simulate", "theory_vs_mc", "--quick", "--backend", "cupy", "--out", str(tmp_path)]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "--backend cupy needs CuPy" in err and "backend=" not in err
