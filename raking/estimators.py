@@ -555,7 +555,8 @@ def _plugin_table(
             "larger max_steps or a looser tol may give one."
         )
         return _PlugIn(None, rows, columns, problem)
-    return _PlugIn(balanced / balanced.sum(), rows, columns, notes=_dropped_note(Pn, targets))
+    notes = _dropped_note(Pn, targets) + _blocks_note(table > 0, rows, columns)
+    return _PlugIn(balanced / balanced.sum(), rows, columns, notes=notes)
 
 
 def _balance_plugin(
@@ -795,6 +796,29 @@ def _boundary_note(forced: np.ndarray, rows: np.ndarray, columns: np.ndarray) ->
         "converges, slowly, to a table on the boundary that cuts the observed dependence "
         "apart; sigma_k^2 there is not a valid plug-in (it can be 0) and the SE is NaN. A "
         "larger sample, merged categories, or targets consistent with the sample are needed."
+    )
+
+
+def _blocks_note(support: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> tuple[str, ...]:
+    """A note when the observed cells split into blocks that share no x or y category."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    m, l = support.shape
+    cell_r, cell_c = np.nonzero(support)
+    graph = coo_matrix((np.ones(cell_r.size), (cell_r, m + cell_c)), shape=(m + l, m + l))
+    n_blocks, label = connected_components(graph, directed=False)
+    if n_blocks == 1:
+        return ()
+    first = label[0]
+    xs, ys = rows[label[:m] == first].tolist(), columns[label[m:] == first].tolist()
+    return (
+        f"the sample's observed (x, y) cells fall into {n_blocks} blocks that share no "
+        f"category (e.g. x categories {_listed(xs)} only with y categories {_listed(ys)}); "
+        "the plug-in table keeps them apart as if the population did, and the targets then "
+        "fix each block's mass exactly, so the SE leaves out the uncertainty of those masses "
+        "(it is 0 when every block is one cell). A larger sample would tell whether the "
+        "population is split that way",
     )
 
 

@@ -191,6 +191,17 @@ def test_tiny_target_shares_keep_a_finite_se_of_the_right_order():
     assert ratios == pytest.approx([ratios[0]] * 3, rel=1e-2)
 
 
+def test_a_sample_split_into_blocks_says_so():
+    """Observed cells (0, 0) and (1, 1) only: a valid plug-in, but a reducible one (SE 0)."""
+    res = raking.estimate(
+        np.array([0, 1, 1]), np.array([0, 1, 1]), [[1.0, 2.0], [3.0, 4.0]], [[0.5] * 2] * 2, steps=2
+    )
+    assert res.se == 0 and res.converged
+    assert any("fall into 2 blocks" in note for note in res.notes)
+    connected = raking.estimate(X, Y, H, T, steps=2)
+    assert not any("blocks" in note for note in connected.notes)
+
+
 def test_unreachable_through_a_zero_target_names_it():
     """x = 1 is observed only with y = 2, whose target is 0: no mass can reach x = 1."""
     x = np.r_[[0] * 6, 1, 1]
