@@ -218,7 +218,7 @@ def rake(
     design = _Design(
         codes=codes,
         n_levels=tuple(n_levels),
-        design=d,
+        design=d_run,  # divided by 2**shift when near the float limits: the SEs are scale-free
         final=result.weights,
         raked_pos=raked_pos,
         sample_pos=sample_pos,

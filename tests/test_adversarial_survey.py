@@ -59,6 +59,12 @@ def test_count_targets_with_extreme_design_weights_give_the_weights_of_normal_on
     assert out.margins["error"].abs().max() <= 1e-10
     shares = _rake(extreme, SHARES, weights="w", total=1000.0)  # a total makes shares counts
     np.testing.assert_allclose(shares.weights.to_numpy(), ref.weights.to_numpy(), rtol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for steps in (None, 1):  # the standard errors do not depend on the scale either
+            want = _rake(data, COUNTS, weights="w", steps=steps).mean("y")
+            got = _rake(extreme, COUNTS, weights="w", steps=steps).mean("y")
+            assert got.se == pytest.approx(want.se, rel=1e-9) and math.isfinite(got.se)
 
 
 @pytest.mark.parametrize("scale", [2.0**1020, 2.0**-1000])
