@@ -44,7 +44,7 @@ from raking.validation import (
     raise_on_empty_categories,
 )
 from raking.validation._messages import _listed
-from raking.variance import asymptotic_variance
+from raking.variance import _unit, asymptotic_variance
 
 __all__ = [
     "balanced_estimate",
@@ -455,7 +455,7 @@ def estimate(
     value, converged, error = float(result.values), result.converged, result.marginal_error
     # The plug-in P-hat needs mass in every category of both axes, whatever k is.
     if _empty_tables(Pn, shares, (0, 1), missing, xp=get_xp(Pn)):
-        unit, e = _unit_scale(h_arr)
+        unit, e = _unit(h_arr)
         mean = float(np.einsum("xy,xy->", Pn, unit))
         var = float(np.einsum("xy,xy->", Pn, (unit - mean) ** 2))
         value, converged = float(np.ldexp(mean, e)), False
@@ -487,13 +487,6 @@ def estimate(
     )
 
 
-def _unit_scale(h: np.ndarray) -> tuple[np.ndarray, int]:
-    """``(h / 2^e, e)`` with ``max|h / 2^e|`` in ``[0.5, 1)`` (exact; ``e = 0`` for ``h = 0``)."""
-    top = float(np.max(np.abs(h)))
-    e = math.frexp(top)[1] if top > 0 else 0
-    return np.ldexp(h, -e), e
-
-
 def _plugin_se(P_hat: np.ndarray, h: np.ndarray, steps: int | None, n: int) -> float:
     r""":math:`\sqrt{\sigma_k^2(\hat P, h) / n}`, computed on ``h / 2^e`` and scaled back.
 
@@ -501,7 +494,7 @@ def _plugin_se(P_hat: np.ndarray, h: np.ndarray, steps: int | None, n: int) -> f
     ``h`` overflows nor that of a tiny one underflows; the SE itself is representable whenever
     ``h`` is.
     """
-    unit, e = _unit_scale(h)
+    unit, e = _unit(h)
     var = asymptotic_variance(P_hat, unit, math.inf if steps is None else steps)
     return float(np.ldexp(math.sqrt(max(var, 0.0) / n), e))
 
@@ -530,9 +523,9 @@ def _plugin_table(
     dependence cut into blocks). In both cases the table balancing stops at is an artefact of
     where it stopped, and :math:`\sigma_k^2` there can be 0: there is no plug-in, and
     ``table=None`` comes back with the reason, worded with the user's ``x``, ``y`` and
-    ``targets``. When the targets are reachable, IPF (finished by Newton's method if it
-    stalls) gives the table, accepted only if it is finite and, measured here, meets both
-    targets within ``tol``; it is returned renormalised to sum 1.
+    ``targets``. When the targets are reachable, :func:`_balance_plugin` finds the table, which
+    is accepted only if it is finite and, measured here, meets both targets within ``tol``; it
+    is returned renormalised to sum 1.
     """
     rows, columns = np.flatnonzero(targets[0] > 0), np.flatnonzero(targets[1] > 0)
     table = Pn[np.ix_(rows, columns)]
@@ -549,10 +542,10 @@ def _plugin_table(
     if balanced is None or not error <= max(tol, _PLUGIN_TOL_FLOOR):
         problem = (
             "no standard error: balancing the sample (x, y) toward the targets did not reach "
-            f"tol={tol:.3g} within max_steps={max_steps} (max |marginal - target| = "
-            f"{error:.3g}), although a table on the sample's observed cells meets the targets "
-            "only just. The plug-in table of sigma_k^2 is not available and the SE is NaN; a "
-            "larger max_steps or a looser tol may give one."
+            f"tol={tol:.3g} (max |marginal - target| = {error:.3g}; max_steps={max_steps} "
+            "bounds it on large tables), although the targets are reachable on the sample's "
+            "observed cells. The plug-in table of sigma_k^2 is not available and the SE is "
+            "NaN; a larger max_steps or a looser tol may give one."
         )
         return _PlugIn(None, rows, columns, problem)
     notes = _dropped_note(Pn, targets) + _blocks_note(table > 0, rows, columns)

@@ -191,6 +191,21 @@ def test_tiny_target_shares_keep_a_finite_se_of_the_right_order():
     assert ratios == pytest.approx([ratios[0]] * 3, rel=1e-2)
 
 
+def test_large_table_path_uses_ipf_and_says_when_it_stops_short(monkeypatch):
+    """Past the Newton size limit the kernel's IPF finds the plug-in, bounded by max_steps."""
+    import raking.estimators as est
+
+    x, y, h = _codes(seed=6, n=400, m=4, l=5)
+    targets = [[0.1, 0.2, 0.3, 0.4], [0.3, 0.1, 0.2, 0.25, 0.15]]
+    newton = raking.estimate(x, y, h, targets, steps=2)
+    monkeypatch.setattr(est, "_NEWTON_MAX_WORK", 0)
+    ipf = raking.estimate(x, y, h, targets, steps=2)
+    assert ipf.se == pytest.approx(newton.se, rel=1e-8)
+    with pytest.warns(ConvergenceWarning, match=r"did not reach tol=1e-10 .* max_steps=3"):
+        short = raking.estimate(x, y, h, targets, steps=2, max_steps=3)
+    assert math.isnan(short.se) and short.converged is False
+
+
 def test_a_sample_split_into_blocks_says_so():
     """Observed cells (0, 0) and (1, 1) only: a valid plug-in, but a reducible one (SE 0)."""
     res = raking.estimate(
