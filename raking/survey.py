@@ -398,8 +398,14 @@ def _design_columns(
 ) -> dict[str, Any]:
     """Stratum and PSU codes of the sampled rows, and the sampling fraction of each stratum."""
     for name, col in (("strata", strata), ("cluster", cluster), ("fpc", fpc)):
-        if col is not None and column(data, col, name).iloc[pos].isna().any():
-            raise ValueError(f"{name} column {col!r} has missing values; fill them first.")
+        missing = None if col is None else column(data, col, name).iloc[pos].isna().to_numpy()
+        if missing is not None and missing.any():
+            rows = data.index[pos[missing]]
+            raise ValueError(
+                f"{name} column {col!r} has {rows.size} missing value(s) among the raked rows, "
+                f"at rows {list(rows[:10])}{' ...' if rows.size > 10 else ''}; fill them first "
+                "(every sampled row needs its stratum, PSU and fpc)."
+            )
     s, labels = (None, None) if strata is None else pd.factorize(data[strata].iloc[pos])
     h = np.zeros(pos.size, dtype=np.int64) if s is None else s
     if cluster is None:

@@ -294,3 +294,21 @@ def test_data_must_be_a_dataframe(bad):
 def test_empty_data_is_refused():
     with pytest.raises(ValueError, match=r"data has no rows"):
         raking.rake(pd.DataFrame({"sex": pd.Series([], dtype=object)}), {"sex": SHARES["sex"]})
+
+
+@pytest.mark.parametrize("argument", ["strata", "cluster", "fpc"])
+def test_missing_design_columns_are_named_by_row(data, argument):
+    data["design"] = np.where(np.arange(60) % 2, 1.0, 2.0)
+    data.loc["r8", "design"] = np.nan
+    with pytest.raises(ValueError, match=rf"{argument} column 'design' has 1 missing .*\['r8'\]"):
+        raking.rake(data, SHARES, **{argument: "design"})
+
+
+def test_design_columns_with_tuple_labels(data):
+    frame = data[["sex", "age", "w"]].copy()
+    frame["region"] = np.tile(["a", "b", "c"], 20)
+    ref = raking.rake(frame, SHARES, weights="w", strata="region").mean("w")
+    frame.columns = pd.MultiIndex.from_tuples([("g", "sex"), ("g", "age"), ("d", "w"), ("d", "r")])
+    targets = {("g", "sex"): SHARES["sex"], ("g", "age"): SHARES["age"]}
+    out = raking.rake(frame, targets, weights=("d", "w"), strata=("d", "r")).mean(("d", "w"))
+    assert out.estimate == pytest.approx(ref.estimate) and out.se == pytest.approx(ref.se)
