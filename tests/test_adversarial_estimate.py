@@ -217,6 +217,28 @@ def test_a_sample_split_into_blocks_says_so():
     assert not any("blocks" in note for note in connected.notes)
 
 
+@pytest.mark.parametrize("steps", [0, 1, 2, None])
+def test_degenerate_shapes_give_finite_exact_answers(steps):
+    """1 x 1, 1 x l and m x 1 tables, and a single pair: no crash, the right numbers."""
+    assert raking.estimate([0, 0, 0], [0, 0, 0], [[2.0]], [[1.0], [1.0]], steps=steps).se == 0
+    single = raking.estimate([0], [1], [[1.0, 2.0]], [[1.0], [0.0, 1.0]], steps=steps)
+    assert (single.estimate, single.se) == (2.0, 0.0)
+    row = raking.estimate(
+        [0] * 3, [0, 1, 2], [[1.0, 2.0, 4.0]], [[1.0], [0.2, 0.3, 0.5]], steps=steps
+    )
+    col = raking.estimate(
+        [0, 1, 2], [0] * 3, [[1.0], [2.0], [4.0]], [[0.2, 0.3, 0.5], [1.0]], steps=steps
+    )
+    # h is a function of one variable; once a step fixes that variable's known marginal the
+    # estimate is exact (a Y-step for the 1 x 3 row, an X-step for the 3 x 1 column).
+    for res, exact in ((row, steps in (2, None)), (col, steps != 0)):
+        assert math.isfinite(res.se)
+        if exact:
+            assert res.estimate == pytest.approx(2.8, rel=1e-12) and res.se <= 1e-7
+        else:
+            assert res.estimate == pytest.approx(7 / 3, rel=1e-12) and res.se > 0.1
+
+
 def test_unreachable_through_a_zero_target_names_it():
     """x = 1 is observed only with y = 2, whose target is 0: no mass can reach x = 1."""
     x = np.r_[[0] * 6, 1, 1]
