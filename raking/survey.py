@@ -186,7 +186,7 @@ def rake(
         d_run, shift = design_scale(d, name=_weights_name(weights), labels=labels)
     default = _ldexp(float(d_run.sum()), shift) if d_run is not None else float(n)
     total_value, known = resolve_total(list(variables), [t.sum() for t in t_raw], total, default)
-    _check_weight_total(total_value, n, default, total, weights)
+    _check_weight_total(total_value, n, known, total, weights)
     t = [tv * (total_value / tv.sum()) for tv in t_raw]
     n_levels = [tv.size for tv in t]
     if d is None:
@@ -316,33 +316,35 @@ def _ldexp(x: float, e: int) -> float:
 
 
 def _check_weight_total(
-    total_value: float, n: int, default: float, total: object, weights: object
+    total_value: float, n: int, known: bool, total: object, weights: object
 ) -> None:
     """The total of the raked weights must be a normal float64, and so their average.
 
     With share targets and no ``total=``, the raked weights sum to the design weights' total,
     which overflows for weights near 1e308 and is subnormal (few significant digits) for
     subnormal ones; the weights are then not representable as asked, so this raises rather than
-    return infinities or zeros.
+    return infinities or zeros. ``known``: the total came from ``total=`` or count targets.
     """
     if math.isfinite(total_value) and total_value / n >= _TINY:
         return
-    if total is not None:
-        source = f"total={total!r}"
-    elif total_value == default:
-        source = f"the sum of {_weights_name(weights)} (the targets are shares)"
-    else:
-        source = "the targets' total"
-    raise ValueError(
-        f"the raked weights would sum to {total_value!r} ({source}) over {n} rows: "
-        + (
-            "beyond the largest float64 (1.8e308)"
-            if not math.isfinite(total_value)
-            else f"{total_value / n:.3g} per row, below the smallest normal float64 ({_TINY:.3g}), "
-            "with too few significant digits"
+    if not known:
+        source = f"the sum of {_weights_name(weights)}, as the targets are shares"
+        fix = (
+            "Pass total=N (the population size), or multiply the design weights by a constant "
+            "(raking to shares does not depend on their scale)."
         )
-        + ". Pass total=N (the population size), or multiply the design weights by a constant "
-        "(raking to shares does not depend on their scale)."
+    elif total is not None:
+        source, fix = f"total={total!r}", "Pass a total of at least n times that float64 limit."
+    else:
+        source, fix = "the targets' total", "Give the targets in other units, or as shares."
+    where = (
+        "beyond the largest float64 (1.8e308)"
+        if not math.isfinite(total_value)
+        else f"{total_value / n:.3g} per row, below the smallest normal float64 ({_TINY:.3g}), "
+        "with too few significant digits"
+    )
+    raise ValueError(
+        f"the raked weights would sum to {total_value!r} ({source}) over {n} rows: {where}. {fix}"
     )
 
 

@@ -270,6 +270,12 @@ def test_missing_values_in_nullable_raked_columns_are_named_by_column_and_row(da
         ({"bounds": (0.0, math.nan)}, ValueError, r"bounds"),
         ({"total": -1.0}, ValueError, r"total must be a positive finite number"),
         ({"total": math.inf}, ValueError, r"total must be a positive finite number"),
+        ({"total": 1e-310}, ValueError, r"sum to 1e-310 \(total=1e-310\).*below the smallest"),
+        (
+            {"targets": {"sex": {"F": 1e308, "M": 1e308}}},
+            ValueError,
+            r"targets\['sex'\] sums to more than the largest float64",
+        ),
         ({"na": "skip"}, ValueError, r"na"),
         ({"unknown": "drop"}, ValueError, r"unknown"),
         ({"strata": "nope"}, ValueError, r"strata names column"),

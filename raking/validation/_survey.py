@@ -197,7 +197,14 @@ def check_target_values(variable: object, levels: Sequence[object], values: obje
             f"targets[{variable!r}] has negative or non-finite value(s) at level(s) {_levels(lv)} "
             f"({t[bad][:3].tolist()}); targets are population counts or shares, >= 0. Fix them."
         )
-    if t.sum() <= 0:
+    with np.errstate(over="ignore"):
+        total = t.sum()
+    if not np.isfinite(total):
+        raise ValueError(
+            f"targets[{variable!r}] sums to more than the largest float64 (1.8e308); give them "
+            "in larger units (e.g. thousands) or as shares (each variable summing to 1)."
+        )
+    if total <= 0:
         raise ValueError(f"targets[{variable!r}] sums to 0; give positive counts or shares.")
     return t
 
