@@ -183,10 +183,10 @@ def rake(
     shift, d_run = 0, d
     if d is not None:
         labels = data.index if raked is None else data.index[raked]
-        d_run, shift = design_scale(d, name=_weights_name(weights), labels=labels)
+        d_run, shift = design_scale(d, name=_weights_name(data, weights), labels=labels)
     default = _ldexp(float(d_run.sum()), shift) if d_run is not None else float(n)
     total_value, known = resolve_total(list(variables), [t.sum() for t in t_raw], total, default)
-    _check_weight_total(total_value, n, known, total, weights)
+    _check_weight_total(total_value, n, known, total, _weights_name(data, weights))
     t = [tv * (total_value / tv.sum()) for tv in t_raw]
     n_levels = [tv.size for tv in t]
     if d is None:
@@ -263,7 +263,7 @@ def _design_weights(data: pd.DataFrame, weights: object, rows: np.ndarray | None
     as such); text that is not a number is reported with its rows.
     """
     values: object = weights
-    name = _weights_name(weights)
+    name = _weights_name(data, weights)
     if _is_weights_column(data, weights):
         values = _as_float(column(data, weights, "weights"), name)  # type: ignore[arg-type]
     elif isinstance(weights, pd.Series):
@@ -278,6 +278,8 @@ def _is_weights_column(data: pd.DataFrame, weights: object) -> bool:
     tuple that is no column is an array of weights unless data has MultiIndex columns with as
     many levels as the tuple has entries (then it is a missing column).
     """
+    if weights is None:
+        return False
     if has_column(data, weights):
         return True
     if isinstance(weights, tuple):
@@ -285,10 +287,11 @@ def _is_weights_column(data: pd.DataFrame, weights: object) -> bool:
     return np.ndim(weights) == 0 and not isinstance(weights, pd.Series)
 
 
-def _weights_name(weights: object) -> str:
-    if isinstance(weights, (pd.Series, np.ndarray, list)) or not isinstance(weights, Hashable):
-        return "weights"
-    return f"weights (column {weights!r})"
+def _weights_name(data: pd.DataFrame, weights: object) -> str:
+    """``weights``, and the column when it is one, for messages."""
+    if _is_weights_column(data, weights):
+        return f"weights (column {weights!r})"
+    return "weights"
 
 
 def _as_float(series: pd.Series, name: str) -> np.ndarray:
@@ -316,7 +319,7 @@ def _ldexp(x: float, e: int) -> float:
 
 
 def _check_weight_total(
-    total_value: float, n: int, known: bool, total: object, weights: object
+    total_value: float, n: int, known: bool, total: object, weights_name: str
 ) -> None:
     """The total of the raked weights must be a normal float64, and so their average.
 
@@ -328,7 +331,7 @@ def _check_weight_total(
     if math.isfinite(total_value) and total_value / n >= _TINY:
         return
     if not known:
-        source = f"the sum of {_weights_name(weights)}, as the targets are shares"
+        source = f"the sum of {weights_name}, as the targets are shares"
         fix = (
             "Pass total=N (the population size), or multiply the design weights by a constant "
             "(raking to shares does not depend on their scale)."
