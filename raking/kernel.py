@@ -41,7 +41,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from raking._array_api import Array, get_xp, is_numpy, on_accelerator, to_float, to_numpy
-from raking._sparse import is_sparse, sparse_namespace, sparse_reduce, sparse_scale, table_device
+from raking._sparse import (
+    is_sparse,
+    sparse_coordinates,
+    sparse_namespace,
+    sparse_reduce,
+    sparse_scale,
+    table_device,
+)
 from raking.exceptions import ConvergenceWarning
 from raking.results import BalanceResult, ScalingResult
 from raking.validation import (
@@ -873,7 +880,7 @@ def _loop(
                 continue
         with np.errstate(all="ignore"):  # NumPy: a cumulative factor may overflow (then NaN)
             base = _absorb(base, factors, xp=xp)
-            absorbed = _times(absorbed, factors)
+            absorbed = _times(absorbed, factors, table, xp=xp)
         factors = _initial_factors(table, targets, xp=xp, log_domain=False, dtype=dtype)
         ones = list(factors)
         snapshot = (taken, ones)
@@ -895,11 +902,82 @@ def _loop(
     return _Run(result, base, tuple(factors), diverged, stopped_at, unrepresentable)
 
 
-def _times(absorbed: list[Array] | None, factors: list[Array]) -> list[Array]:
-    """The cumulative factors after absorbing ``factors``: ``absorbed * factors``."""
-    if absorbed is None:
-        return list(factors)
-    return [c * f for c, f in zip(absorbed, factors, strict=True)]
+def _times(
+    absorbed: list[Array] | None, factors: list[Array], table: Array, *, xp: Any
+) -> list[Array]:
+    """The cumulative factors after absorbing ``factors``, re-gauged per block of ``table``.
+
+    ``absorbed * factors``, then :func:`_gauge`: the scale freedom of each connected block of
+    the table's support is spent on keeping the factors near 1, so that blocks whose targets
+    disagree (their factors drift apart by a constant ratio per sweep) keep representable
+    cumulative factors however long the run.
+    """
+    cumulative = list(factors) if absorbed is None else [
+        c * f for c, f in zip(absorbed, factors, strict=True)
+    ]
+    return _gauge(cumulative, table, xp=xp)
+
+
+def _gauge(factors: list[Array], table: Array, *, xp: Any) -> list[Array]:
+    r"""Factors rescaled by exact powers of two per connected block, the balanced table unchanged.
+
+    Every positive cell of ``table`` joins its categories of all balanced axes; within one
+    connected block :math:`c` the factors of axis :math:`a` may be multiplied by
+    :math:`2^{s_{c,a}}` with :math:`\sum_a s_{c,a} = 0`, which leaves every product
+    :math:`K f_1 \cdots f_d` as it is (exactly). The shifts bring the mean :math:`\log_2` of the
+    positive factors of each axis of the block to the mean over the axes. Computed on the host
+    (SciPy's ``connected_components`` on the support, factor vectors only); called only when
+    factors are absorbed.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    d = len(factors)
+    sizes = [int(table.shape[table.ndim - d + a]) for a in range(d)]
+    offsets = np.cumsum([0, *sizes])
+    nodes = int(offsets[-1])
+    if is_sparse(table):
+        rows, cols = (to_numpy(c) for c in sparse_coordinates(table, xp=xp))
+        keep = to_numpy(table.data) > 0
+        batch, cells = 1, [rows[keep], cols[keep]]
+        where = np.zeros(int(keep.sum()), dtype=np.int64)
+    else:
+        support = to_numpy(table > 0)
+        batch = math.prod(support.shape[: support.ndim - d])
+        found = np.nonzero(np.reshape(support, (batch, *sizes)))
+        where, cells = found[0], list(found[1:])
+    first = where * nodes + cells[0]
+    tails = np.concatenate([first] * (d - 1))
+    heads = np.concatenate([where * nodes + offsets[a] + cells[a] for a in range(1, d)])
+    n = batch * nodes
+    graph = coo_matrix((np.ones(tails.size, np.int8), (tails, heads)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    logs = []
+    for f in factors:
+        host = np.broadcast_to(to_numpy(f).astype(np.float64), (batch, f.shape[-1]))
+        positive = np.isfinite(host) & (host > 0)
+        logs.append(np.where(positive, np.log2(np.where(positive, host, 1.0)), np.nan))
+    ids = [np.reshape(labels, (batch, nodes))[:, offsets[a] : offsets[a + 1]] for a in range(d)]
+    means = []
+    for a in range(d):
+        ok = ~np.isnan(logs[a])
+        total = np.bincount(ids[a][ok], weights=logs[a][ok], minlength=n)
+        count = np.bincount(ids[a][ok], minlength=n)
+        means.append(np.where(count > 0, total / np.maximum(count, 1), np.nan))
+    centre = np.mean(means, axis=0)  # NaN where some axis has no positive factor in the block
+    shifts = [np.where(np.isnan(centre), 0.0, np.rint(centre - m)) for m in means[1:]]
+    shifts = [-np.sum(shifts, axis=0), *shifts]
+    out = []
+    for a, f in enumerate(factors):
+        s = shifts[a][ids[a]]  # (batch, n_a)
+        if not np.any(s):
+            out.append(f)
+            continue
+        scaled = np.ldexp(np.broadcast_to(to_numpy(f), s.shape), s.astype(np.int64))
+        shape = (*table.shape[: table.ndim - d], sizes[a])
+        scaled = np.reshape(scaled, shape) if f.ndim > 1 or batch > 1 else scaled[0]
+        out.append(xp.asarray(scaled, dtype=f.dtype, device=table_device(table)))
+    return out
 
 
 def _represent(
@@ -920,7 +998,7 @@ def _represent(
     :func:`apply_scaling` refuses them instead of forming a wrong table. Also returns the
     number of such tables. Costs two table-sized products (only after an absorption).
     """
-    cumulative = _times(absorbed, factors)
+    cumulative = _times(absorbed, factors, table, xp=xp)
     dtype = factors[0].dtype
     tol = REPRESENT_RTOL * float(xp.finfo(dtype).eps)
     if is_sparse(table):

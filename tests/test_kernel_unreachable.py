@@ -123,6 +123,28 @@ def test_unreachable_targets_give_table_form_ipf_at_every_step_count(table, targ
         assert not any("max_steps" in m for m in messages)
 
 
+@pytest.mark.parametrize("steps", [2049, 5000, 20001])
+def test_block_factors_stay_representable(steps):
+    """Blocks whose targets disagree: the factors are re-gauged per block and stay usable."""
+    table = np.array([[2.0, 1.0, 0.0], [1.0, 3.0, 0.0], [0.0, 0.0, 4.0]])
+    targets = [np.array([0.3, 0.3, 0.4]), np.array([0.5, 0.3, 0.2])]
+    res, _ = run(table, targets, steps)
+    assert_like_table_ipf(res, table, targets, steps)
+    assert all(np.all(np.isfinite(f)) for f in res.factors)
+    assert all(np.abs(np.log2(f)).max() < 64 for f in res.factors)
+    np.testing.assert_allclose(apply_scaling(table, res.factors), res.table, atol=1e-14)
+
+
+def test_triangle_factors_are_nan_and_refused():
+    """Inside one block the factors' ratios diverge: no float64 factors give the table."""
+    res, messages = run(TRIANGLE, TRIANGLE_TARGETS, 5000)
+    assert all(np.all(np.isnan(f)) for f in res.factors)
+    assert any("returned as NaN" in m for m in messages)
+    with pytest.raises(ValueError, match=r"factors\[0\] holds NaN.*balance_result"):
+        apply_scaling(TRIANGLE, res.factors)
+    np.testing.assert_allclose(res.table, [[0.9, 0.0], [0.0, 0.1]], atol=1e-15)
+
+
 def test_the_reproducers_of_the_issue():
     res, _ = run(np.eye(2), EYE_TARGETS, 2049)
     np.testing.assert_allclose(res.table, [[1.0, 0.0], [0.0, 1.0]], atol=1e-15)
