@@ -117,9 +117,11 @@ class RakingProjection:
         self.design = np.asarray(design, dtype=np.float64)
         self.tol = float(tol)
         self.max_iter = int(max_iter)
+        self._cell, self._cell_codes = _cells(self.codes, self.n_levels)
+        self._cell_weight = np.bincount(self._cell, weights=self.design)
         self._level_weight = [
-            np.bincount(c, weights=self.design, minlength=size)
-            for c, size in zip(self.codes, self.n_levels, strict=True)
+            np.bincount(c, weights=self._cell_weight, minlength=size)
+            for c, size in zip(self._cell_codes, self.n_levels, strict=True)
         ]
         self._offsets = np.concatenate([[0], np.cumsum(self.n_levels)]).astype(np.int64)
         weight = np.concatenate(self._level_weight)
@@ -175,66 +177,82 @@ class RakingProjection:
         return np.ldexp(self._residual(np.ldexp(u, -exponent), steps), exponent)
 
     def _residual(self, u: np.ndarray, steps: int | None) -> np.ndarray:
+        sums = np.bincount(self._cell, weights=self.design * u, minlength=self._cell_weight.size)
         if steps is None:
-            return self._least_squares_residual(u)
-        e = u.copy()
+            return self._least_squares_residual(u, sums)
+        # e = u - f[cell]: every projection removes values constant within the cells
+        f = np.zeros_like(self._cell_weight)
         p = len(self.n_levels)
         for s in range(steps, 0, -1):  # the last step's projection acts first
-            e -= self._level_mean(e, (s - 1) % p)
-        return e - _dot(self.design, e) / self.design.sum()
-
-    def _level_mean(self, e: np.ndarray, v: int) -> np.ndarray:
-        c = self.codes[v]
-        sums = np.bincount(c, weights=self.design * e, minlength=self.n_levels[v])
-        w = self._level_weight[v]
-        means = np.divide(sums, w, out=np.zeros_like(sums), where=w > 0)
-        return means[c]
+            v = (s - 1) % p
+            c, w = self._cell_codes[v], self._level_weight[v]
+            level = np.bincount(c, weights=sums - self._cell_weight * f, minlength=w.size)
+            f += np.divide(level, w, out=np.zeros_like(level), where=w > 0)[c]
+        f += np.add.reduce(sums - self._cell_weight * f) / self._cell_weight.sum()
+        return u - f[self._cell]
 
     def _blocks(self) -> zip:
-        """``(codes, slice of the level vector)`` of each variable."""
+        """``(cell codes, slice of the level vector)`` of each variable."""
         return zip(
-            self.codes,
+            self._cell_codes,
             (slice(a, b) for a, b in itertools.pairwise(self._offsets)),
             strict=True,
         )
 
     def _expand(self, y: np.ndarray) -> np.ndarray:
-        r""":math:`X S y` for a vector ``y`` over all levels: row values, shape ``(n,)``."""
+        r""":math:`X_c S y` for a vector ``y`` over all levels: values per cell, shape ``(C,)``."""
         sy = self._scale * y
-        out = np.zeros(self.design.shape[0])
+        out = np.zeros(self._cell_weight.size)
         for c, block in self._blocks():
             out += sy[block][c]
         return out
 
-    def _collapse(self, x: np.ndarray) -> np.ndarray:
-        r""":math:`S X^\top D x`: the scaled weighted level sums of a row vector, all levels."""
-        dx = self.design * x
+    def _collapse(self, sums: np.ndarray) -> np.ndarray:
+        r""":math:`S X_c^\top s`: scaled level sums of weighted cell sums ``s``, all levels."""
         out = np.empty(self._offsets[-1])
         for (c, block), size in zip(self._blocks(), self.n_levels, strict=True):
-            out[block] = np.bincount(c, weights=dx, minlength=size)
+            out[block] = np.bincount(c, weights=sums, minlength=size)
         out *= self._scale
         return out
 
-    def _least_squares_residual(self, u: np.ndarray) -> np.ndarray:
-        """Residual of the weighted least squares of ``u`` on all indicators, by CG (see Notes).
+    def _row_residual(self, e: np.ndarray) -> np.ndarray:
+        r""":math:`S X^\top D e` recomputed from the rows (not the cells), all levels."""
+        de = self.design * e
+        out = np.empty(self._offsets[-1])
+        for c, size, block in zip(
+            self.codes,
+            self.n_levels,
+            (slice(a, b) for a, b in itertools.pairwise(self._offsets)),
+            strict=True,
+        ):
+            out[block] = np.bincount(c, weights=de, minlength=size)
+        out *= self._scale
+        return out
 
-        Each conjugate-gradient run starts from the residual recomputed from ``e``; a run ends when
-        its recursive residual meets the tolerance, and ``e`` is returned only if the recomputed
-        one does too (otherwise CG restarts from it, within ``max_iter`` iterations in all).
+    def _least_squares_residual(self, u: np.ndarray, sums: np.ndarray) -> np.ndarray:
+        r"""Residual of the weighted least squares of ``u`` on all indicators, by CG (see Notes).
+
+        ``sums``: the weighted sums :math:`\sum_{i \in c} d_i u_i` of each cell. CG runs on the
+        cells; each run starts from the residual recomputed from the rows of ``e``, a run ends
+        when its recursive residual meets the tolerance, and ``e`` is returned only if the
+        recomputed one does too (otherwise CG restarts from it, within ``max_iter`` iterations
+        in all).
         """
-        e = u.copy()
         u_norm = np.sqrt(_dot(self.design * u, u))
         target = self.effective_tol * u_norm
+        fitted = np.zeros_like(self._cell_weight)  # e = u - fitted[cell]
+        e = u
         iterations = 0
         while True:
-            r = self._collapse(e)
+            r = self._row_residual(e)
             rr = _dot(r, r)
             if np.sqrt(rr) <= target:
                 return e
-            done = self._conjugate_gradients(e, r, rr, target, self.max_iter - iterations)
+            done = self._conjugate_gradients(fitted, r, rr, target, self.max_iter - iterations)
             if done == 0:  # no budget left, or no direction that still reduces the residual
                 break
             iterations += done
+            e = u - fitted[self._cell]
         relative = float(np.sqrt(rr) / u_norm)
         raise ResidualNotConverged(
             f"the least-squares solve of the raking residual stopped after {iterations} "
@@ -247,9 +265,9 @@ class RakingProjection:
         )
 
     def _conjugate_gradients(
-        self, e: np.ndarray, r: np.ndarray, rr: float, target: float, budget: int
+        self, fitted: np.ndarray, r: np.ndarray, rr: float, target: float, budget: int
     ) -> int:
-        r"""CG on the scaled normal equations, updating ``e`` (and ``r``) in place.
+        r"""CG on the scaled normal equations, updating the cell ``fitted`` values in place.
 
         Stops when :math:`\lVert r \rVert \le` ``target`` (recursive estimate), after ``budget``
         iterations, or when the curvature :math:`p^\top S X^\top D X S p` of the next direction
@@ -259,19 +277,53 @@ class RakingProjection:
         for done in range(budget):
             if np.sqrt(rr) <= target:
                 return done
-            fitted = self._expand(direction)
-            q = self._collapse(fitted)
+            step = self._expand(direction)
+            q = self._collapse(self._cell_weight * step)
             curvature = _dot(direction, q)
             if not curvature > 0:
                 return done
             alpha = rr / curvature
-            e -= alpha * fitted
+            fitted += alpha * step
             r -= alpha * q
             rr_new = _dot(r, r)
             direction *= rr_new / rr
             direction += r
             rr = rr_new
         return budget
+
+
+def _cells(codes: list[np.ndarray], n_levels: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The non-empty cells of the crossed codes: each row's cell, and each cell's codes.
+
+    Every projection here is constant within a cell, so the iterations run on the ``C <= n``
+    cells (a few hundred for a few small variables; about ``n`` for a variable with ``n / 2``
+    levels). Mixed-radix keys, compacted before they could overflow int64.
+    """
+    n = codes[0].shape[0] if codes else 0
+    key = np.zeros(n, dtype=np.int64)
+    size = 1
+    for c, levels in zip(codes, n_levels, strict=True):
+        if size * max(levels, 1) >= 2**62:
+            size, key = _compact(key, size)
+        key = key * max(levels, 1) + c
+        size *= max(levels, 1)
+    n_cells, cell = _compact(key, size)
+    first = np.empty(n_cells, dtype=np.intp)
+    first[cell[::-1]] = np.arange(n - 1, -1, -1)  # a row of each cell
+    return cell, [c[first] for c in codes]
+
+
+def _compact(key: np.ndarray, size: int) -> tuple[int, np.ndarray]:
+    """Number of distinct keys in ``[0, size)`` and each key's rank among them.
+
+    By a count over the key range when it is at most ``4 n`` (O(n + size)), else by sorting.
+    """
+    if size <= 4 * key.size + 1024:
+        present = np.bincount(key, minlength=size) > 0
+        rank = np.cumsum(present) - 1
+        return int(present.sum()), rank[key].astype(np.intp, copy=False)
+    unique, rank = np.unique(key, return_inverse=True)
+    return unique.size, rank.reshape(-1).astype(np.intp, copy=False)
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
