@@ -23,9 +23,10 @@ raking already fixed:
   first. By von Neumann's alternating-projection theorem it tends to the :math:`k = \infty`
   residual as :math:`k \to \infty`.
 
-Both cost :math:`O(n + \sum_v L_v)` memory and :math:`O(n + \sum_v L_v)` time per pass
-(:math:`k` passes, or one per conjugate-gradient iteration): group sums by ``numpy.bincount``, no
-indicator or Gram matrix.
+Both cost :math:`O(n + \sum_v L_v)` memory and time: group sums by ``numpy.bincount``, no
+indicator or Gram matrix. Every projection is constant within the :math:`C \le n` non-empty cells
+of the crossed codes, so after one pass over the rows each of the :math:`k` steps, or each
+conjugate-gradient iteration, costs :math:`O(C + \sum_v L_v)`.
 
 The variance is then that of the total :math:`\sum_i z_i`, :math:`z_i = w_i e_i` (the g-weighted
 residuals, as in R), under the sampling design: :func:`design_variance` (with replacement, or with
@@ -85,9 +86,11 @@ class RakingProjection:
 
     Notes
     -----
-    Memory and time are :math:`O(n + \sum_v L_v)` per pass (group sums by ``numpy.bincount``):
-    no ``n x levels`` indicator matrix and no ``levels x levels`` Gram matrix is ever formed, so a
-    variable with :math:`10^5` levels costs what one with 5 does, per row.
+    Memory and time are :math:`O(n + \sum_v L_v)` (group sums by ``numpy.bincount``): no
+    ``n x levels`` indicator matrix and no ``levels x levels`` Gram matrix is ever formed, so a
+    variable with :math:`10^5` levels costs what one with 5 does, per row. The iterations run on
+    the non-empty cells of the crossed codes (:math:`C \le n`; the residual is :math:`u` minus a
+    value per cell), the rows are read once per estimate and once per convergence check.
 
     ``steps=None``: the fitted values :math:`X\hat\beta` of the design-weighted least squares of
     :math:`u` on the indicators :math:`X = [X_1, \dots, X_p]` of every variable are found by
@@ -316,12 +319,14 @@ def _cells(codes: list[np.ndarray], n_levels: list[int]) -> tuple[np.ndarray, li
 def _compact(key: np.ndarray, size: int) -> tuple[int, np.ndarray]:
     """Number of distinct keys in ``[0, size)`` and each key's rank among them.
 
-    By a count over the key range when it is at most ``4 n`` (O(n + size)), else by sorting.
+    By a count over the key range when it is at most ``2 n`` (O(n + size) time, at most four
+    n-vectors of memory), else by sorting.
     """
-    if size <= 4 * key.size + 1024:
+    if size <= 2 * key.size + 1024:
         present = np.bincount(key, minlength=size) > 0
-        rank = np.cumsum(present) - 1
-        return int(present.sum()), rank[key].astype(np.intp, copy=False)
+        rank = np.cumsum(present, dtype=np.intp)
+        rank -= 1
+        return int(rank[-1]) + 1, rank[key]
     unique, rank = np.unique(key, return_inverse=True)
     return unique.size, rank.reshape(-1).astype(np.intp, copy=False)
 

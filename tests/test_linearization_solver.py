@@ -215,3 +215,24 @@ def test_a_table_summary_shows_a_note_of_one_label_with_that_label():
     lines = table.summary().splitlines()
     assert any(line.endswith("'H': SE is NaN: made up for the test") for line in lines)
     assert sum("one-stage design" in line for line in lines) == 1  # common notes once, unlabelled
+
+
+def test_cells_of_huge_level_ranges_compact_before_int64_overflows():
+    # 4 variables of 2^16 declared levels: mixed-radix cell keys reach 2^64, so the cell codes
+    # are compacted on the way (by sorting: the key range is far above 4 n)
+    rng = np.random.default_rng(12)
+    n, declared = 2000, 2**16
+    observed = [rng.choice(declared, 20, replace=False) for _ in range(4)]
+    codes = [obs[rng.integers(0, 20, n)] for obs in observed]
+    d = rng.uniform(0.5, 2.0, n)
+    u = rng.standard_normal(n) + (codes[0] % 3)
+    proj = RakingProjection(codes, [declared] * 4, d)
+    compact = [np.unique(c, return_inverse=True)[1] for c in codes]
+    expected = _lstsq_residual(compact, [20] * 4, d, u)
+    np.testing.assert_allclose(proj.residual(u), expected, atol=1e-10 * _scale(d, u))
+    e = u.copy()  # the k-step residual on the rows, step by step
+    for v in (1, 0, 3, 2, 1, 0):  # steps 6..1: v(s) = (s - 1) mod 4, the last step first
+        means = np.bincount(compact[v], weights=d * e) / np.bincount(compact[v], weights=d)
+        e -= means[compact[v]]
+    e -= np.dot(d, e) / d.sum()
+    np.testing.assert_allclose(proj.residual(u, 6), e, atol=1e-12 * _scale(d, u))
