@@ -57,6 +57,8 @@ _SIDES = {"both": (0, 1), "x": (0,), "y": (1,)}
 _SE_PLUGIN = "plug-in asymptotic sigma_k^2 / n [DER]"
 _SE_FALLBACK = "plug-in Var_n(h) / n (empirical fallback; SE ignores raking)"
 _SE_NONE = "none: the plug-in table does not exist or was not reached (see the notes); SE = NaN"
+_SE_EMPIRICAL = "Var_n(h) / n of the empirical mean (k = 0; no balanced plug-in table exists)"
+_REMEDY = "A larger sample, merged categories, or targets consistent with the sample are needed."
 _PLUGIN_NOTE = (
     "sigma_k^2 is evaluated at the sample table balanced to convergence toward the targets; it "
     "assumes the targets are the true marginals, so misspecification bias is not in the SE"
@@ -419,7 +421,10 @@ def estimate(
     Estimate
         With ``se = NaN``, ``converged=False``, ``se_method`` starting with ``"none"``, a note
         saying why, and a :class:`~raking.exceptions.ConvergenceWarning`, when :math:`\hat P`
-        does not exist (see Notes); the estimate itself is still reported.
+        does not exist (see Notes); the estimate itself is still reported. For ``steps=0`` the
+        estimate is the empirical mean :math:`P_n(h)`, whose own SE
+        :math:`\sqrt{\mathrm{Var}_n(h) / n}` needs no :math:`\hat P`: it is reported then,
+        with a note.
 
     Notes
     -----
@@ -455,22 +460,31 @@ def estimate(
     value, converged, error = float(result.values), result.converged, result.marginal_error
     # The plug-in P-hat needs mass in every category of both axes, whatever k is.
     if _empty_tables(Pn, shares, (0, 1), missing, xp=get_xp(Pn)):
-        unit, e = _unit(h_arr)
-        mean = float(np.einsum("xy,xy->", Pn, unit))
-        var = float(np.einsum("xy,xy->", Pn, (unit - mean) ** 2))
-        value, converged = float(np.ldexp(mean, e)), False
+        value, se = _empirical_mean_se(Pn, h_arr, n)
+        converged, se_method = False, _SE_FALLBACK
         error = max(float(np.abs(Pn.sum(axis=1 - a) - shares[a]).max()) for a in (0, 1))
-        se, se_method = float(np.ldexp(math.sqrt(var / n), e)), _SE_FALLBACK
         notes: tuple[str, ...] = (
             "the sample has an empty category with a positive target (missing mass); the "
             "empirical mean P_n(h) of the unbalanced table is reported",
         )
     else:
         plugin = _plugin_table(Pn, shares, tol=tol, max_steps=max_steps)
-        if plugin.table is None:
-            warnings.warn(plugin.problem, ConvergenceWarning, stacklevel=2)
-            se, se_method, converged = math.nan, _SE_NONE, False
-            notes = (plugin.problem,)
+        if plugin.table is None and steps_k == 0:  # P_n(h) has an SE of its own
+            se, se_method = _empirical_mean_se(Pn, h_arr, n)[1], _SE_EMPIRICAL
+            notes = (
+                f"the balanced plug-in table does not exist: {plugin.problem}. For k = 0 the "
+                "estimate is the empirical mean P_n(h), and its own SE, sqrt(Var_n(h) / n), "
+                "is reported (it needs no balancing)",
+            )
+        elif plugin.table is None:
+            note = (
+                f"no standard error: {plugin.problem}. The plug-in table of sigma_k^2 (the "
+                "sample balanced to convergence toward the targets) does not exist, and "
+                "sigma_k^2 where balancing stops can be 0, so the SE is NaN. "
+                f"{plugin.remedy}"
+            )
+            warnings.warn(note, ConvergenceWarning, stacklevel=2)
+            se, se_method, converged, notes = math.nan, _SE_NONE, False, (note,)
         else:
             h_kept = h_arr[np.ix_(plugin.rows, plugin.columns)]
             se = _plugin_se(plugin.table, h_kept, steps_k, n)
@@ -499,13 +513,25 @@ def _plugin_se(P_hat: np.ndarray, h: np.ndarray, steps: int | None, n: int) -> f
     return float(np.ldexp(math.sqrt(max(var, 0.0) / n), e))
 
 
+def _empirical_mean_se(Pn: np.ndarray, h: np.ndarray, n: int) -> tuple[float, float]:
+    r""":math:`P_n(h)` and :math:`\sqrt{\mathrm{Var}_n(h) / n}`, on ``h / 2^e`` scaled back."""
+    unit, e = _unit(h)
+    mean = float(np.einsum("xy,xy->", Pn, unit))
+    var = float(np.einsum("xy,xy->", Pn, (unit - mean) ** 2))
+    return float(np.ldexp(mean, e)), float(np.ldexp(math.sqrt(var / n), e))
+
+
 class _PlugIn(NamedTuple):
-    """The plug-in table on the categories with positive targets, or why there is none."""
+    """The plug-in table on the categories with positive targets, or why there is none.
+
+    ``problem`` says why, in the user's terms; ``remedy`` what could give one.
+    """
 
     table: np.ndarray | None
     rows: np.ndarray
     columns: np.ndarray
     problem: str = ""
+    remedy: str = ""
     notes: tuple[str, ...] = ()
 
 
@@ -533,21 +559,21 @@ def _plugin_table(
     reach = _reachability(table > 0, kept)
     if reach.unreachable is not None:
         problem = _unreachable_note(reach.unreachable, rows, columns, kept)
-        return _PlugIn(None, rows, columns, problem)
+        return _PlugIn(None, rows, columns, problem, _REMEDY)
     if reach.forced_zero is not None:
-        return _PlugIn(None, rows, columns, _boundary_note(reach.forced_zero, rows, columns))
+        problem = _boundary_note(reach.forced_zero, rows, columns)
+        return _PlugIn(None, rows, columns, problem, _REMEDY)
     balanced, error = _balance_plugin(
         table, kept, tol=max(tol, _PLUGIN_TOL_FLOOR), max_steps=max_steps
     )
     if balanced is None or not error <= max(tol, _PLUGIN_TOL_FLOOR):
         problem = (
-            "no standard error: balancing the sample (x, y) toward the targets did not reach "
+            "balancing the sample (x, y) toward the targets did not reach "
             f"tol={tol:.3g} (max |marginal - target| = {error:.3g}; max_steps={max_steps} "
             "bounds it on large tables), although the targets are reachable on the sample's "
-            "observed cells. The plug-in table of sigma_k^2 is not available and the SE is "
-            "NaN; a larger max_steps or a looser tol may give one."
+            "observed cells"
         )
-        return _PlugIn(None, rows, columns, problem)
+        return _PlugIn(None, rows, columns, problem, "A larger max_steps or a looser tol may help.")
     notes = _dropped_note(Pn, targets) + _blocks_note(table > 0, rows, columns)
     return _PlugIn(balanced / balanced.sum(), rows, columns, notes=notes)
 
@@ -768,13 +794,10 @@ def _unreachable_note(
     else:
         where = f"occur only with {names[1]} categories whose target is 0"
     return (
-        f"no standard error: in the sample, the {names[0]} categories {cats} {where}; "
-        f"targets[{share[0]}] gives those {names[0]} categories a total share of {need:.6g} "
-        f"but targets[{share[1]}] gives those {names[1]} categories only {have:.6g}, so no "
-        "table on the sample's observed (x, y) cells meets both targets. The plug-in table "
-        "of sigma_k^2 (the sample balanced to convergence toward the targets) does not exist "
-        "and the SE is NaN. A larger sample, merged categories, or targets consistent with "
-        "the sample are needed."
+        f"in the sample, the {names[0]} categories {cats} {where}; targets[{share[0]}] gives "
+        f"those {names[0]} categories a total share of {need:.6g} but targets[{share[1]}] "
+        f"gives those {names[1]} categories only {have:.6g}, so no table on the sample's "
+        "observed (x, y) cells meets both targets"
     )
 
 
@@ -783,12 +806,10 @@ def _boundary_note(forced: np.ndarray, rows: np.ndarray, columns: np.ndarray) ->
     cells = [(int(rows[i]), int(columns[j])) for i, j in forced]
     which = f"the observed cells (x, y) = {_listed(cells)}" if cells else "some observed cells"
     return (
-        "no standard error: the targets can be met on the sample's observed (x, y) cells only "
-        f"if {which} get no mass, or almost none (the targets of the categories around them "
-        "balance exactly, or nearly), so balancing the sample toward the targets "
-        "converges, slowly, to a table on the boundary that cuts the observed dependence "
-        "apart; sigma_k^2 there is not a valid plug-in (it can be 0) and the SE is NaN. A "
-        "larger sample, merged categories, or targets consistent with the sample are needed."
+        "the targets can be met on the sample's observed (x, y) cells only if "
+        f"{which} get no mass, or almost none (the targets of the categories around them "
+        "balance exactly, or nearly), so balancing the sample toward the targets converges, "
+        "slowly, to a table on the boundary that cuts the observed dependence apart"
     )
 
 

@@ -130,9 +130,16 @@ def test_small_sample_sweep_every_se_is_valid_or_nan():
         margin = _lp_margin(counts > 0, r, c)
         if margin is None or margin < 1e-9:
             seen["unreachable" if margin is None else "boundary"] += 1
+            assert "targets" in res.notes[0] and "plug-in table" in res.notes[0]
+            if k == 0:  # the empirical mean's own SE needs no plug-in table
+                mean = (counts * h).sum() / 15
+                var = (counts * (h - mean) ** 2).sum() / 15
+                assert res.se == pytest.approx(math.sqrt(var / 15), rel=1e-12)
+                assert res.se_method.startswith("Var_n(h) / n of the empirical mean")
+                continue
             assert math.isnan(res.se), f"sample {i}: SE {res.se} without a plug-in table"
             assert res.converged is False and res.se_method.startswith("none")
-            assert "targets" in res.notes[0] and "no standard error" in res.notes[0]
+            assert "no standard error" in res.notes[0]
             continue
         seen["interior"] += 1
         assert math.isfinite(res.se) and res.se > 0, f"sample {i}: SE {res.se}"
@@ -161,7 +168,7 @@ def test_slow_plugin_near_the_boundary_is_finished_and_correct():
 
 
 @pytest.mark.parametrize("tol", [1e-10, 1e-3])
-@pytest.mark.parametrize("steps", [0, 1, 2, None])
+@pytest.mark.parametrize("steps", [1, 2, None])
 def test_targets_met_only_on_the_boundary_give_nan_se(steps, tol):
     """Cell (0, 1) must vanish: the boundary limit is diagonal and its sigma_k^2 is 0."""
     x = np.r_[[0] * 5, [1] * 5]
@@ -171,6 +178,19 @@ def test_targets_met_only_on_the_boundary_give_nan_se(steps, tol):
         res = raking.estimate(x, y, h, [[0.5, 0.5], [0.5, 0.5]], steps=steps, tol=tol)
     assert math.isnan(res.se) and res.converged is False
     assert "(x, y) = [(0, 1)]" in res.notes[0]
+
+
+def test_without_a_plug_in_k0_reports_the_empirical_mean_se():
+    x = np.r_[[0] * 5, [1] * 5]
+    y = np.r_[0, 0, 0, 1, 1, 1, 1, 1, 1, 1]
+    h = np.array([[1.0, 2.0], [3.0, 5.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # a valid SE: no warning
+        res = raking.estimate(x, y, h, [[0.5, 0.5], [0.5, 0.5]], steps=0)
+    values = h[x, y]
+    assert res.estimate == pytest.approx(values.mean())
+    assert res.se == pytest.approx(values.std() / math.sqrt(10), rel=1e-12)
+    assert "(x, y) = [(0, 1)]" in res.notes[0] and "empirical mean" in res.notes[0]
 
 
 @pytest.mark.parametrize("t", [0.3, 1e-3, 1e-6])
