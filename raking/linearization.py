@@ -81,8 +81,14 @@ class RakingProjection:
         Design weights :math:`d_i > 0` (the weights of the projections).
     tol : float
         Relative tolerance of the least-squares solve for ``steps=None`` (see :meth:`residual`).
-    max_iter : int
-        Most conjugate-gradient iterations of that solve.
+    max_iter : int, optional
+        Most conjugate-gradient iterations of that solve; default :math:`10^4 + 4 \sum_v L_v`.
+        In exact arithmetic CG ends within :math:`\operatorname{rank} \le \sum_v L_v`
+        iterations. Typical designs take a few (4 on the api samples, 8-12 with a variable of
+        :math:`10^5` levels); the slowest, margins whose levels overlap in a
+        chain (level :math:`j` of one variable meets levels :math:`j` and :math:`j + 1` of the
+        other), take about :math:`\sum_v L_v` (measured: 10,635 for two variables of 5,000
+        levels, 41,625 for two of 20,000).
 
     Notes
     -----
@@ -113,13 +119,13 @@ class RakingProjection:
         design: np.ndarray,
         *,
         tol: float = 1e-12,
-        max_iter: int = 10_000,
+        max_iter: int | None = None,
     ) -> None:
         self.codes = [np.asarray(c) for c in codes]
         self.n_levels = [int(x) for x in n_levels]
         self.design = np.asarray(design, dtype=np.float64)
         self.tol = float(tol)
-        self.max_iter = int(max_iter)
+        self.max_iter = 10_000 + 4 * sum(self.n_levels) if max_iter is None else int(max_iter)
         self._cell, self._cell_codes = _cells(self.codes, self.n_levels)
         self._cell_weight = np.bincount(self._cell, weights=self.design)
         self._level_weight = [

@@ -278,7 +278,12 @@ class RakeResult:
             e = self._projection.residual(u[s.raked_pos], s.steps)
         except ResidualNotConverged as exc:
             se = np.nan  # never an SE from a residual that did not converge
-            notes += (f"SE is NaN: {exc}",)
+            notes += (
+                f"SE is NaN: the least-squares solve of the SE stopped after {exc.iterations} "
+                f"iterations at relative residual {exc.relative_residual:.3g} > "
+                f"{exc.tol:.3g}; the margins are nearly collinear: merge levels that occur "
+                "only together, or drop a nearly redundant margin",
+            )
         else:
             z = np.zeros(w.size)
             z[s.raked_pos] = s.final * e

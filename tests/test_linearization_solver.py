@@ -236,3 +236,31 @@ def test_cells_of_huge_level_ranges_compact_before_int64_overflows():
         e -= means[compact[v]]
     e -= np.dot(d, e) / d.sum()
     np.testing.assert_allclose(proj.residual(u, 6), e, atol=1e-12 * _scale(d, u))
+
+
+def test_a_chain_of_levels_converges_within_the_default_iterations():
+    # level j of a meets levels j and j + 1 of b: the slowest design for CG (about sum L_v
+    # iterations, here more than the former fixed cap of 10,000); reference: a sparse direct
+    # solve with one column of b dropped (the intercept), which makes the system full rank
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
+
+    rng = np.random.default_rng(13)
+    levels = 5000
+    a = np.repeat(np.arange(levels), 4)  # two rows in each of the cells (j, j) and (j, j + 1)
+    b = a + np.tile([0, 1, 0, 1], levels)
+    n = a.size
+    d = rng.uniform(1.0, 3.0, n)
+    u = rng.standard_normal(n) + np.sin(a / 50)
+    e = RakingProjection([a, b], [levels, levels + 1], d).residual(u)
+    rows = np.arange(n)
+    x = sp.hstack(
+        [
+            sp.csr_matrix((np.ones(n), (rows, a)), shape=(n, levels)),
+            sp.csr_matrix((np.ones(n), (rows, b)), shape=(n, levels + 1))[:, 1:],
+        ]
+    ).tocsr()
+    beta = spsolve((x.T @ sp.diags(d) @ x).tocsc(), x.T @ (d * u))
+    expected = u - x @ beta
+    np.testing.assert_allclose(e, expected, atol=1e-8 * _scale(d, u))
+    assert np.sum(e**2) == pytest.approx(np.sum(expected**2), rel=1e-9)
