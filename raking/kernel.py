@@ -466,18 +466,20 @@ def _axis_error(
     reduced: Array,
     factor: Array,
     target: Array,
-    inv_total: Array,
+    inv_total: Array | None,
     *,
     xp: Any,
     log_domain: bool,
 ) -> Array:
     """Max of ``|f_a R_a - t_a| / T`` (0-d array, share scale; NaN propagates).
 
-    ``inv_total`` is ``1 / T``, one per table (shape ``(*batch, 1)``, or ``(1,)`` for 1-D
-    targets): the error of each table is measured relative to its own target total.
+    ``inv_total`` is ``1 / T``, one per table (shape ``(*batch, 1)``): the error of each table
+    is measured relative to its own target total; ``None``: not scaled (the caller scales the
+    max by the one total of 1-D targets).
     """
     marginal = xp.exp(factor + reduced) if log_domain else factor * reduced
-    return xp.max(xp.abs(marginal - target) * inv_total)
+    gap = xp.abs(marginal - target)
+    return xp.max(gap if inv_total is None else gap * inv_total)
 
 
 def _log_targets(targets: list[Array], *, xp: Any) -> list[Array]:
@@ -525,15 +527,21 @@ def _measure(
     that the next step on one of those axes can reuse its reduction.
     """
     reductions = dict(known)
+    shared = inv_total.ndim == 1  # 1-D targets: one total, applied to the max
     err = None
     for a in range(len(targets)):
         if a not in reductions:
             reductions[a] = _reduce(table, factors, a, xp=xp, log_domain=log_domain)
         e = _axis_error(
-            reductions[a], factors[a], targets[a], inv_total, xp=xp, log_domain=log_domain
+            reductions[a],
+            factors[a],
+            targets[a],
+            None if shared else inv_total,
+            xp=xp,
+            log_domain=log_domain,
         )
         err = e if err is None else xp.maximum(err, e)
-    return err, reductions
+    return (err * inv_total[0] if shared else err), reductions
 
 
 def attainable_tol(tol: float, targets: Sequence[Array], *, xp: Any) -> float:
@@ -555,10 +563,11 @@ def attainable_tol(tol: float, targets: Sequence[Array], *, xp: Any) -> float:
     it is at most ``9.5e-7``, so the default ``1e-10`` is attainable there too. The
     tolerance used is stored in the result (``tol``).
     """
-    share = to_float(
-        xp.max(xp.stack([xp.max(t / xp.sum(t, axis=-1, keepdims=True)) for t in targets]))
-    )
-    return max(tol, TOL_EPS * float(xp.finfo(targets[0].dtype).eps) * share)
+    floor = TOL_EPS * float(xp.finfo(targets[0].dtype).eps)
+    if tol >= floor:  # a share is at most 1: no need to look at the targets
+        return tol
+    share = max(to_float(xp.max(t / xp.sum(t, axis=-1, keepdims=True))) for t in targets)
+    return max(tol, floor * share)
 
 
 class _Guard:
@@ -575,8 +584,10 @@ class _Guard:
     the same way before the first step, by exact powers of two.
     """
 
-    def __init__(self, targets: list[Array], *, xp: Any) -> None:
+    def __init__(self, targets: list[Array], *, xp: Any, host: bool = True) -> None:
         self.xp = xp
+        self.host = host  # host arrays: read scalars one by one; else one read per check
+        self.numpy = is_numpy(xp)
         dtype = targets[0].dtype
         info = xp.finfo(dtype)
         emax = math.log2(float(info.max))
@@ -584,25 +595,36 @@ class _Guard:
         self.low, self.high = 2.0**-e, 2.0**e
         self.tiny = float(info.smallest_normal)
         self.ratio = 2.0 ** math.floor(emax / 4)
-        self.positive = [t > 0 for t in targets]
+        self.d = len(targets)
+        # Zero targets have zero factors by design: ``pad`` lifts them to 1 for the minimum.
+        self.pad = [xp.astype(t == 0, dtype) if bool(xp.any(t == 0)) else None for t in targets]
+
+    def _read(self, values: list[Array]) -> list[float]:
+        """0-d arrays as floats: one by one on the host, in one transfer from an accelerator."""
+        if self.host:
+            return [to_float(v) for v in values]
+        xp = self.xp
+        stacked = xp.stack([xp.astype(v, values[0].dtype) for v in values])
+        return [float(v) for v in to_numpy(stacked).astype(np.float64)]
 
     def check(self, factors: list[Array], error: Array | None) -> tuple[float, str]:
-        """One host read: the error (NaN if not given) and the factors' state.
+        """The error (NaN if not given) and the factors' state, in one host read.
 
         ``"ok"``: within range; ``"absorb"``: finite but out of range; ``"overflow"``: a
         factor overflowed, underflowed below the normal range, or is NaN.
         """
         xp = self.xp
-        highs, lows = [], []
-        for f, positive in zip(factors, self.positive, strict=True):
-            highs.append(xp.max(f))
-            lows.append(xp.min(xp.where(positive, f, xp.ones_like(f))))
-        values = [xp.max(xp.stack(highs)), xp.min(xp.stack(lows))]
-        if error is not None:
-            values.append(xp.astype(error, values[0].dtype))
-        host = to_numpy(xp.stack(values)).astype(np.float64)
-        high, low = float(host[0]), float(host[1])
-        err = float(host[2]) if error is not None else math.nan
+        lifted = [f if p is None else f + p for f, p in zip(factors, self.pad, strict=True)]
+        if self.numpy:  # the common case, without the namespace's wrappers
+            host = [float(f.max()) for f in factors] + [float(f.min()) for f in lifted]
+            host += [] if error is None else [float(error)]
+        else:
+            values = [xp.max(f) for f in factors] + [xp.min(f) for f in lifted]
+            host = self._read(values + ([] if error is None else [error]))
+        high, low = max(host[: self.d]), min(host[self.d : 2 * self.d])
+        if any(math.isnan(v) for v in host[: 2 * self.d]):
+            high = math.nan
+        err = host[-1] if error is not None else math.nan
         if self.low <= low and high <= self.high:
             return err, "ok"
         if self.tiny <= low and high < math.inf:
@@ -619,10 +641,10 @@ class _Guard:
         xp = self.xp
         total = xp.sum(first, axis=-1, keepdims=True)  # (*batch, 1): inf if it overflows
         ratio = 1 / (total * inv_total)  # T / S: 0 if S overflowed, inf if it is subnormal
-        host = to_numpy(xp.stack([xp.min(ratio), xp.max(ratio)])).astype(np.float64)
-        if 1 / self.ratio <= host[0] and host[1] <= self.ratio:
+        low, high = self._read([xp.min(ratio), xp.max(ratio)])
+        if 1 / self.ratio <= low and high <= self.ratio:
             return None
-        d = len(self.positive)
+        d = self.d
         first_axis = table.ndim - d
         shape = (*first.shape[:-1], 1)
         ratio_np = np.broadcast_to(to_numpy(ratio).astype(np.float64), shape)
@@ -821,7 +843,8 @@ def _loop(
     dtype = targets[0].dtype
     inv_total = 1 / xp.sum(targets[0], axis=-1, keepdims=True)
     log_targets = _log_targets(targets, xp=xp) if log_domain else None
-    guard = None if log_domain else _Guard(targets, xp=xp)
+    host = not on_accelerator(table.data if is_sparse(table) else table)
+    guard = None if log_domain else _Guard(targets, xp=xp, host=host)
     base, absorbed = table, None
     factors = _initial_factors(table, targets, xp=xp, log_domain=log_domain, dtype=dtype)
     with np.errstate(over="ignore"):  # NumPy: a sum may overflow (then the table is rescaled)
