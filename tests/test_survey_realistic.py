@@ -54,8 +54,8 @@ def _as(kind: str, c: np.ndarray, size: int) -> tuple[object, list]:
         return _read_only(c.astype(np.int8)), list(range(size))
     if kind == "int64":
         return _read_only(c.astype(np.int64)), list(range(size))
-    if kind == "Int64":
-        return pd.array(c, dtype="Int64"), list(range(size))
+    if kind in ("Int64", "Float64", "float32", "uint16"):  # levels 0, 1, ... as ints match
+        return pd.array(c.astype(np.float64), dtype=kind), list(range(size))
     names = np.array([f"L{j:02d}" for j in range(size)], dtype=object)
     if kind == "str":  # pandas 3's default string dtype; pandas 2's "string"
         return pd.array(names[c], dtype="string"), list(names)
@@ -134,6 +134,19 @@ def test_cells_path_equals_the_rows_path(few, bounds):
     rows = _rake(codes, t, _read_only(d), method="rows", **kw)  # the compiled passes
     assert rows.method == "rows, numba" or not _numba()
     np.testing.assert_allclose(res.weights.to_numpy(), rows.weights, rtol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "kinds", [("float32", "Float64", "uint16"), ("object", "Int64", "str"), ("int8",) * 3]
+)
+def test_the_column_types_do_not_change_the_weights(few, kinds):
+    codes, d, shares = few
+    data, levels = _frame(codes, d, kinds)
+    plain, plain_levels = _frame(codes, d, ("int64",) * len(FEW))
+    res = raking.rake(data, _targets(levels, shares), weights="w")
+    ref = raking.rake(plain, _targets(plain_levels, shares), weights="w")
+    assert res.method == ref.method and res.method.startswith("cells")
+    np.testing.assert_array_equal(res.weights.to_numpy(), ref.weights.to_numpy())
 
 
 @pytest.mark.parametrize("weight_kind", ["float32", "Float64", "Int64"])
