@@ -194,7 +194,7 @@ def rake(
     units = _units(codes, n_levels, d_run, equal=weights is None)
     n_rows, sample = _level_sums(units, n_levels)
     t_run = scaled_targets(t, shift, bounds, names=list(variables))
-    _check_levels(variables, n_rows, sample, t_run, bounds)
+    _check_levels(variables, n_rows, sample, t, t_run, bounds)
 
     result = _rake_units(
         units,
@@ -384,18 +384,23 @@ def _check_levels(
     n_rows: list[np.ndarray],
     sample: list[np.ndarray],
     t: list[np.ndarray],
+    t_run: list[np.ndarray],
     bounds: Any,
 ) -> None:
-    """Raise on target levels without rows or out of reach of the bounds; warn on sparse ones."""
-    for (key, (_, levels, _)), rows, dsum, tv in zip(
-        variables.items(), n_rows, sample, t, strict=True
+    """Raise on target levels without rows or out of reach of the bounds; warn on sparse ones.
+
+    ``t_run``: the targets on the scale of the design weights ``sample`` was summed from
+    (:func:`raking.weights.scaled_targets`), for the bounds.
+    """
+    for (key, (_, levels, _)), rows, dsum, tv, tv_run in zip(
+        variables.items(), n_rows, sample, t, t_run, strict=True
     ):
         empty = np.flatnonzero((rows == 0) & (tv > 0))
         raise_on_empty_levels(key, [levels[j] for j in empty], tv[empty])
         sparse = np.flatnonzero((rows > 0) & (rows < MIN_LEVEL_ROWS))
         warn_sparse_levels(key, [levels[j] for j in sparse], rows[sparse].tolist())
         if bounds is not None:
-            check_bounded_levels(key, levels, tv, dsum, bounds)
+            check_bounded_levels(key, levels, tv_run, dsum, bounds)
 
 
 def _design_columns(
