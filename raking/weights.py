@@ -167,16 +167,16 @@ def rake_codes(
         else design_scale(check_design_weights(weights, n, name="weights"), name="weights")
     )
     bounds = check_bounds(bounds)
-    t = scaled_targets(t, shift, bounds)
-    for v, tv in enumerate(t):
+    t_run = scaled_targets(t, shift, bounds)  # on the scale of d, for the bounds
+    for v, (tv, tv_run) in enumerate(zip(t, t_run, strict=True)):
         dsum = np.bincount(c[v], weights=d, minlength=tv.size)
         empty = np.flatnonzero((dsum == 0) & (tv > 0))
         raise_on_empty_levels(f"{v}", empty.tolist(), tv[empty])
         if bounds is not None:
-            check_bounded_levels(f"{v}", list(range(tv.size)), tv, dsum, bounds)
+            check_bounded_levels(f"{v}", list(range(tv.size)), tv_run, dsum, bounds)
     return _rake(
         c,
-        t,
+        t_run,
         d,
         steps=check_steps(steps),
         tol=check_tol(tol),
