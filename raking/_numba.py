@@ -10,7 +10,11 @@ sets
     f_1 = t_1 / (K^\top f_0) \quad (k \text{ even, Y-step}),
 
 with the neutral factor 1 where the reduction is 0, for exactly ``steps`` adjustments; then the
-max marginal error is measured on both axes (``theory.md`` §1.2).
+max marginal error, relative to each table's target total, is measured on both axes
+(``theory.md`` §1.2). The loops hold no working table: a table whose sum is far from its target
+total, or whose factors leave the safe range of :class:`raking.kernel._Guard` after a step
+(unreachable targets), is *flagged* and left, and :func:`raking.kernel._run` balances the
+flagged tables again with the array-API loop, which absorbs the factors.
 
 Why it is faster than the batched NumPy path: each NumPy step is one batched mat-vec that
 streams the whole batch through memory (``B * m * l`` numbers per step) and pays Python and

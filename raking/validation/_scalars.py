@@ -40,8 +40,9 @@ def check_tol(tol: object, *, name: str = "tol") -> float:
     """Validate a positive, finite tolerance."""
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < tol < math.inf):
         raise ValueError(
-            f"{name} must be a positive finite number, got {tol!r}. It is the largest absolute "
-            "marginal error accepted (in the units of the targets); 1e-10 suits shares."
+            f"{name} must be a positive finite number, got {tol!r}. It is the largest marginal "
+            "error accepted, relative to the target total (the share scale: for shares the "
+            "absolute error); e.g. 1e-10."
         )
     return float(tol)
 
