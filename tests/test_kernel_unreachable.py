@@ -539,3 +539,21 @@ def test_one_target_to_tolerance():
 def test_math_inf_steps_is_to_tolerance_with_one_target():
     res = balance_result(np.full(4, 0.5), [np.full(4, 0.5)], math.inf)
     assert res.converged and res.steps == 0
+
+
+@pytest.mark.parametrize("steps", [None, 2051])
+def test_accelerator_reads_one_stacked_transfer_per_check(steps, monkeypatch):
+    """On an accelerator the checks are spaced (10 sweeps) and read back in one transfer.
+
+    Simulated on the CPU: torch tensors are declared to be on an accelerator.
+    """
+    import raking.kernel as kernel_module
+
+    monkeypatch.setattr(kernel_module, "on_accelerator", lambda x: True)
+    reads = []
+    real = kernel_module.to_numpy
+    monkeypatch.setattr(kernel_module, "to_numpy", lambda x: reads.append(1) or real(x))
+    table, targets = batch_with_unreachable_tables()
+    res, _ = run(torch.tensor(table), [torch.tensor(t) for t in targets], steps, max_steps=2051)
+    np.testing.assert_allclose(to_numpy(res.table), table_ipf(table, targets, 2051), atol=1e-12)
+    assert reads and not res.converged
