@@ -798,9 +798,11 @@ def _warn(run: _Run, *, steps: int | None, max_steps: int, dtype: Any, stackleve
         )
     elif run.diverged and not res.converged:
         reason = (
-            "the targets cannot be met given the table's zeros: the scaling factors diverge "
-            "(blocks of the table whose targets disagree, or cells forced to 0), so balancing "
-            f"oscillates instead of converging; after {res.steps} adjustments {achieved} > "
+            "the targets cannot be met given the table's zeros: the scaling factors diverged "
+            "(past the safe range of the compute dtype), as they do when blocks of the table "
+            "have targets that disagree or the zero pattern forces a cell to 0 (targets met "
+            "at best in a limit where some cell vanishes), so balancing oscillates or stalls "
+            f"instead of converging; after {res.steps} adjustments {achieved} > "
             f"tol={res.tol:.3g}. The result is what table-form IPF gives after that many steps. "
             "Check the targets against the table's zero pattern (or merge categories)."
         )
