@@ -14,12 +14,19 @@ evaluated on two held-out sets of the same world: "balanced" (uniform classes) a
 "long-tailed (a=...)" (the training law).
 
 Writes ``OUT/NAME.csv`` (one row per dataset × batch × k × seed × checkpoint), ``OUT/NAME.png``
-and ``.pdf`` (rows = datasets, columns = batch size, lines = k; solid = running max over
+and ``.pdf`` (``OUT`` defaults to ``figures/``, and to the git-ignored ``figures/quick/`` with
+``--quick``) (rows = datasets, columns = batch size, lines = k; solid = running max over
 checkpoints, dotted = per checkpoint) and prints the summary table (best recall over checkpoints)
 and the wall time.
 
-    python gpu/clip_experiment.py --quick                  # CPU, about a minute
+    python gpu/clip_experiment.py --quick                  # CPU, about 1 minute (below)
     python gpu/clip_experiment.py --seeds 0 1 2            # full grid; CUDA when present
+
+Run time of ``--quick`` (6 trainings of 600 iterations on the CPU), with
+``/usr/bin/time .venv/bin/python gpu/clip_experiment.py --quick`` on 2 CPU cores: about 45 s on
+a quiet machine (issue 11's measurement); 57 s here with ``OMP_NUM_THREADS=1`` while other jobs
+kept one core busy, but 3 to 6 minutes with torch's default two threads, which stall when the
+cores are shared: on a shared machine, set ``OMP_NUM_THREADS=1``.
     python gpu/clip_experiment.py --embeddings my_feats/ --steps 0 1 2 --batch-sizes 128 512
 """
 
@@ -93,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="600 iterations, eval every 100, N=10000, on CPU (under 2 minutes)",
+        help="600 iterations, eval every 100, N=10000, on CPU: about 1 minute on 2 cores (set "
+        "OMP_NUM_THREADS=1 if the cores are shared); writes into figures/quick/",
     )
     return p
 

@@ -12,10 +12,15 @@ Reports the 10-NN purity of A and B of held-out samples in the learned represent
 their chance levels), plus the NMI of the prototype assignment with A and with B, per seed ×
 method × prior; reference rows: the raw input and the untrained encoder.
 
-Writes ``OUT/pmsn_prior.csv``, ``OUT/pmsn_prior.png`` / ``.pdf`` and prints the summary.
+Writes ``OUT/pmsn_prior.csv``, ``OUT/pmsn_prior.png`` / ``.pdf`` (``OUT`` defaults to
+``figures/``, and to the git-ignored ``figures/quick/`` with ``--quick``) and prints the summary.
 
-    python gpu/pmsn_prior.py --quick            # < 1 minute on a 2-core CPU
-    python gpu/pmsn_prior.py --seeds 3          # default grid, a few minutes on CPU
+    python gpu/pmsn_prior.py --quick            # 3 seeds x 300 steps: about 20-40 s on the CPU
+    python gpu/pmsn_prior.py                    # 3 seeds x 3000 steps (below)
+
+Run times with ``/usr/bin/time .venv/bin/python gpu/pmsn_prior.py [--quick]`` on 2 CPU cores
+(one torch thread): ``--quick`` 22 s on a quiet machine (issue 11's measurement), 32-37 s here
+with the cores shared with other jobs.
 """
 
 from __future__ import annotations
@@ -39,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true", help="300 steps, 4000 training samples")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="300 steps, 4000 training samples: 20-40 s on a CPU; writes into figures/quick/",
+    )
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..n-1)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
     p.add_argument("--n", type=int, default=None, help="training samples (default 10000)")
