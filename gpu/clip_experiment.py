@@ -21,6 +21,7 @@ and the wall time.
 
     python gpu/clip_experiment.py --quick                  # CPU, about 1 minute (below)
     python gpu/clip_experiment.py --seeds 0 1 2            # full grid; CUDA when present
+                                                           # (CPU: 3.5-13 min per seed)
 
 Run time of ``--quick`` (6 trainings of 600 iterations on the CPU), with
 ``/usr/bin/time .venv/bin/python gpu/clip_experiment.py --quick`` on 2 CPU cores: about 45 s on

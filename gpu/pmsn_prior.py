@@ -16,11 +16,12 @@ Writes ``OUT/pmsn_prior.csv``, ``OUT/pmsn_prior.png`` / ``.pdf`` (``OUT`` defaul
 ``figures/``, and to the git-ignored ``figures/quick/`` with ``--quick``) and prints the summary.
 
     python gpu/pmsn_prior.py --quick            # 3 seeds x 300 steps: about 20-40 s on the CPU
-    python gpu/pmsn_prior.py                    # 3 seeds x 3000 steps (below)
+    python gpu/pmsn_prior.py                    # 3 seeds x 3000 steps: 1.5-4 minutes
 
 Run times with ``/usr/bin/time .venv/bin/python gpu/pmsn_prior.py [--quick]`` on 2 CPU cores
 (one torch thread): ``--quick`` 22 s on a quiet machine (issue 11's measurement), 32-37 s here
-with the cores shared with other jobs.
+with the cores shared with other jobs; the full run 253 s (200 s of CPU time) shared likewise,
+while the committed run's CSV records 89 s of training in all.
 """
 
 from __future__ import annotations
