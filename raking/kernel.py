@@ -406,14 +406,21 @@ def _expand(vector: Array, axis: int, d: int, *, xp: Any) -> Array:
 
 
 def _logsumexp(x: Array, axis: tuple[int, ...], *, xp: Any) -> Array:
-    """``log(sum(exp(x)))`` over ``axis``, ``-inf`` where every entry is ``-inf``."""
+    """``log(sum(exp(x)))`` over ``axis``: ``-inf`` where every entry is ``-inf`` (no mass).
+
+    NaN where an entry is NaN or ``+inf``: such a line has no finite normalisation. Validated
+    tables never hold either; :mod:`raking.torch` feeds unvalidated logits through this step and
+    relies on the NaN reaching the loss, as in ``torch.nn.functional.cross_entropy``.
+    """
     top = xp.max(x, axis=axis, keepdims=True)
-    top = xp.where(xp.isfinite(top), top, xp.zeros_like(top))
-    total = xp.sum(xp.exp(x - top), axis=axis)
-    top = xp.squeeze(top, axis=axis)
+    shift = xp.where(xp.isfinite(top), top, xp.zeros_like(top))
+    total = xp.sum(xp.exp(x - shift), axis=axis)
+    top, shift = xp.squeeze(top, axis=axis), xp.squeeze(shift, axis=axis)
     positive = total > 0
     safe = xp.where(positive, total, xp.ones_like(total))
-    return xp.where(positive, xp.log(safe) + top, xp.full_like(total, -math.inf))
+    out = xp.where(positive, xp.log(safe) + shift, xp.full_like(total, -math.inf))
+    invalid = xp.isnan(total) | (top == math.inf)
+    return xp.where(invalid, xp.full_like(total, math.nan), out)
 
 
 def _reduce(table: Array, factors: list[Array], axis: int, *, xp: Any, log_domain: bool) -> Array:
@@ -451,12 +458,14 @@ def _new_factor(reduced: Array, target: Array, log_target: Array | None, *, xp: 
     """The factor that makes axis ``a`` match its target: ``t / R`` (log: ``log t - R``).
 
     Categories without mass (``R = 0``, log ``-inf``) get the neutral factor; they are either
-    infeasible (caught by validation) or have a zero target.
+    infeasible (caught by validation) or have a zero target. A NaN reduction (log domain: a
+    line of unvalidated logits holding a NaN or ``+inf``, see :func:`_logsumexp`) gives a NaN
+    factor, never the neutral one.
     """
     if log_target is not None:
-        finite = xp.isfinite(reduced)
-        safe = xp.where(finite, reduced, xp.zeros_like(reduced))
-        return xp.where(finite, log_target - safe, xp.zeros_like(reduced))
+        empty = reduced == -math.inf
+        safe = xp.where(empty, xp.zeros_like(reduced), reduced)
+        return xp.where(empty, xp.zeros_like(reduced), log_target - safe)
     positive = reduced > 0
     safe = xp.where(positive, reduced, xp.ones_like(reduced))
     return xp.where(positive, target / safe, xp.ones_like(reduced))

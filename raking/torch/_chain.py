@@ -21,8 +21,7 @@ propagate instead, as in :func:`torch.nn.functional.cross_entropy`: ``-inf`` is 
 logit makes the reduction of its line NaN, and the NaN spreads through the later steps to the
 loss and its gradient. ``+inf`` counts as invalid because the measure :math:`e^{L}` it
 describes has no normalisation (an overflow upstream, e.g. of the logit scale). The kernel's
-own reduction maps such a line to "no mass" (it only sees validated tables), which would turn a
-NaN logit into a finite or ``-inf`` loss: hence the two functions below.
+log-domain step does exactly this (:func:`raking.kernel._logsumexp`), so the loss reuses it.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
 from raking._array_api import get_xp
-from raking.kernel import _initial_factors
+from raking.kernel import _initial_factors, _logsumexp, _new_factor, _reduce
 from raking.torch._distributed import Comm
 
 Potentials = tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]
@@ -47,43 +46,6 @@ def no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if torch.amp.is_autocast_available(device.type):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
-
-
-def _logsumexp_nan(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """``log(sum(exp(x)))`` over ``dims``, NaN where an entry is NaN or ``+inf``.
-
-    ``-inf`` where every entry is ``-inf`` (no mass), with a zero gradient there. The shift by
-    the maximum is a constant for autograd (the gradient is the softmax, exactly).
-    """
-    top = torch.amax(x.detach(), dim=dims, keepdim=True)
-    shift = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    total = torch.exp(x - shift).sum(dims)
-    top, shift = top.squeeze(dims), shift.squeeze(dims)
-    empty = top == -math.inf
-    out = torch.log(torch.where(empty, torch.ones_like(total), total)) + shift
-    out = torch.where(empty, torch.full_like(out, -math.inf), out)
-    return torch.where(top == math.inf, torch.full_like(out, math.nan), out)
-
-
-def log_reduce(block: torch.Tensor, factors: list[torch.Tensor], axis: int) -> torch.Tensor:
-    r"""Log marginal on ``axis``: :math:`\operatorname{logsumexp}_{\neg a}(L + \varphi_{\neg a})`.
-
-    ``-inf`` on a line of ``-inf`` (no mass); NaN on a line holding a NaN or a ``+inf`` (see the
-    module notes). Leading batch axes are carried along.
-    """
-    if axis == 0:
-        return _logsumexp_nan(block + factors[1][..., None, :], (-1,))
-    return _logsumexp_nan(block + factors[0][..., :, None], (-2,))
-
-
-def log_factor(reduced: torch.Tensor, log_target: torch.Tensor) -> torch.Tensor:
-    """The potential ``log t - r`` that makes a line match its target; 0 on an empty line.
-
-    Unlike the kernel's factor, a NaN reduction gives a NaN potential (it is not "no mass").
-    """
-    empty = reduced == -math.inf
-    safe = torch.where(empty, torch.zeros_like(reduced), reduced)
-    return torch.where(empty, torch.zeros_like(reduced), log_target - safe)
 
 
 def potentials(
@@ -104,10 +66,10 @@ def potentials(
     reductions, produced = [], []
     for t in range(steps):
         axis = (first + t) % 2
-        reduced = log_reduce(block, factors, axis)
+        reduced = _reduce(block, factors, axis, xp=xp, log_domain=True)
         if axis == 1 and comm is not None:
             reduced = comm.logsumexp(reduced)
-        factors[axis] = log_factor(reduced, log_targets[axis])
+        factors[axis] = _new_factor(reduced, None, log_targets[axis], xp=xp)
         reductions.append(reduced)
         produced.append(factors[axis])
     return factors, reductions, produced
@@ -130,7 +92,7 @@ def diagonal_terms(
     n = block.shape[0]
     entry = torch.diagonal(block, offset)
     if not reductions:
-        total = torch.reshape(_logsumexp_nan(block, (0, 1)), (1,))
+        total = torch.reshape(_logsumexp(block, (0, 1), xp=get_xp(block)), (1,))
         return entry - (total if comm is None else comm.logsumexp(total))
     if len(reductions) % 2 == 1:  # last step on rows
         return entry + factors[1][offset : offset + n] - reductions[-1]

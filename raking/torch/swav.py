@@ -134,14 +134,16 @@ def sinkhorn(
     comm = default_comm(group, sum_grads=False)
     with torch.no_grad(), no_autocast(scores.device):
         block = scores.detach().to(compute_dtype(scores))
-        # Codes are invariant to one constant added to every score; subtracting the (global)
-        # maximum keeps scores / eps <= 0, so a small eps never overflows finite scores to inf.
+        # Codes are invariant to one constant added to every score. Where the (global) maximum
+        # over eps would overflow, it is subtracted, so that finite scores never become inf;
+        # otherwise nothing is subtracted and the codes keep their usual rounding.
         top = torch.amax(block).reshape(1)
         count = torch.full((1,), float(n_local), dtype=block.dtype, device=block.device)
         if comm is not None:
             dist.all_reduce(top, op=dist.ReduceOp.MAX, group=comm.group)
             dist.all_reduce(count, group=comm.group)
-        block = (block - torch.where(torch.isfinite(top), top, torch.zeros_like(top))) / eps
+        overflow = torch.isfinite(top) & ~torch.isfinite(top / eps)
+        block = (block - torch.where(overflow, top, torch.zeros_like(top))) / eps
         log_rows = (-torch.log(count)).expand(n_local)
         (_, g), reductions, _ = potentials(
             block, (log_rows, log_prior), 2 * n_iter, first=1, comm=comm
