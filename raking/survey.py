@@ -428,7 +428,9 @@ def _design_columns(
         n_psu = np.bincount(h[first], minlength=h.max() + 1)
     lonely = np.flatnonzero(n_psu < 2)
     if lonely.size and (strata is not None or cluster is not None):
-        where = "the sample" if labels is None else f"stratum {labels[lonely[0]]!r}"
+        label = labels[lonely[0]] if labels is not None else None
+        label = label.item() if isinstance(label, np.generic) else label
+        where = "the sample" if labels is None else f"stratum {label!r}"
         unit = "row" if cluster is None else f"cluster (of column {cluster!r})"
         fix = "merge it with another stratum" if strata is not None else "drop cluster="
         raise ValueError(

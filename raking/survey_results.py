@@ -289,6 +289,8 @@ class RakeResult:
             z[s.raked_pos] = s.final * e
             var = design_variance(z, strata=s.strata, cluster=s.cluster, fraction=s.fraction)
             se = float(np.sqrt(var))
+            if np.isnan(se) and self._lonely_psu_note:
+                notes += (self._lonely_psu_note,)
         return Estimate(
             estimate=estimate,
             se=se,
@@ -298,6 +300,21 @@ class RakeResult:
             converged=self.converged,
             marginal_error=self.marginal_error,
             notes=notes,
+        )
+
+    @functools.cached_property
+    def _lonely_psu_note(self) -> str:
+        """Why the SE is NaN for a sample of one PSU; ``""`` otherwise.
+
+        The variance of a total needs two PSUs (the factor :math:`n / (n - 1)`); as R
+        ``survey`` with ``options(survey.lonely.psu = "fail")``, no SE is invented. (With
+        ``strata=`` or ``cluster=``, :func:`raking.rake` refuses a stratum of one PSU up front.)
+        """
+        if self._design.final.size > 1:
+            return ""
+        return (
+            "SE is NaN: the sample has a single row (one PSU), whose variance cannot be "
+            "estimated (n - 1 = 0); rake a sample of at least two rows"
         )
 
     @functools.cached_property

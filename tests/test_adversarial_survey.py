@@ -323,3 +323,27 @@ def test_design_columns_with_tuple_labels(data):
     targets = {("g", "sex"): SHARES["sex"], ("g", "age"): SHARES["age"]}
     out = raking.rake(frame, targets, weights=("d", "w"), strata=("d", "r")).mean(("d", "w"))
     assert out.estimate == pytest.approx(ref.estimate) and out.se == pytest.approx(ref.se)
+
+
+def test_one_row_sample_says_why_its_se_is_nan():
+    df = pd.DataFrame({"a": ["x"], "y": [3.0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = raking.rake(df, {"a": {"x": 1.0}}, total=100)
+    est = res.mean("y")
+    assert est.estimate == 3.0 and np.isnan(est.se)
+    assert any("single row" in note for note in est.notes)
+    assert not any("single row" in note for note in _two_row_mean().notes)
+
+
+def _two_row_mean():
+    df = pd.DataFrame({"a": ["x", "x"], "y": [3.0, 5.0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return raking.rake(df, {"a": {"x": 1.0}}, total=100).mean("y")
+
+
+def test_lonely_stratum_message_shows_the_label_plainly():
+    df = pd.DataFrame({"a": ["x", "y", "x", "y", "x"], "s": [0, 0, 1, 1, 2]})
+    with pytest.raises(ValueError, match=r"stratum 2 has a single PSU"):
+        raking.rake(df, {"a": {"x": 0.5, "y": 0.5}}, total=100, strata="s")
