@@ -822,8 +822,9 @@ def _blocks_note(support: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> 
     cell_r, cell_c = np.nonzero(support)
     graph = coo_matrix((np.ones(cell_r.size), (cell_r, m + cell_c)), shape=(m + l, m + l))
     n_blocks, label = connected_components(graph, directed=False)
+    forest = _forest_note(cell_r.size, m + l, n_blocks)
     if n_blocks == 1:
-        return ()
+        return forest
     first = label[0]
     xs, ys = rows[label[:m] == first].tolist(), columns[label[m:] == first].tolist()
     return (
@@ -833,6 +834,28 @@ def _blocks_note(support: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> 
         "fix each block's mass exactly, so the SE leaves out the uncertainty of those masses "
         "(it is 0 when every block is one cell). A larger sample would tell whether the "
         "population is split that way",
+        *forest,
+    )
+
+
+def _forest_note(cells: int, categories: int, n_blocks: int) -> tuple[str, ...]:
+    r"""A note when the observed cells contain no cycle (each block a tree), beyond one-cell blocks.
+
+    A block of :math:`m'` x- and :math:`l'` y-categories is a tree when it has
+    :math:`m' + l' - 1` cells, so the whole support has no cycle when ``cells = categories -
+    n_blocks``. The targets then fix the plug-in table exactly and every :math:`h` is additive
+    on it: :math:`\sigma_\infty^2(\hat P) = 0`, the exact value at the plug-in, but not an
+    estimate of the sampling error (a larger sample observes cycles).
+    """
+    if cells != categories - n_blocks or cells == n_blocks:  # cycles, or only one-cell blocks
+        return ()
+    return (
+        f"the sample's {cells} observed (x, y) cells contain no cycle (no x categories x1, x2 "
+        "observed with the same two y categories y1, y2, directly or through a chain): the "
+        "targets then fix the plug-in table exactly and every h is additive on it, so "
+        "sigma_inf^2 = 0 there and the fully raked estimate (steps=None) gets an SE of 0 by "
+        "construction, not an estimate of its sampling error. A larger sample would observe "
+        "cycles of cells and give an SE",
     )
 
 
