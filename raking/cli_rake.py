@@ -331,7 +331,7 @@ def _read_target(
     duplicated = levels[levels.duplicated(keep=False)].unique()
     if len(duplicated):
         raise ValueError(
-            f"{where}: level(s) {_listed(list(duplicated))} appear more than once in {file}; "
+            f"{where}: level(s) {_listed(duplicated.tolist())} appear more than once in {file}; "
             "give each level one row"
         )
     values = pd.to_numeric(frame["target"].str.strip(), errors="coerce")
