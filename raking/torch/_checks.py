@@ -79,7 +79,13 @@ def check_square(logits: object, *, name: str = "logits") -> torch.Tensor:
 
 def check_loss_steps(steps: object, *, name: str = "steps") -> int:
     """A fixed number of balancing steps ``k >= 0`` (a loss has no "to tolerance" mode)."""
-    k = check_steps(steps, name=name)
+    try:
+        k = check_steps(steps, name=name)
+    except TypeError:  # its hint offers None, which a loss refuses
+        raise TypeError(
+            f"{name} must be a fixed integer k >= 0 for a loss, got {steps!r}. Pass e.g. "
+            f"{name}=2."
+        ) from None
     if k is None:
         raise ValueError(
             f"{name} must be a fixed integer k >= 0 for a loss, got {steps!r}. Pass e.g. "
