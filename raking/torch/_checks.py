@@ -83,8 +83,8 @@ def check_loss_steps(steps: object, *, name: str = "steps") -> int:
         k = check_steps(steps, name=name)
     except TypeError:  # its hint offers None, which a loss refuses
         raise TypeError(
-            f"{name} must be a fixed integer k >= 0 for a loss, got {steps!r}. Pass e.g. "
-            f"{name}=2."
+            f"{name} must be a non-negative integer (a fixed k for a loss), got {steps!r}. "
+            f"Pass e.g. {name}=2."
         ) from None
     if k is None:
         raise ValueError(
