@@ -214,6 +214,10 @@ class RakeResult:
 
         ``by``: one estimate per level of that column (domain means, ratio estimators); then an
         :class:`EstimateTable`. Influence values :math:`u_i = 1_D(i)(y_i - \hat y_D) / \sum_D w`.
+        When raking to ``tol`` stalled (``stalled``: margins unreachable together) every SE of
+        :meth:`mean`, :meth:`total` and :meth:`proportion` is NaN with a note: the weights where
+        it stopped are an artefact of where it stopped (their linearisation can be 0), as in
+        :func:`raking.estimate`. A run cut short by ``max_iter`` keeps its SE, with a note.
         """
         return self._estimate("mean", column, by)
 
@@ -274,6 +278,16 @@ class RakeResult:
             estimate = float(np.dot(w, yd)) / wd if wd > 0 else np.nan
             u = np.where(domain, y - estimate, 0.0) / wd if wd > 0 else np.zeros_like(y)
         notes = self._notes()
+        if self.stalled and s.steps is None:
+            # As raking.estimate without a plug-in: the weights where raking stopped are an
+            # artefact of where it stopped, and their linearisation can be 0 (zero-width CIs).
+            notes += (
+                "SE is NaN: raking stopped because the margins are unreachable together (max "
+                f"margin error {self.marginal_error:.3g} stopped decreasing), so there are no "
+                "converged weights to linearise at; make the targets consistent with each "
+                "other and with the sample's cells",
+            )
+            return self._with_se(estimate, np.nan, domain, w, notes)
         try:
             e = self._projection.residual(u[s.raked_pos], s.steps)
         except ResidualNotConverged as exc:
@@ -291,12 +305,18 @@ class RakeResult:
             se = float(np.sqrt(var))
             if np.isnan(se) and self._lonely_psu_note:
                 notes += (self._lonely_psu_note,)
+        return self._with_se(estimate, se, domain, w, notes)
+
+    def _with_se(
+        self, estimate: float, se: float, domain: np.ndarray, w: np.ndarray, notes: tuple[str, ...]
+    ) -> Estimate:
+        """The :class:`Estimate` of one domain, with this result's method and convergence."""
         return Estimate(
             estimate=estimate,
             se=se,
             se_method=self._se_method(),
             n=int(np.count_nonzero(domain & (w > 0))),
-            steps=s.steps,
+            steps=self._design.steps,
             converged=self.converged,
             marginal_error=self.marginal_error,
             notes=notes,
@@ -394,8 +414,8 @@ class RakeResult:
         notes = [", ".join(parts) + "; normal 95% CI"]
         if not self.converged:
             notes.append(
-                f"raking did NOT converge (max margin error {self.marginal_error:.3g}); the SE "
-                "assumes the margins hold"
+                f"raking did NOT converge (max margin error {self.marginal_error:.3g})"
+                + ("" if self.stalled and s.steps is None else "; the SE assumes the margins hold")
             )
         if self.bounds is not None:
             notes.append(f"bounds {self.bounds}: the residuals ignore the bounds, as R calibrate")
