@@ -5,14 +5,15 @@ per-table targets and ``--steps`` single-marginal adjustments:
 
 (a) the authors' per-table loop, rewritten in plain NumPy (baseline);
 (b) our batched NumPy kernel (array-API path, Numba dispatch off): factors only;
-(c) our Numba kernel (``raking._numba.numba_ipf``, JIT excluded by a warm-up call): factors only;
+(c) our Numba kernel (``raking.kernel.compiled.numba_ipf``, JIT excluded by a warm-up call):
+    factors only;
 (d) ``raking.balance`` with automatic dispatch: validation, factors and the balanced tables;
 
 plus the public ``raking.scaling_factors`` (validation and factors) and ``raking.balance`` with the
 Numba dispatch off. All results are checked against (a).
 
 ``--rule`` instead times (b) against (c) over a grid of batch and table sizes: the
-measurements behind :func:`raking._numba.use_numba`.
+measurements behind :func:`raking.kernel.compiled.use_numba`.
 
 OpenBLAS reads ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` when NumPy loads; run with them unset
 (``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/bench_kernel.py``)
@@ -36,9 +37,10 @@ import array_api_compat.numpy as xp_numpy
 import numpy as np
 
 import raking
-import raking._numba
-import raking.kernel
-from raking.kernel import _ipf, apply_scaling
+import raking.kernel.compiled
+import raking.kernel.ipf
+import raking.kernel.steps
+from raking.kernel.ipf import _ipf, apply_scaling
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,13 +156,13 @@ def authors_loop(tables: np.ndarray, px: np.ndarray, py: np.ndarray, steps: int)
 @contextlib.contextmanager
 def numba_dispatch(on: bool) -> Iterator[None]:
     """Force the kernel's Numba dispatch off (``on=False``) for the duration of the block."""
-    saved = raking._numba.use_numba
+    saved = raking.kernel.compiled.use_numba
     if not on:
-        raking._numba.use_numba = lambda table, targets, steps: False
+        raking.kernel.compiled.use_numba = lambda table, targets, steps: False
     try:
         yield
     finally:
-        raking._numba.use_numba = saved
+        raking.kernel.compiled.use_numba = saved
 
 
 def numpy_kernel(table: np.ndarray, targets: list, steps: int):
@@ -229,7 +231,7 @@ def compare(args: argparse.Namespace) -> int:
     steps = args.steps
 
     start = time.perf_counter()
-    raking._numba.numba_ipf(tables[:2], [px[:2], py[:2]], steps)
+    raking.kernel.compiled.numba_ipf(tables[:2], [px[:2], py[:2]], steps)
     first_call = time.perf_counter() - start
 
     rows = [
@@ -246,7 +248,7 @@ def compare(args: argparse.Namespace) -> int:
         (
             "(c) Numba kernel (numba_ipf, warm)",
             "factors",
-            lambda: raking._numba.numba_ipf(tables, targets, steps),
+            lambda: raking.kernel.compiled.numba_ipf(tables, targets, steps),
         ),
         (
             "(d) raking.balance (auto dispatch)",
@@ -330,20 +332,23 @@ def compare(args: argparse.Namespace) -> int:
 
 def breakdown(tables: np.ndarray, targets: list, args: argparse.Namespace) -> list:
     """Times of the stages of ``raking.balance`` on this problem (private kernel functions)."""
-    validate = raking.kernel._validate
+    validate = raking.kernel.ipf._validate
     xp, table, checked, _ = validate(tables, targets, args.steps, 1e-10, 10_000, False, None)
-    factors = raking._numba.numba_ipf(table, checked, args.steps).factors
+    factors = raking.kernel.compiled.numba_ipf(table, checked, args.steps).factors
     stages = [
         (
             "validation (_validate)",
             lambda: validate(tables, targets, args.steps, 1e-10, 10_000, False, None),
         ),
-        ("factors (numba_ipf)", lambda: raking._numba.numba_ipf(table, checked, args.steps)),
+        (
+            "factors (numba_ipf)",
+            lambda: raking.kernel.compiled.numba_ipf(table, checked, args.steps),
+        ),
         (
             "table (_apply, dispatched)",
-            lambda: raking.kernel._apply(table, factors, xp=xp, log_domain=False),
+            lambda: raking.kernel.steps._apply(table, factors, xp=xp, log_domain=False),
         ),
-        ("table (numba_apply)", lambda: raking._numba.numba_apply(table, factors)),
+        ("table (numba_apply)", lambda: raking.kernel.compiled.numba_apply(table, factors)),
     ]
     return [(name, best_time(fn, args.repeats)) for name, fn in stages]
 
@@ -356,7 +361,9 @@ def breakdown(tables: np.ndarray, targets: list, args: argparse.Namespace) -> li
 def rule(args: argparse.Namespace) -> int:
     import numba
 
-    raking._numba.numba_ipf(np.ones((2, 2, 2), args.dtype), [np.full(2, 0.5, args.dtype)] * 2, 2)
+    raking.kernel.compiled.numba_ipf(
+        np.ones((2, 2, 2), args.dtype), [np.full(2, 0.5, args.dtype)] * 2, 2
+    )
     threads = numba.get_num_threads()
     print("\n".join(header()))
     print(
@@ -378,12 +385,12 @@ def rule(args: argparse.Namespace) -> int:
             numba.set_num_threads(n)
             timed.append(
                 best_time(
-                    lambda: raking._numba.numba_ipf(tables, targets, args.steps),  # noqa: B023
+                    lambda: raking.kernel.compiled.numba_ipf(tables, targets, args.steps),  # noqa: B023
                     args.repeats,
                 )
             )
         numba.set_num_threads(threads)
-        decision = raking._numba.use_numba(tables, targets, args.steps)
+        decision = raking.kernel.compiled.use_numba(tables, targets, args.steps)
         print(
             f"| {batch} x {m}x{l} | {m * l} | {t_np * 1e3:.3f} | {timed[0] * 1e3:.3f} | "
             f"{t_np / timed[0]:.1f} | {timed[1] * 1e3:.3f} | {t_np / timed[1]:.1f} | "

@@ -37,11 +37,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kernel import best_time, header
 
-from raking.estimators import balanced_estimate, empirical_estimate, ipw_estimate
-from raking.experiments import EXPERIMENTS, Options, build_design, dependence_point
-from raking.marginals import mixture_noise, sample_counts
-from raking.montecarlo import run_experiment, run_sweep
-from raking.theory import (
+from raking.simulation.experiments import EXPERIMENTS, Options, build_design, dependence_point
+from raking.simulation.montecarlo import run_experiment, run_sweep
+from raking.stats.estimators import balanced_estimate, empirical_estimate, ipw_estimate
+from raking.stats.marginals import mixture_noise, sample_counts
+from raking.stats.theory import (
     asymptotic_mse,
     asymptotic_variance,
     ipwi_variance,
@@ -54,9 +54,9 @@ NAME = "dependence"
 def baseline_point(point: dict, seed: np.random.SeedSequence) -> dict[tuple, float]:
     """One grid point, replicate by replicate in plain NumPy: {(estimator, k): MSE}.
 
-    The design and the theory columns are computed as in ``raking.experiments.dependence_point``
-    (once per point); the Monte Carlo part loops over replicates. Missing mass falls back to the
-    empirical mean, as ``missing="empirical"`` does.
+    The design and the theory columns are computed as in
+    ``raking.simulation.experiments.dependence_point`` (once per point); the Monte Carlo part loops
+    over replicates. Missing mass falls back to the empirical mean, as ``missing="empirical"`` does.
     """
     design = build_design(point)
     P, h = design.P / design.P.sum(), design.h

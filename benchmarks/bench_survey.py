@@ -3,7 +3,8 @@
 For n in {10^4, 10^5, 10^6} rows and two settings, 3 variables (4, 12, 30 levels) and 6 variables
 (4, 5, 8, 12, 20, 30 levels), it rakes unit weights to population margins with
 
-- ``raking.survey.rake`` (ours; pandas categoricals, the fast path), the baseline of the ratios;
+- ``raking.survey.frontend.rake`` (ours; pandas categoricals, the fast path), the baseline of the
+  ratios;
 - a plain-NumPy row-level IPF (``numpy_ipf`` below: ``np.bincount`` per variable per sweep);
 - the peer libraries ``balance`` (Meta), ``ipfn`` (its pandas mode on the rows),
   ``weightipy``, ``samplics`` and ``svy``, each run in its own virtual environment through
@@ -171,14 +172,14 @@ def reference_method(problem: Problem):
 
 
 def ours_method(problem: Problem, columns: str = "category"):
-    """``raking.survey.rake`` on a DataFrame of pandas categoricals (the fast path).
+    """``raking.survey.frontend.rake`` on a DataFrame of pandas categoricals (the fast path).
 
     ``columns``: ``"category"`` (default), or ``"string"`` / ``"object"`` to give ours the same
     labels as plain strings (each column then costs one ``pandas.factorize``).
     """
     import pandas as pd
 
-    from raking.survey import rake
+    from raking.survey.frontend import rake
 
     df = pd.DataFrame(
         {
@@ -443,7 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--venvs", default=os.environ.get("RAKING_BENCH_VENVS", "/work/bench-venvs")
     )
-    parser.add_argument("--no-ours", action="store_true", help="leave raking.survey.rake out")
+    parser.add_argument(
+        "--no-ours", action="store_true", help="leave raking.survey.frontend.rake out"
+    )
     parser.add_argument(
         "--ours-columns",
         default="category",

@@ -6,7 +6,7 @@ One run prints, for each array library present (``--libs torch cupy numpy``):
   table (SciPy / ``cupyx``; n nonzeros << m*l), with a fixed number of single-marginal steps
   (``--steps``, even: one *iteration* is a row step and a column step). Rows: the naive
   materialising loop (``P *= r / rowsum``, ``P *= c / colsum``; the baseline), the kernel steps
-  (``raking.kernel._ipf`` on validated inputs: no host synchronisation per step), the public
+  (``raking.kernel.ipf._ipf`` on validated inputs: no host synchronisation per step), the public
   ``raking.scaling_factors`` (with its validation), and POT's ``ot.sinkhorn`` on the same dense
   table (``M = -log K``, ``reg = 1``, ``steps / 2`` iterations; only if ``ot`` is importable).
   The **memory floor** of an iteration is two reads of the table (one mat-vec per step) at the
@@ -14,7 +14,7 @@ One run prints, for each array library present (``--libs torch cupy numpy``):
 * **half-precision storage** (dense tables): the same table rounded to bfloat16 (torch) or
   float16 (NumPy, CuPy), balanced by the kernel with float32 factors and sums (``_ipf`` on the
   validated half table: each reduction casts blocks of at most
-  ``raking.kernel.HALF_BLOCK_ELEMENTS`` cells to float32 and reduces them there). Its floor is
+  ``raking.kernel.steps.HALF_BLOCK_ELEMENTS`` cells to float32 and reduces them there). Its floor is
   two reads of the *half* table per iteration (half the float32 floor). The block casts add
   traffic that a fused kernel would not: each block is read in half precision (2 B per cell),
   written in float32 (4 B) and read again by the mat-vec (4 B), so without cache reuse an
@@ -57,8 +57,8 @@ if str(ROOT) not in sys.path:
 import raking  # noqa: E402
 from benchmarks.bench_kernel import header  # noqa: E402
 from raking._array_api import get_xp, to_float  # noqa: E402
-from raking._sparse import sparse_coordinates  # noqa: E402
-from raking.kernel import _ipf, _validate, apply_scaling  # noqa: E402
+from raking.kernel.ipf import _ipf, _validate, apply_scaling  # noqa: E402
+from raking.kernel.sparse import sparse_coordinates  # noqa: E402
 
 FULL = {
     "dense": [4096, 8192, 16384, 32768],
@@ -332,7 +332,7 @@ def sparse_table(m: int, l: int, nnz: int, seed: int) -> Any:
 
 
 def kernel_steps(table: Any, targets: list, steps: int, xp: Any) -> Any:
-    """``steps`` kernel steps on a validated table (``raking.kernel._ipf``, no validation)."""
+    """``steps`` kernel steps on a validated table (``raking.kernel.ipf._ipf``, no validation)."""
     return _ipf(
         table,
         targets,
@@ -366,7 +366,7 @@ def balancing_rows(case: str, size: str, table: Any, lib: Lib, args: argparse.Na
         data = table
         nbytes = table.nbytes if hasattr(table, "nbytes") else table.numel() * table.element_size()
     methods += [
-        ("raking.kernel._ipf (validated)", kernel),
+        ("raking.kernel.ipf._ipf (validated)", kernel),
         ("raking.scaling_factors (public)", lambda: raking.scaling_factors(table, targets, steps)),
     ]
     diffs = {
@@ -446,7 +446,7 @@ def half_row(
     def run(t: Any) -> Any:
         return kernel_steps(t, checked_targets, steps, xp)
 
-    label = f"raking.kernel._ipf ({lib.half_name} storage, float32 sums)"
+    label = f"raking.kernel.ipf._ipf ({lib.half_name} storage, float32 sums)"
     device = f"{lib.name}/{lib.device}"
     reference = apply_scaling(upcast, run(upcast).factors)
     diff = rel_diff(apply_scaling(upcast, run(checked).factors), reference)

@@ -7,11 +7,11 @@ decay 0.01, 5000 iterations, evaluation every 500), and reports the zero-shot me
 recall at every checkpoint.
 
 Data: ``--embeddings DIR`` (``image.npy``, ``text.npy``, ``labels.npy``, ``prompts.npy``, optional
-``eval_image.npy`` / ``eval_labels.npy``; see ``raking.clip_experiment.load_embeddings``) or, by
-default, the synthetic bimodal generator (``raking.clip_experiment.SyntheticWorld``): 100 classes
-with frequencies p_c ∝ c^-a (a = ``--alpha``, default 1), trained on the long-tailed pairs and
-evaluated on two held-out sets of the same world: "balanced" (uniform classes) and
-"long-tailed (a=...)" (the training law).
+``eval_image.npy`` / ``eval_labels.npy``; see ``raking.research.clip_experiment.load_embeddings``)
+or, by default, the synthetic bimodal generator
+(``raking.research.clip_experiment.SyntheticWorld``): 100 classes with frequencies p_c ∝ c^-a (a =
+``--alpha``, default 1), trained on the long-tailed pairs and evaluated on two held-out sets of the
+same world: "balanced" (uniform classes) and "long-tailed (a=...)" (the training law).
 
 Writes ``OUT/NAME.csv`` (one row per dataset × batch × k × seed × checkpoint), ``OUT/NAME.png``
 and ``.pdf`` (``OUT`` defaults to ``figures/``, and to the git-ignored ``figures/quick/`` with
@@ -41,7 +41,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from raking.clip_experiment import (
+from raking.plotting import check_output_folder, output_folder
+from raking.research.clip_experiment import (
     SyntheticWorld,
     load_embeddings,
     plot_clip_experiment,
@@ -49,7 +50,6 @@ from raking.clip_experiment import (
     summary_table,
     train_heads,
 )
-from raking.plotting import check_output_folder, output_folder
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--extrapolate", type=int, default=32768, help="B to extrapolate to")
     args = parser.parse_args(argv)
-    from raking.clip_experiment import resolve_device
+    from raking.research.clip_experiment import resolve_device
 
     device = resolve_device(args.device)
     import torch

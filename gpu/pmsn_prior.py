@@ -6,7 +6,7 @@ K = 10 prototypes is trained self-supervised on two noisy / masked views, SwAV-s
 (``raking.torch.sinkhorn`` codes, eps 0.05, 3 iterations, swapped prediction at temperature 0.1)
 and MSN-style (sharpened cross-view target + ``raking.torch.prior_matching_loss``), each under
 the uniform prior and the matching power-law prior ``raking.torch.power_law_prior(10, 0.5)``.
-The design is documented in ``raking/pmsn.py``.
+The design is documented in ``raking/research/pmsn.py``.
 
 Reports the 10-NN purity of A and B of held-out samples in the learned representation (and
 their chance levels), plus the NMI of the prototype assignment with A and with B, per seed ×
@@ -34,9 +34,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from raking.clip_experiment import resolve_device
 from raking.plotting import check_output_folder, output_folder
-from raking.pmsn import plot_pmsn, run_grid, summary_table
+from raking.research.clip_experiment import resolve_device
+from raking.research.pmsn import plot_pmsn, run_grid, summary_table
 
 
 def _parser() -> argparse.ArgumentParser:

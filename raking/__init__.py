@@ -2,20 +2,21 @@
 
 The kernel (:func:`balance`, :func:`balance_result`, :func:`scaling_factors`,
 :func:`apply_scaling`) runs on NumPy, CuPy, PyTorch and any array-API library; the statistics
-layer (:mod:`raking.estimators`, :mod:`raking.marginals`, :mod:`raking.theory`) works in NumPy
+layer (:mod:`raking.stats.estimators`, :mod:`raking.stats.marginals`, :mod:`raking.stats.theory`,
+also reachable as ``raking.estimators``, ``raking.marginals``, ``raking.theory``) works in NumPy
 float64. Heavy optional packages (numba, torch, cupy, pandas, dask, matplotlib) are imported
 lazily, only by the functions that need them: :func:`raking.rake` (the pandas survey front end,
-:mod:`raking.survey`) is loaded on first access.
+:mod:`raking.survey.frontend`) is loaded on first access.
 """
 
 from typing import Any
 
-from raking import estimators, marginals, theory
-from raking.estimators import balanced_estimate, empirical_estimate, estimate, ipw_estimate
 from raking.exceptions import ConvergenceWarning, EmptyCategoryError
-from raking.kernel import apply_scaling, balance, balance_result, scaling_factors
+from raking.kernel.ipf import apply_scaling, balance, balance_result, scaling_factors
 from raking.results import BalanceResult, Estimate, ScalingResult
-from raking.theory import asymptotic_variance, singular_values
+from raking.stats import estimators, marginals, theory
+from raking.stats.estimators import balanced_estimate, empirical_estimate, estimate, ipw_estimate
+from raking.stats.theory import asymptotic_variance, singular_values
 
 __version__ = "0.1.0"
 
@@ -45,7 +46,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """Load the pandas survey front end only when ``raking.rake`` is first used."""
     if name == "rake":
-        from raking.survey import rake
+        from raking.survey.frontend import rake
 
         return rake
     raise AttributeError(f"module 'raking' has no attribute {name!r}")

@@ -6,7 +6,7 @@
                          [--out DIR] [--quick] [--scheduler serial|dask] [--address URL]
                          [--workers W]
     raking figures [same options]          # every experiment, with its defaults
-    raking rake DATA.csv --target COLUMN=FILE ... --out WEIGHTS.csv   # see raking.cli_rake
+    raking rake DATA.csv --target COLUMN=FILE ... --out WEIGHTS.csv   # see raking.survey.cli
     raking --version
 
 Each experiment writes ``DIR/NAME.csv`` and its figures (``NAME.png``, ``NAME.pdf``), shows a
@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from raking import __version__
-from raking.cli_rake import add_rake_parser, as_flags, nonnegative_int, positive_int, run_rake
-from raking.montecarlo import SCHEDULERS, SweepResult, local_cluster, run_experiment
 from raking.plotting import check_output_folder, output_folder
+from raking.simulation.montecarlo import SCHEDULERS, SweepResult, local_cluster, run_experiment
+from raking.survey.cli import add_rake_parser, as_flags, nonnegative_int, positive_int, run_rake
 
 if TYPE_CHECKING:
-    from raking.experiments import Experiment, Options
+    from raking.simulation.experiments import Experiment, Options
 
 __all__ = ["main"]
 
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         0 on success, 2 for a usage error, 1 when an experiment fails.
     """
-    from raking.experiments import EXPERIMENTS
+    from raking.simulation.experiments import EXPERIMENTS
 
     parser = build_parser(EXPERIMENTS)
     try:
@@ -213,7 +213,7 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
 
 def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Options:
     """The experiments' options; a value they reject is a usage error (status 2)."""
-    from raking.experiments import Options
+    from raking.simulation.experiments import Options
 
     try:
         return Options(

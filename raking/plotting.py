@@ -1,4 +1,4 @@
-r"""Figures of the Monte Carlo experiments (:mod:`raking.experiments`), drawn with matplotlib.
+r"""Figures of the Monte Carlo experiments (:mod:`raking.simulation.experiments`), in matplotlib.
 
 Each ``plot_NAME(frame, folder)`` takes the experiment's tidy rows and writes ``NAME.png``
 (150 dpi) and ``NAME.pdf`` into ``folder``, returning the two paths. Figures are built with
@@ -184,7 +184,7 @@ def plot_dependence(frame: pd.DataFrame, folder: Path) -> list[Path]:
     Parameters
     ----------
     frame : pandas.DataFrame
-        Rows of :func:`raking.experiments.dependence_point`.
+        Rows of :func:`raking.simulation.experiments.dependence_point`.
     folder : pathlib.Path
         Output folder.
 
@@ -291,7 +291,7 @@ def plot_theory_vs_mc(frame: pd.DataFrame, folder: Path) -> list[Path]:
     Parameters
     ----------
     frame : pandas.DataFrame
-        Rows of :func:`raking.experiments.k_sweep_point`.
+        Rows of :func:`raking.simulation.experiments.k_sweep_point`.
     folder : pathlib.Path
         Output folder.
 
@@ -346,7 +346,7 @@ def plot_mse_vs_n(frame: pd.DataFrame, folder: Path) -> list[Path]:
     Parameters
     ----------
     frame : pandas.DataFrame
-        Rows of :func:`raking.experiments.k_sweep_point`.
+        Rows of :func:`raking.simulation.experiments.k_sweep_point`.
     folder : pathlib.Path
         Output folder.
 
@@ -410,7 +410,7 @@ def plot_mse_vs_k(frame: pd.DataFrame, folder: Path) -> list[Path]:
     Parameters
     ----------
     frame : pandas.DataFrame
-        Rows of :func:`raking.experiments.k_sweep_point`.
+        Rows of :func:`raking.simulation.experiments.k_sweep_point`.
     folder : pathlib.Path
         Output folder.
 
@@ -544,7 +544,7 @@ def plot_illustration(frame: pd.DataFrame, folder: Path) -> list[Path]:
     Parameters
     ----------
     frame : pandas.DataFrame
-        Rows of :func:`raking.experiments.illustration_point`.
+        Rows of :func:`raking.simulation.experiments.illustration_point`.
     folder : pathlib.Path
         Output folder.
 

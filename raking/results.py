@@ -42,7 +42,7 @@ class ScalingResult:
 
     The balanced table is ``table * f_1 ⊗ ... ⊗ f_d`` (``log_domain=False``) or
     ``log_table + g_1 ⊕ ... ⊕ g_d`` (``log_domain=True``, the ``g`` are log-potentials); use
-    :func:`raking.kernel.apply_scaling` to form it.
+    :func:`raking.kernel.ipf.apply_scaling` to form it.
 
     Attributes
     ----------
@@ -50,11 +50,11 @@ class ScalingResult:
         One array per balanced axis, shape ``(*batch, n_i)``, in the table's namespace and the
         compute dtype (the table's dtype; float32 for a float16 / bfloat16 table), always
         relative to the *input* table. When the targets are unreachable the factors diverge;
-        the kernel then absorbs them into a working table (see :func:`raking.kernel.balance`)
+        the kernel then absorbs them into a working table (see :func:`raking.kernel.ipf.balance`)
         and returns their cumulative products. Where those over- or underflow, so that no
         factors of the compute dtype give the balanced table, a table's factors are NaN (with
         a :class:`~raking.exceptions.ConvergenceWarning`, and
-        :func:`~raking.kernel.apply_scaling` refuses them): use ``balance_result(...).table``.
+        :func:`~raking.kernel.ipf.apply_scaling` refuses them): use ``balance_result(...).table``.
     steps : int
         Single-marginal adjustments performed (the paper's k).
     converged : bool
@@ -66,7 +66,7 @@ class ScalingResult:
     tol : float
         The tolerance ``converged`` is judged against, on the same share scale: the ``tol``
         argument, or the compute dtype's rounding floor if that is larger
-        (:func:`raking.kernel.attainable_tol`).
+        (:func:`raking.kernel.ipf.attainable_tol`).
     log_domain : bool
         Whether ``factors`` are log-potentials.
     """
@@ -318,7 +318,7 @@ class Estimate:
 
 @dataclass(frozen=True, slots=True)
 class RakingWeights:
-    """Unit weights raked to target margins (:func:`raking.weights.rake_codes`), with diagnostics.
+    """Unit weights raked to margins (:func:`raking.survey.weights.rake_codes`), with diagnostics.
 
     Attributes
     ----------

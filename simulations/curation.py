@@ -2,9 +2,9 @@
 sparse caption × keyword table.
 
 Matches the 13,635 shipped validation captions (250 classes) against the ImageNet class names,
-balances the reference measure Q with :func:`raking.curation.curate` (one Y-step to the capped
-target by default) and writes, into ``--out`` (default ``figures/``; ``figures/quick/``, which
-git ignores, with ``--quick``):
+balances the reference measure Q with :func:`raking.research.curation.curate` (one Y-step to the
+capped target by default) and writes, into ``--out`` (default ``figures/``; ``figures/quick/``,
+which git ignores, with ``--quick``):
 
 - ``curation.csv``: one row per keyword: count, observed share Q_Y, target share P_Y and
   balanced share Q^(k)_Y;
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from raking.curation import (
+from raking.plotting import check_output_folder, output_folder, save_figure
+from raking.research.curation import (
     DEFAULT_SEED,
     DEFAULT_T,
     CurationResult,
@@ -36,7 +37,6 @@ from raking.curation import (
     load_synsets,
     match_matrix,
 )
-from raking.plotting import check_output_folder, output_folder, save_figure
 
 QUICK_CAPTIONS = 2000
 _OBSERVED = "dodgerblue"

@@ -1,9 +1,9 @@
 """The ``dependence`` experiment: same as ``raking simulate dependence [options]``.
 
-The experiment itself is defined in :mod:`raking.experiments`; this script only forwards its
-arguments to the ``raking`` command (``--help`` lists them). It writes ``figures/dependence.csv``,
-``.png`` and ``.pdf`` (relative to the current folder; with ``--quick`` into ``figures/quick/``,
-which git ignores; ``--out`` to change) and prints the summary table.
+The experiment itself is defined in :mod:`raking.simulation.experiments`; this script only forwards
+its arguments to the ``raking`` command (``--help`` lists them). It writes
+``figures/dependence.csv``, ``.png`` and ``.pdf`` (relative to the current folder; with ``--quick``
+into ``figures/quick/``, which git ignores; ``--out`` to change) and prints the summary table.
 
     python simulations/dependence.py            # the full default run
     python simulations/dependence.py --quick    # a small grid, into figures/quick/

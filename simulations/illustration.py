@@ -1,9 +1,10 @@
 """The ``illustration`` experiment: same as ``raking simulate illustration [options]``.
 
-The experiment itself is defined in :mod:`raking.experiments`; this script only forwards its
-arguments to the ``raking`` command (``--help`` lists them). It writes ``figures/illustration.csv``,
-``.png`` and ``.pdf`` (relative to the current folder; with ``--quick`` into ``figures/quick/``,
-which git ignores; ``--out`` to change) and prints the summary table.
+The experiment itself is defined in :mod:`raking.simulation.experiments`; this script only forwards
+its arguments to the ``raking`` command (``--help`` lists them). It writes
+``figures/illustration.csv``, ``.png`` and ``.pdf`` (relative to the current folder; with
+``--quick`` into ``figures/quick/``, which git ignores; ``--out`` to change) and prints the summary
+table.
 
     python simulations/illustration.py            # the full default run
     python simulations/illustration.py --quick    # a small grid, into figures/quick/

@@ -1,7 +1,7 @@
 """The ``mse_vs_k`` experiment: same as ``raking simulate mse_vs_k [options]``.
 
-The experiment itself is defined in :mod:`raking.experiments`; this script only forwards its
-arguments to the ``raking`` command (``--help`` lists them). It writes ``figures/mse_vs_k.csv``,
+The experiment itself is defined in :mod:`raking.simulation.experiments`; this script only forwards
+its arguments to the ``raking`` command (``--help`` lists them). It writes ``figures/mse_vs_k.csv``,
 ``.png`` and ``.pdf`` (relative to the current folder; with ``--quick`` into ``figures/quick/``,
 which git ignores; ``--out`` to change) and prints the summary table.
 

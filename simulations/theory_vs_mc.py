@@ -1,9 +1,10 @@
 """The ``theory_vs_mc`` experiment: same as ``raking simulate theory_vs_mc [options]``.
 
-The experiment itself is defined in :mod:`raking.experiments`; this script only forwards its
-arguments to the ``raking`` command (``--help`` lists them). It writes ``figures/theory_vs_mc.csv``,
-``.png`` and ``.pdf`` (relative to the current folder; with ``--quick`` into ``figures/quick/``,
-which git ignores; ``--out`` to change) and prints the summary table.
+The experiment itself is defined in :mod:`raking.simulation.experiments`; this script only forwards
+its arguments to the ``raking`` command (``--help`` lists them). It writes
+``figures/theory_vs_mc.csv``, ``.png`` and ``.pdf`` (relative to the current folder; with
+``--quick`` into ``figures/quick/``, which git ignores; ``--out`` to change) and prints the summary
+table.
 
     python simulations/theory_vs_mc.py            # the full default run
     python simulations/theory_vs_mc.py --quick    # a small grid, into figures/quick/

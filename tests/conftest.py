@@ -49,7 +49,7 @@ def assert_close(actual, expected, *, xp, rtol=1e-12, atol=1e-14):
 def cluster_address():
     """Address of a Dask LocalCluster (2 worker processes) shared by the tests that use one."""
     pytest.importorskip("dask.distributed")
-    from raking.montecarlo import local_cluster
+    from raking.simulation.montecarlo import local_cluster
 
     with local_cluster(2) as address:
         yield address

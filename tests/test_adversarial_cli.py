@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from raking.cli import main
-from raking.cli_rake import as_flags
+from raking.survey.cli import as_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,9 +21,9 @@ import pytest
 from scipy.optimize import linprog
 
 import raking
-from raking.estimators import _reachability
 from raking.exceptions import ConvergenceWarning, EmptyCategoryError
-from raking.variance import (
+from raking.stats.estimators import _reachability
+from raking.stats.variance import (
     asymptotic_variance,
     efficient_variance,
     ipwi_variance,
@@ -213,7 +213,7 @@ def test_tiny_target_shares_keep_a_finite_se_of_the_right_order():
 
 def test_large_table_path_uses_ipf_and_says_when_it_stops_short(monkeypatch):
     """Past the Newton size limit the kernel's IPF finds the plug-in, bounded by max_steps."""
-    import raking.estimators as est
+    import raking.stats.estimators as est
 
     x, y, h = _codes(seed=6, n=400, m=4, l=5)
     targets = [[0.1, 0.2, 0.3, 0.4], [0.3, 0.1, 0.2, 0.25, 0.15]]

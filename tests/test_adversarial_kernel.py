@@ -1,7 +1,7 @@
 """Adversarial inputs to the kernel entry points: the error type, and a message naming the argument.
 
 ``balance``, ``balance_result``, ``scaling_factors`` and ``apply_scaling`` share one door
-(``raking.kernel._validate`` / ``check_table``); every bad input must be refused there with a
+(``raking.kernel.ipf._validate`` / ``check_table``); every bad input must be refused there with a
 ``ValueError`` / ``TypeError`` that names the argument (``table``, ``targets[i]``, ``tol``, ...),
 and every odd-but-valid input (read-only, non-contiguous, integer, overflowing or subnormal
 scale, one target) must give the right, finite table without touching the caller's arrays.

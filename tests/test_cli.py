@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from raking.cli import main
-from raking.experiments import EXPERIMENTS
+from raking.simulation.experiments import EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 

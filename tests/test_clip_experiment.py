@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 pytest.importorskip("pandas")
 
-from raking.clip_experiment import (  # noqa: E402
+from raking.research.clip_experiment import (  # noqa: E402
     SyntheticWorld,
     batch_loss,
     load_embeddings,

@@ -1,4 +1,4 @@
-"""MetaCLIP curation as balancing (``raking.curation``, ``raking.curation_data``, the script)."""
+"""MetaCLIP curation as balancing (``raking.research.curation``, ``curation_data``, the script)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import scipy.sparse as sp
 
 from raking import balance
-from raking.curation import (
+from raking.research.curation import (
     DEFAULT_T,
     capped_target,
     class_keywords,
@@ -242,7 +242,7 @@ def test_head_nouns_add_the_last_word_of_multi_word_names():
 
 
 def test_importing_curation_loads_neither_scipy_nor_matplotlib():
-    code = "import sys, json, raking.curation; print(json.dumps(sorted(sys.modules)))"
+    code = "import sys, json, raking.research.curation; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "scipy" not in loaded and "matplotlib" not in loaded

@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from raking.estimators import balanced_estimate, empirical_estimate, estimate, ipw_estimate
 from raking.exceptions import EmptyCategoryError
-from raking.kernel import balance
-from raking.marginals import counts_from_codes, marginals, sample_counts
+from raking.kernel.ipf import balance
 from raking.results import BalancedEstimates, BatchEstimates, Estimate
-from raking.theory import asymptotic_variance
+from raking.stats.estimators import balanced_estimate, empirical_estimate, estimate, ipw_estimate
+from raking.stats.marginals import counts_from_codes, marginals, sample_counts
+from raking.stats.theory import asymptotic_variance
 
 
 def _ipf_reference(table, px, py, steps):
@@ -447,16 +447,16 @@ def test_compiled_and_array_api_kernels_agree(compiled):
 
 
 def test_compiled_flag_chooses_the_kernel(monkeypatch):
-    import raking._numba
+    import raking.kernel.compiled
 
     calls = []
-    real = raking._numba.numba_ipf
+    real = raking.kernel.compiled.numba_ipf
 
     def spy(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(raking._numba, "numba_ipf", spy)
+    monkeypatch.setattr(raking.kernel.compiled, "numba_ipf", spy)
     counts = np.full((2, 3, 3), 10.0)
     h = np.eye(3)
     targets = [np.full(3, 1 / 3)] * 2

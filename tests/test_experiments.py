@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raking.experiments import (
+from raking.simulation.experiments import (
     DEPENDENCE_DESIGN,
     EXPERIMENTS,
     REFERENCE_DESIGN,
@@ -27,7 +27,7 @@ from raking.experiments import (
     summarize,
     two_valued_direction,
 )
-from raking.theory import singular_values
+from raking.stats.theory import singular_values
 
 NAMES = ["dependence", "theory_vs_mc", "mse_vs_n", "mse_vs_k", "illustration"]
 

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from raking.cli import main
-from raking.experiments import EXPERIMENTS, Options
 from raking.plotting import FIGURES, QUICK_FIGURES, output_folder, save_figure
+from raking.simulation.experiments import EXPERIMENTS, Options
 
 ROOT = Path(__file__).resolve().parent.parent
 

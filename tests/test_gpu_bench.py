@@ -44,11 +44,11 @@ def test_balancing_rows_have_times_and_floor_ratios(report):
         for lib in ("torch/cpu", "numpy/cpu"):
             for method in (
                 "naive loop (baseline)",
-                "raking.kernel._ipf (validated)",
+                "raking.kernel.ipf._ipf (validated)",
                 "raking.scaling_factors (public)",
             ):
                 assert (case, lib, method) in seen
-    assert ("sparse", "numpy/cpu", "raking.kernel._ipf (validated)") in seen
+    assert ("sparse", "numpy/cpu", "raking.kernel.ipf._ipf (validated)") in seen
     for r in timed:
         for cell in (r[5], r[6], r[7], r[8], r[9], r[10]):
             value = float(cell)  # a number, not a placeholder
@@ -63,7 +63,7 @@ def test_half_storage_rows_are_measured(report, lib, dtype):
     rows = [r for r in _rows(text, "dense") if r[2] == lib and r[3] == dtype]
     assert len(rows) == 1  # one per dense size (--sizes 64)
     row = rows[0]
-    assert row[4] == f"raking.kernel._ipf ({dtype} storage, float32 sums)"
+    assert row[4] == f"raking.kernel.ipf._ipf ({dtype} storage, float32 sums)"
     for cell in row[5:11]:
         value = float(cell)
         assert math.isfinite(value) and value > 0

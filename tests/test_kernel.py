@@ -1,4 +1,4 @@
-"""Properties of the balancing kernel (``raking.kernel``), on every array library."""
+"""Properties of the balancing kernel (``raking.kernel.ipf``), on every array library."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A float16 or bfloat16 table stays in its dtype; the factors, targets, reductions and errors are
 in the compute dtype (float32 by default), and each reduction casts bounded blocks of the table
-(``raking.kernel.HALF_BLOCK_ELEMENTS``) to it.
+(``raking.kernel.steps.HALF_BLOCK_ELEMENTS``) to it.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import raking._numba
+import raking.kernel.compiled
 from raking import EmptyCategoryError, apply_scaling, balance, balance_result, scaling_factors
-from raking import kernel as kernel_module
 from raking._array_api import get_xp, to_numpy
-from raking.kernel import _ipf
+from raking.kernel import steps as kernel_module
+from raking.kernel.ipf import _ipf
 
 torch = pytest.importorskip("torch")
 
@@ -363,8 +363,8 @@ def test_half_tables_never_reach_numba(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("numba loops called for a float16 table")
 
-    monkeypatch.setattr(raking._numba, "numba_ipf", refuse)
-    monkeypatch.setattr(raking._numba, "numba_apply", refuse)
+    monkeypatch.setattr(raking.kernel.compiled, "numba_ipf", refuse)
+    monkeypatch.setattr(raking.kernel.compiled, "numba_apply", refuse)
     values, targets = _problem((16, 20, 20), 2)
     table = values.astype(np.float16)
     xp = get_xp(table)

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import raking._numba
+import raking.kernel.compiled
 from raking import apply_scaling, balance, balance_result, scaling_factors
 from raking._array_api import get_xp, to_numpy
 from raking.exceptions import ConvergenceWarning
@@ -229,16 +229,16 @@ def test_batched_numba_path_with_unreachable_tables(steps, compiled, monkeypatch
     pytest.importorskip("numba")
     table, targets = batch_with_unreachable_tables()
     calls = []
-    real = raking._numba.numba_ipf
+    real = raking.kernel.compiled.numba_ipf
     monkeypatch.setattr(
-        raking._numba, "numba_ipf", lambda *a, **k: calls.append(1) or real(*a, **k)
+        raking.kernel.compiled, "numba_ipf", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     if compiled:  # the loops wherever they apply (the Monte Carlo numba backend)
-        from raking.kernel import _run
+        from raking.kernel.ipf import run_steps
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            state = _run(
+            state = run_steps(
                 table,
                 targets,
                 steps=steps,
@@ -547,7 +547,7 @@ def test_accelerator_reads_one_stacked_transfer_per_check(steps, monkeypatch):
 
     Simulated on the CPU: torch tensors are declared to be on an accelerator.
     """
-    import raking.kernel as kernel_module
+    import raking.kernel.ipf as kernel_module
 
     monkeypatch.setattr(kernel_module, "on_accelerator", lambda x: True)
     reads = []

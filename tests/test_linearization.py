@@ -1,4 +1,4 @@
-"""Raking residuals and design variances (raking.linearization), against direct formulas."""
+"""Raking residuals and design variances (raking.survey.linearization), against direct formulas."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from raking.linearization import RakingProjection, design_variance
+from raking.survey.linearization import RakingProjection, design_variance
 
 
 def _design(seed, n=300, levels=(3, 4, 5)):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from raking.survey import rake
-from raking.survey_data import api_population_margins, load_api
+from raking.survey.data import api_population_margins, load_api
+from raking.survey.frontend import rake
 
 MARGINS = api_population_margins()
 TWO = {"stype": MARGINS["stype"], "sch.wide": MARGINS["sch.wide"]}

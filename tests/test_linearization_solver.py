@@ -1,4 +1,4 @@
-"""The O(n + levels) raking residual (raking.linearization) against dense least squares.
+"""The O(n + levels) raking residual (raking.survey.linearization) against dense least squares.
 
 Issue 11, finding 4: the converged residual is now found by conjugate gradients on the scaled
 normal equations, without the dense ``levels x levels`` Gram matrix. These tests hold it to two
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raking.linearization import RakingProjection, ResidualNotConverged
-from raking.survey import rake
-from raking.survey_data import api_population_margins, load_api
+from raking.survey.data import api_population_margins, load_api
+from raking.survey.frontend import rake
+from raking.survey.linearization import RakingProjection, ResidualNotConverged
 
 MARGINS = api_population_margins()
 TWO = {"stype": MARGINS["stype"], "sch.wide": MARGINS["sch.wide"]}

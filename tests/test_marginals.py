@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raking.marginals import (
+from raking.stats.marginals import (
     counts_from_codes,
     marginals,
     misspecify,

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raking.experiments import EXPERIMENTS, Options
-from raking.montecarlo import run_experiment, run_sweep
+from raking.simulation.experiments import EXPERIMENTS, Options
+from raking.simulation.montecarlo import run_experiment, run_sweep
 
 SEED = 7
 QUICK = Options(quick=True, reps=200)
@@ -168,7 +168,10 @@ def test_importing_the_sweep_and_the_cli_loads_no_dask_pandas_or_matplotlib():
     import json
     import subprocess
 
-    code = "import sys, json, raking.montecarlo, raking.cli; print(json.dumps(sorted(sys.modules)))"
+    code = (
+        "import sys, json, raking.simulation.montecarlo, raking.cli; "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert not loaded & {"dask", "distributed", "pandas", "matplotlib", "tqdm"}

@@ -14,9 +14,9 @@ import math
 import numpy as np
 import pytest
 
-from raking.estimators import balanced_estimate, ipw_estimate
-from raking.marginals import marginals, sample_counts
-from raking.theory import asymptotic_variance, ipwi_variance, singular_values
+from raking.stats.estimators import balanced_estimate, ipw_estimate
+from raking.stats.marginals import marginals, sample_counts
+from raking.stats.theory import asymptotic_variance, ipwi_variance, singular_values
 
 N = 2_000
 REPS = 20_000

@@ -1,4 +1,4 @@
-"""The compiled loops (``raking._numba``) against their oracle, the array-API kernel."""
+"""The compiled loops (``raking.kernel.compiled``) against their oracle, the array-API kernel."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import raking._numba
+import raking.kernel.compiled
 from raking import balance, balance_result, scaling_factors
-from raking._numba import numba_apply, numba_ipf, use_numba
-from raking.kernel import _apply, _ipf
+from raking.kernel.compiled import numba_apply, numba_ipf, use_numba
+from raking.kernel.ipf import _ipf
+from raking.kernel.steps import _apply
 
 pytest.importorskip("numba")
 
@@ -32,7 +33,7 @@ pytest.importorskip("numba")
 def numba_dispatch_off():
     """The kernel's NumPy path, however large the batch."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(raking._numba, "use_numba", lambda table, targets, steps: False)
+        mp.setattr(raking.kernel.compiled, "use_numba", lambda table, targets, steps: False)
         yield
 
 
@@ -54,9 +55,10 @@ def kernel(table, targets, steps, *, compiled=False):
 def compiled(table, targets, steps):
     """The kernel's result through the compiled loops (asserting that they ran)."""
     runs = []
-    real = raking._numba.numba_ipf
+    real = raking.kernel.compiled.numba_ipf
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(raking._numba, "numba_ipf", lambda *a, **k: runs.append(1) or real(*a, **k))
+        spy = lambda *a, **k: runs.append(1) or real(*a, **k)  # noqa: E731
+        mp.setattr(raking.kernel.compiled, "numba_ipf", spy)
         result = kernel(table, targets, steps, compiled=True)
     assert runs
     return result
@@ -242,9 +244,9 @@ def test_use_numba_is_false_outside_its_domain():
 def test_use_numba_needs_a_table_per_cpu_for_larger_tables(monkeypatch):
     table = np.broadcast_to(np.ones((1, 1, 1)), (4, 400, 400))
     targets = [np.full(400, 1 / 400)] * 2
-    monkeypatch.setattr(raking._numba.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(raking.kernel.compiled.os, "cpu_count", lambda: 4)
     assert use_numba(table, targets, 8)
-    monkeypatch.setattr(raking._numba.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(raking.kernel.compiled.os, "cpu_count", lambda: 8)
     assert not use_numba(table, targets, 8)
     small = np.broadcast_to(np.ones((1, 1, 1)), (2, 100, 100))  # small: any B >= 2
     assert use_numba(small, [np.full(100, 0.01)] * 2, 8)
@@ -252,22 +254,22 @@ def test_use_numba_needs_a_table_per_cpu_for_larger_tables(monkeypatch):
 
 def test_use_numba_is_false_without_numba(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
-    raking._numba._numba_available.cache_clear()
+    raking.kernel.compiled._numba_available.cache_clear()
     try:
         assert not use_numba(_big_batch(), [np.full(50, 0.02)] * 2, 8)
     finally:
-        raking._numba._numba_available.cache_clear()
+        raking.kernel.compiled._numba_available.cache_clear()
 
 
 def _spy(monkeypatch):
     calls = []
-    original = raking._numba.numba_ipf
+    original = raking.kernel.compiled.numba_ipf
 
     def spy(table, targets, steps, **kwargs):
         calls.append((table.shape, steps))
         return original(table, targets, steps, **kwargs)
 
-    monkeypatch.setattr(raking._numba, "numba_ipf", spy)
+    monkeypatch.setattr(raking.kernel.compiled, "numba_ipf", spy)
     return calls
 
 
@@ -310,6 +312,6 @@ def test_balance_on_one_numpy_table_stays_in_numpy(monkeypatch):
 
 
 def test_importing_the_module_does_not_import_numba():
-    code = "import sys, json, raking._numba; print(json.dumps('numba' in sys.modules))"
+    code = "import sys, json, raking.kernel.compiled; print(json.dumps('numba' in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) is False

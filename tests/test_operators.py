@@ -1,4 +1,4 @@
-"""Tests for raking.operators: conditional means, projections, singular system."""
+"""Tests for raking.stats.operators: conditional means, projections, singular system."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from raking.exceptions import EmptyCategoryError
-from raking.operators import (
+from raking.stats.operators import (
     conditional_mean_operators,
     maximal_correlation,
     project_x,

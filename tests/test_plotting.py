@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raking.experiments import EXPERIMENTS, Options
+from raking.simulation.experiments import EXPERIMENTS, Options
 
 NAMES = list(EXPERIMENTS)
 
@@ -56,7 +56,7 @@ def test_dependence_figure_with_two_sample_sizes(tmp_path):
 
 def test_importing_the_modules_loads_no_matplotlib_or_pandas():
     code = (
-        "import sys, raking.experiments, raking.plotting; "
+        "import sys, raking.simulation.experiments, raking.plotting; "
         "print(sorted(m for m in ('matplotlib', 'pandas') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -67,7 +67,7 @@ def test_plotting_leaves_pyplot_alone(tmp_path):
     """Figures are built without pyplot: no global figure is left open, no backend switched."""
     code = (
         "import sys, numpy as np, pandas as pd, pathlib\n"
-        "from raking.experiments import EXPERIMENTS, Options\n"
+        "from raking.simulation.experiments import EXPERIMENTS, Options\n"
         "exp = EXPERIMENTS['mse_vs_k']\n"
         "p = exp.grid(Options(quick=True, reps=20))[0]\n"
         "exp.plot(pd.DataFrame(exp.point(p, np.random.SeedSequence(0), 'numba')),"

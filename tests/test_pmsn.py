@@ -1,4 +1,4 @@
-"""PMSN toy (raking.pmsn, gpu/pmsn_prior.py): generator, k-NN purity, training, script (CPU)."""
+"""PMSN toy (raking.research.pmsn, gpu/pmsn_prior.py): generator, k-NN purity, training, script."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 pd = pytest.importorskip("pandas")
 
-from raking.pmsn import (  # noqa: E402
+from raking.research.pmsn import (  # noqa: E402
     TwoFeatureWorld,
     chance_purity,
     cluster_nmi,

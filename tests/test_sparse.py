@@ -20,7 +20,7 @@ from raking import (
     balance_result,
     scaling_factors,
 )
-from raking._sparse import is_sparse
+from raking.kernel.sparse import is_sparse
 
 FORMATS = ["csr", "csc", "coo"]
 KINDS = [sp.csr_matrix, sp.csr_array]
@@ -215,7 +215,7 @@ def test_apply_scaling_checks_the_factors():
 
 def test_recognising_a_dense_table_loads_no_scipy():
     code = (
-        "import sys, json, numpy as np, raking; from raking._sparse import is_sparse; "
+        "import sys, json, numpy as np, raking; from raking.kernel.sparse import is_sparse; "
         "assert not is_sparse(np.ones((2, 2))); "
         "raking.balance(np.ones((2, 2)), [np.ones(2) / 2] * 2, steps=1); "
         "print(json.dumps('scipy' in sys.modules))"

@@ -12,8 +12,8 @@ import pytest
 
 import raking
 from raking import balance
-from raking.survey import rake, targets_from_frame
-from raking.survey_data import api_population_margins, api_population_truth, load_api
+from raking.survey.data import api_population_margins, api_population_truth, load_api
+from raking.survey.frontend import rake, targets_from_frame
 
 MARGINS = api_population_margins()
 TWO = {"stype": MARGINS["stype"], "sch.wide": MARGINS["sch.wide"]}
@@ -244,7 +244,7 @@ def test_import_raking_loads_no_pandas_and_rake_is_lazy():
         "f = raking.rake; print(json.dumps([before, 'pandas' in sys.modules, f.__module__]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == [False, True, "raking.survey"]
+    assert json.loads(out.stdout) == [False, True, "raking.survey.frontend"]
     with pytest.raises(AttributeError, match="no attribute 'rake_it'"):
         raking.rake_it  # noqa: B018
 
@@ -254,7 +254,7 @@ def test_categorical_codes_are_copied_small_and_equal_to_the_string_coding(order
     # The fast path hands categorical codes through as they are (when the categories are the
     # target levels, in order); it must still give the same weights as any other coding, and
     # never alias the DataFrame's own codes.
-    from raking._survey_codes import _code_column
+    from raking.survey.codes import _code_column
 
     srs = load_api("apisrs")
     levels = list(MARGINS["stype"].index)

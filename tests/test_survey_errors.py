@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from raking.exceptions import ConvergenceWarning, EmptyCategoryError, SparseLevelWarning
-from raking.survey import rake
-from raking.survey_data import api_population_margins, load_api
+from raking.survey.data import api_population_margins, load_api
+from raking.survey.frontend import rake
 
 MARGINS = api_population_margins()
 TWO = {"stype": MARGINS["stype"], "sch.wide": MARGINS["sch.wide"]}

@@ -3,7 +3,8 @@
 Issue 11, finding 1: on pandas 3 (copy-on-write) a DataFrame's columns are read-only arrays, and
 the compiled passes (used from 100,000 units) refused them; no test ran them with a weights column
 at this size. These tests run ``rake`` on 200,000 rows on the cells path (few crossed cells) and
-on the rows path (more crossed cells than half the rows; see :func:`raking.weights._units`), with
+on the rows path (more crossed cells than half the rows; see
+:func:`raking.survey.weights._units`), with
 integer, nullable, string, object and categorical columns, and check that the margins are met and
 that the weights do not depend on the column types or on the path. Arrays made read-only by hand
 (``writeable=False`` in a DataFrame built with ``copy=False``) make the tests fail on pandas 2 as
@@ -19,7 +20,7 @@ import pandas as pd
 import pytest
 
 import raking
-from raking.weights import _rake
+from raking.survey.weights import _rake
 
 N = 200_000
 FEW = (4, 12, 30)  # 1,440 crossed cells: the cells path
@@ -163,7 +164,7 @@ def test_any_numeric_weights_column_gives_the_weights_of_its_float64_values(few,
 
 
 def _numba() -> bool:
-    from raking._numba_weights import numba_available
+    from raking.survey.compiled import numba_available
 
     return numba_available()
 

@@ -1,8 +1,8 @@
 """Memory tier of the survey SEs: ``RakeResult.mean``/``total`` on a variable with 10^4-10^5 levels.
 
-The linearisation SE (:mod:`raking.linearization`) must cost O(n + levels) memory. Before issue
-11 it formed the dense ``levels x levels`` Gram matrix of the raking indicators: 800 MB at 10^4
-levels, a ``MemoryError`` (74.5 GiB) at 10^5. Here the peak traced allocation (``tracemalloc``
+The linearisation SE (:mod:`raking.survey.linearization`) must cost O(n + levels) memory. Before
+issue 11 it formed the dense ``levels x levels`` Gram matrix of the raking indicators: 800 MB at
+10^4 levels, a ``MemoryError`` (74.5 GiB) at 10^5. Here the peak traced allocation (``tracemalloc``
 traces NumPy's buffers) of the estimates must stay within a budget linear in n and the levels.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raking.survey import rake
+from raking.survey.frontend import rake
 
 N = 200_000
 

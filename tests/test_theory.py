@@ -1,4 +1,4 @@
-"""Tests for raking.theory: bias under misspecified marginals, MSE, the re-exported façade."""
+"""Tests for raking.stats.theory: bias under misspecified marginals, MSE, the re-exported façade."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-import raking.operators
-import raking.theory
-import raking.variance
-from raking.theory import (
+import raking.stats.operators
+import raking.stats.theory
+import raking.stats.variance
+from raking.stats.theory import (
     asymptotic_mse,
     asymptotic_variance,
     misspecified_variance,
@@ -36,12 +36,12 @@ def marginals(P):
 
 
 def test_facade_reexports_the_defining_functions():
-    for name in raking.theory.__all__:
-        assert callable(getattr(raking.theory, name))
-    assert raking.theory.singular_values is raking.operators.singular_values
-    assert raking.theory.variance_closed_form is raking.variance.variance_closed_form
+    for name in raking.stats.theory.__all__:
+        assert callable(getattr(raking.stats.theory, name))
+    assert raking.stats.theory.singular_values is raking.stats.operators.singular_values
+    assert raking.stats.theory.variance_closed_form is raking.stats.variance.variance_closed_form
     assert {"singular_system", "efficient_variance", "variance_decay_bound"} <= set(
-        raking.theory.__all__
+        raking.stats.theory.__all__
     )
 
 

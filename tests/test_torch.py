@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 import raking.torch as rt  # noqa: E402
-from raking.kernel import balance as np_balance  # noqa: E402
+from raking.kernel.ipf import balance as np_balance  # noqa: E402
 
 DOUBLE = torch.float64
 

@@ -1,4 +1,4 @@
-"""Tests for raking.variance: sigma_k^2 by operator product and by closed form."""
+"""Tests for raking.stats.variance: sigma_k^2 by operator product and by closed form."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.optimize import minimize
 
-from raking.operators import maximal_correlation, singular_system
-from raking.variance import (
+from raking.stats.operators import maximal_correlation, singular_system
+from raking.stats.variance import (
     asymptotic_variance,
     efficient_variance,
     ipwi_variance,

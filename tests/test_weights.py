@@ -1,4 +1,4 @@
-"""Row- and cell-level raking from integer codes (raking.weights, raking._numba_weights)."""
+"""Row- and cell-level raking from integer codes (raking.survey.weights, raking.survey.compiled)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import warnings
 import numpy as np
 import pytest
 
-import raking.weights as weights_module
+import raking.survey.weights as weights_module
 from raking import balance
 from raking.exceptions import ConvergenceWarning, EmptyCategoryError
-from raking.weights import _rake, cells_from_codes, rake_codes
+from raking.survey.weights import _rake, cells_from_codes, rake_codes
 
 
 def _problem(seed, n=400, levels=(3, 4, 5), feasible=True):
@@ -274,8 +274,8 @@ def test_compiled_passes_read_read_only_and_strided_inputs(code_dtype):
     # Issue 11: pandas 3 hands out read-only columns; numba refused to compile a loop that may
     # store into an argument given a read-only array, even on a branch not taken.
     pytest.importorskip("numba")
-    from raking import _numba_weights as nb
-    from raking._weights_loops import _np_clip_eval, _np_clip_update, _np_scale_count
+    from raking.survey import compiled as nb
+    from raking.survey.loops import _np_clip_eval, _np_clip_update, _np_scale_count
 
     codes, d, _ = _problem(13, n=5000, levels=(4, 7, 9))
     offsets = np.array([0, 4, 11, 20])

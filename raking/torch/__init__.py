@@ -4,7 +4,7 @@ r"""``raking.torch``: balancing for self-supervised losses on PyTorch tensors.
 :math:`R(i,j) \propto e^{S_{ij}}` and SwAV's codes as Sinkhorn balancing of the batch-by-prototype
 measure. This module provides
 
-- :func:`balance` (the kernel :func:`raking.kernel.balance` on tensors) and
+- :func:`balance` (the kernel :func:`raking.kernel.ipf.balance` on tensors) and
   :func:`balance_logits` (a fixed number of log-domain steps on logits, sync-free);
 - :func:`balanced_clip_loss` (k = 0 joint softmax, 1 CLIP, 2 doubly centred, any k; optional
   non-uniform targets; optional memory-saving backward) and :class:`BalancedClipLoss`, a drop-in

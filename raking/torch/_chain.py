@@ -2,8 +2,8 @@ r"""The k-step log-domain chain on a logit block: unrolled (autograd) or checkpo
 
 A *block* is an ``(n, m)`` matrix of logits :math:`L`, possibly the local rows of a matrix whose
 rows are sharded over ranks. Step :math:`t` adjusts axis :math:`a = (\text{first} + t) \bmod 2`
-with the kernel's log-domain step (:func:`raking.kernel._reduce`,
-:func:`raking.kernel._new_factor`):
+with the kernel's log-domain step (:func:`raking.kernel.steps.reduce`,
+:func:`raking.kernel.steps.new_factor`):
 
 .. math::
 
@@ -21,7 +21,7 @@ propagate instead, as in :func:`torch.nn.functional.cross_entropy`: ``-inf`` is 
 logit makes the reduction of its line NaN, and the NaN spreads through the later steps to the
 loss and its gradient. ``+inf`` counts as invalid because the measure :math:`e^{L}` it
 describes has no normalisation (an overflow upstream, e.g. of the logit scale). The kernel's
-log-domain step does exactly this (:func:`raking.kernel._logsumexp`), so the loss reuses it.
+log-domain step does exactly this (:func:`raking.kernel.steps.logsumexp`), so the loss reuses it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
 from raking._array_api import get_xp
-from raking.kernel import _initial_factors, _logsumexp, _new_factor, _reduce
+from raking.kernel.steps import initial_factors, logsumexp, new_factor, reduce
 from raking.torch._distributed import Comm
 
 Potentials = tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]
@@ -62,14 +62,14 @@ def potentials(
     batch axes of ``block`` are carried along (never with ``comm``).
     """
     xp = get_xp(block)
-    factors = _initial_factors(block, list(log_targets), xp=xp, log_domain=True)
+    factors = initial_factors(block, list(log_targets), xp=xp, log_domain=True)
     reductions, produced = [], []
     for t in range(steps):
         axis = (first + t) % 2
-        reduced = _reduce(block, factors, axis, xp=xp, log_domain=True)
+        reduced = reduce(block, factors, axis, xp=xp, log_domain=True)
         if axis == 1 and comm is not None:
             reduced = comm.logsumexp(reduced)
-        factors[axis] = _new_factor(reduced, None, log_targets[axis], xp=xp)
+        factors[axis] = new_factor(reduced, None, log_targets[axis], xp=xp)
         reductions.append(reduced)
         produced.append(factors[axis])
     return factors, reductions, produced
@@ -92,7 +92,7 @@ def diagonal_terms(
     n = block.shape[0]
     entry = torch.diagonal(block, offset)
     if not reductions:
-        total = torch.reshape(_logsumexp(block, (0, 1), xp=get_xp(block)), (1,))
+        total = torch.reshape(logsumexp(block, (0, 1), xp=get_xp(block)), (1,))
         return entry - (total if comm is None else comm.logsumexp(total))
     if len(reductions) % 2 == 1:  # last step on rows
         return entry + factors[1][offset : offset + n] - reductions[-1]

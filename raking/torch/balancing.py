@@ -1,6 +1,6 @@
 r"""The balancing kernel on PyTorch tensors, and its log-domain form on logits.
 
-:func:`balance` is :func:`raking.kernel.balance` (one kernel for every array library) documented
+:func:`balance` is :func:`raking.kernel.ipf.balance` (one kernel for every array library) documented
 for tensors; :func:`balance_logits` runs a fixed number of log-domain steps on logits without
 validation of values or host synchronisation, as a training loss needs (``theory/ssl.md`` §1).
 """
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from raking import kernel
+from raking.kernel import ipf as kernel
 from raking.torch._chain import no_autocast, potentials
 from raking.torch._checks import (
     check_is_tensor,
@@ -34,7 +34,7 @@ def balance(
     log_domain: bool = False,
     compute_dtype: torch.dtype | str | None = None,
 ) -> torch.Tensor:
-    r"""Balance a tensor with :func:`raking.kernel.balance` (``theory.md`` §1.2).
+    r"""Balance a tensor with :func:`raking.kernel.ipf.balance` (``theory.md`` §1.2).
 
     .. math::
 
@@ -49,12 +49,12 @@ def balance(
     targets : sequence of d tensors (or arrays)
         Target marginal of each balanced axis, all with the same total.
     steps, tol, max_steps, log_domain
-        As in :func:`raking.kernel.balance`: ``steps`` counts single-marginal adjustments
+        As in :func:`raking.kernel.ipf.balance`: ``steps`` counts single-marginal adjustments
         (odd = X-step); ``None`` iterates to ``tol``.
     compute_dtype : torch.float32, torch.float64, "float32", "float64" or None
-        The dtype of the factors, targets, sums and errors (:func:`raking.kernel.balance`).
+        The dtype of the factors, targets, sums and errors (:func:`raking.kernel.ipf.balance`).
         ``None``: the table's dtype, float32 for bfloat16 / float16 tables, which each step
-        then reads once in blocks of at most :data:`raking.kernel.HALF_BLOCK_ELEMENTS` cells
+        then reads once in blocks of at most :data:`raking.kernel.steps.HALF_BLOCK_ELEMENTS` cells
         cast to float32 (one 16 MiB block of extra memory, never a float32 copy of the table).
         The log domain is handled the same way (block logsumexps in float32).
 
@@ -130,7 +130,7 @@ def balance_logits(
 
     Notes
     -----
-    Equals ``raking.kernel.balance(logits, targets, steps, log_domain=True)`` (tested to 1e-12)
+    Equals ``raking.kernel.ipf.balance(logits, targets, steps, log_domain=True)`` (tested to 1e-12)
     but skips the checks of the logits' values and the final error measurement, so with uniform
     targets it never synchronises with the device (given targets are checked on the host).
     Unchecked values propagate: a NaN or ``+inf`` logit makes its line NaN at the next step

@@ -85,7 +85,7 @@ def sinkhorn(
 
     computed in the log domain (no overflow for small :math:`\epsilon`). Each of the
     ``n_iter`` iterations fixes the cluster marginal, then the sample marginal (SwAV's order:
-    :math:`2 n_{\rm iter}` steps of :func:`raking.kernel.balance`); the codes :math:`B\,Q` are
+    :math:`2 n_{\rm iter}` steps of :func:`raking.kernel.ipf.balance`); the codes :math:`B\,Q` are
     returned, so every row sums to 1 exactly and the column means approach :math:`\pi` as
     ``n_iter`` grows.
 

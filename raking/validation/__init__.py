@@ -11,9 +11,10 @@ Public functions call these once; private functions never validate. Import the c
   for float16 / bfloat16 storage);
 - ``_scalars``: step counts, tolerances, sizes, noise levels, options and seeds;
 - ``_statistics``: the statistics layer's NumPy inputs (count tables, codes, ``h``, pmfs);
-- ``_survey``: survey raking (targets by level, design weights, bounds, missing and unknown
-  levels), shared by :mod:`raking.weights` and the pandas front end :mod:`raking.survey`;
-- ``_messages``: the message builder they share.
+- ``_survey``: survey raking (targets by level, design weights, bounds, missing and unknown levels),
+  shared by :mod:`raking.survey.weights` and the pandas front end :mod:`raking.survey.frontend`;
+- ``_messages``: the message builder they share (:func:`listed`, also used by the statistics
+  layer's own messages).
 """
 
 from raking.validation._arrays import (
@@ -30,6 +31,7 @@ from raking.validation._arrays import (
     table_namespace,
     total_tolerance,
 )
+from raking.validation._messages import listed
 from raking.validation._scalars import (
     ACCELERATOR_CHECK_SWEEPS,
     MISSING_POLICIES,
@@ -60,11 +62,13 @@ from raking.validation._survey import (
     NA_OPTIONS,
     SHARE_TOL,
     UNKNOWN_OPTIONS,
+    as_numbers,
     check_bounded_levels,
     check_bounds,
     check_columns,
     check_design_weights,
     check_target_values,
+    check_weights_dtype,
     raise_on_empty_levels,
     raise_on_na,
     raise_on_unknown_levels,
@@ -80,6 +84,7 @@ __all__ = [
     "PROBABILITY_TOL",
     "SHARE_TOL",
     "UNKNOWN_OPTIONS",
+    "as_numbers",
     "check_bounded_levels",
     "check_bounds",
     "check_check_every",
@@ -107,11 +112,13 @@ __all__ = [
     "check_target_values",
     "check_targets",
     "check_tol",
+    "check_weights_dtype",
     "check_xy_targets",
     "count_targets",
     "default_compute_dtype",
     "find_empty_categories",
     "is_half",
+    "listed",
     "raise_on_empty_categories",
     "raise_on_empty_levels",
     "raise_on_na",

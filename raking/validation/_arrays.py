@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 
 from raking._array_api import Array, get_xp, is_array, to_float, to_numpy
-from raking._sparse import (
+from raking.exceptions import EmptyCategoryError
+from raking.kernel.sparse import (
     SPARSE_FORMATS,
     is_sparse,
     sparse_coordinates,
     sparse_reduce,
     table_device,
 )
-from raking.exceptions import EmptyCategoryError
-from raking.validation._messages import _cells, _listed
+from raking.validation._messages import _cells, listed
 
 
 def check_is_array(x: object, *, name: str) -> None:
@@ -170,7 +170,7 @@ def check_table(
             cells = np.argwhere(to_numpy(bad))
             raise ValueError(
                 f"{name} holds log-weights, so every entry must be finite or -inf (zero weight); "
-                f"found NaN or +inf at {_listed(_cells(cells))}. Replace them before "
+                f"found NaN or +inf at {listed(_cells(cells))}. Replace them before "
                 "balancing."
             )
         return table
@@ -188,14 +188,14 @@ def check_table(
     if not finite:
         cells = np.argwhere(~np.isfinite(to_numpy(table)))
         raise ValueError(
-            f"{name} must be finite, found NaN or inf at cells {_listed(_cells(cells))}"
+            f"{name} must be finite, found NaN or inf at cells {listed(_cells(cells))}"
             ". Impute or drop those entries before balancing."
         )
     if (to_float(xp.min(table)) if low is None else low) < 0:
         cells = np.argwhere(to_numpy(table) < 0)
         raise ValueError(
             f"{name} must be non-negative (weights or counts), found negative entries at cells "
-            f"{_listed(_cells(cells))}. Balancing rescales mass and cannot make it "
+            f"{listed(_cells(cells))}. Balancing rescales mass and cannot make it "
             "negative; for log-weights pass log_domain=True."
         )
     return table
@@ -261,14 +261,14 @@ def check_sparse_table(
     if not finite and not bool(xp.all(xp.isfinite(data))):
         cells = _stored_cells(table, ~xp.isfinite(data), xp=xp)
         raise ValueError(
-            f"{name} must be finite, found NaN or inf stored at cells {_listed(cells)}. Impute "
+            f"{name} must be finite, found NaN or inf stored at cells {listed(cells)}. Impute "
             "or drop those entries before balancing."
         )
     if to_float(xp.min(data)) < 0:
         cells = _stored_cells(table, data < 0, xp=xp)
         raise ValueError(
             f"{name} must be non-negative (weights or counts), found negative entries stored at "
-            f"cells {_listed(cells)}. Balancing rescales mass and cannot make it negative."
+            f"cells {listed(cells)}. Balancing rescales mass and cannot make it negative."
         )
     return table
 
@@ -340,7 +340,7 @@ def check_targets(
         if np.any(t_np < 0):
             bad = np.argwhere(t_np < 0)[:, -1].tolist()
             raise ValueError(
-                f"{label} has negative entries at categories {_listed(bad)}; targets are "
+                f"{label} has negative entries at categories {listed(bad)}; targets are "
                 "shares or counts and must be >= 0."
             )
         with np.errstate(over="ignore"):
@@ -491,11 +491,11 @@ def raise_on_empty_categories(
         where = "" if mask_np.ndim == 1 else f" in batch entry {first} ({n_bad} tables affected)"
         label = axis_names[axis] if d <= 3 else f"axis-{axis}"
         raise EmptyCategoryError(
-            f"{name} has no mass in {label} categories {_listed(list(cats))} (balanced axis "
+            f"{name} has no mass in {label} categories {listed(list(cats))} (balanced axis "
             f"{table.ndim - d + axis}){where}, but targets[{axis}] is positive there; raking "
             "cannot rescale an empty category (missing mass). Merge those categories with a "
             "neighbour, set their target to 0, or use the 'empirical' missing-mass policy of "
-            "raking.estimators.",
+            "raking.stats.estimators.",
             axis=axis,
             categories=cats,
             batch_index=None if mask_np.ndim == 1 else first,

@@ -10,7 +10,7 @@ import numpy as np
 _MAX_LISTED = 10
 
 
-def _listed(values: Sequence[Any]) -> str:
+def listed(values: Sequence[Any]) -> str:
     """``[a, b, c]`` with at most ``_MAX_LISTED`` entries, then ``...``."""
     shown = ", ".join(str(v) for v in values[:_MAX_LISTED])
     return f"[{shown}{', ...' if len(values) > _MAX_LISTED else ''}]"
@@ -24,5 +24,5 @@ def _cells(indices: np.ndarray) -> list[tuple[int, ...]]:
 def _where(mask: np.ndarray) -> str:
     """Positions of the ``True`` entries: indices for a vector, cells for a table."""
     if mask.ndim == 1:
-        return _listed(np.flatnonzero(mask).tolist())
-    return _listed(_cells(np.argwhere(mask)))
+        return listed(np.flatnonzero(mask).tolist())
+    return listed(_cells(np.argwhere(mask)))

@@ -16,7 +16,7 @@ import numpy as np
 from raking._array_api import Array, get_xp, is_array, to_numpy
 from raking.exceptions import EmptyCategoryError
 from raking.validation._arrays import check_table, check_targets, count_targets
-from raking.validation._messages import _MAX_LISTED, _listed, _where
+from raking.validation._messages import _MAX_LISTED, _where, listed
 
 
 def check_counts(counts: object, *, name: str = "counts") -> Array:
@@ -29,7 +29,7 @@ def check_counts(counts: object, *, name: str = "counts") -> Array:
     if arr.ndim < 2:
         raise ValueError(
             f"{name} must be a count table of shape (..., m, l), got shape {tuple(arr.shape)}. "
-            "Build it from integer codes with raking.marginals.counts_from_codes."
+            "Build it from integer codes with raking.stats.marginals.counts_from_codes."
         )
     xp = get_xp(arr)
     table = xp.astype(check_table(arr, n_axes=2, xp=xp, name=name), xp.float64)
@@ -147,7 +147,7 @@ def _codes_dtype_message(arr: np.ndarray, name: str) -> str:
     if np.any(missing):
         return (
             f"{name} has missing values (NaN/None/NA) at positions "
-            f"{_listed(np.flatnonzero(missing.ravel()).tolist())}; a category code is needed "
+            f"{listed(np.flatnonzero(missing.ravel()).tolist())}; a category code is needed "
             "for every pair. Drop those pairs from x and y (or code the missing values as a "
             "category of their own)."
         )
@@ -261,7 +261,7 @@ def check_joint(P: object, *, name: str = "P") -> np.ndarray:
             cats = [int(c) for c in empty]
             kind = "rows" if axis == 0 else "columns"
             raise EmptyCategoryError(
-                f"{name} has zero probability in {label} categories {_listed(cats)}; the "
+                f"{name} has zero probability in {label} categories {listed(cats)}; the "
                 f"conditional means given {label} divide by P_{label}, which is 0 there. Drop "
                 f"these {kind} from {name} (the rest still sums to 1).",
                 axis=axis,

@@ -1,4 +1,4 @@
-"""Checks of the survey-raking inputs (:func:`raking.rake`, :func:`raking.weights.rake_codes`).
+"""Checks of survey-raking inputs (:func:`raking.rake`, :func:`raking.survey.weights.rake_codes`).
 
 Plain Python and NumPy only (the pandas front end passes labels, counts and arrays in), so the
 kernel layer can use them too. Every message names the variable (the key of ``targets``), the
@@ -16,7 +16,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 from raking.exceptions import EmptyCategoryError, SparseLevelWarning
-from raking.validation._messages import _listed
+from raking.validation._messages import listed
 
 SHARE_TOL = 1e-6
 """Targets summing to 1 within this are shares; totals agreeing within it (relative) are equal."""
@@ -43,7 +43,7 @@ def _label(level: object) -> str:
 
 
 def _levels(levels: Sequence[object]) -> str:
-    return _listed([_label(x) for x in levels])
+    return listed([_label(x) for x in levels])
 
 
 def check_bounds(bounds: object, *, name: str = "bounds") -> tuple[float, float] | None:
@@ -95,7 +95,7 @@ def check_design_weights(
         where = [labels[i] for i in rows] if labels is not None else rows.tolist()
         raise ValueError(
             f"{name} has {rows.size} missing, non-positive or non-finite value(s) at rows "
-            f"{_listed(where)} (e.g. {float(d[rows[0]])!r}); design weights are inverse inclusion "
+            f"{listed(where)} (e.g. {float(d[rows[0]])!r}); design weights are inverse inclusion "
             "probabilities and must be > 0. Drop those rows or fix their weights first."
         )
     return d
@@ -149,7 +149,7 @@ def _not_numeric(values: object, name: str, labels: Sequence[object] | None, exc
     where = [labels[i] if named else i for i in bad]  # type: ignore[index]
     return (
         f"{name} must be numeric, one value per row, but {len(bad)} value(s) are not "
-        f"numbers, at rows {_listed(where)} (e.g. {flat[bad[0]]!r} at row {where[0]!r}). "
+        f"numbers, at rows {listed(where)} (e.g. {flat[bad[0]]!r} at row {where[0]!r}). "
         "Convert them to numbers (e.g. pandas.to_numeric) and fix or drop those rows."
     )
 
@@ -166,9 +166,9 @@ def check_columns(owner: str, columns: Sequence[Hashable], available: Sequence[H
         if close:
             hints.append(f"{c!r}: did you mean {close}?")
     raise ValueError(
-        f"{owner} names column(s) {_listed([repr(c) for c in missing])} that data does not "
+        f"{owner} names column(s) {listed([repr(c) for c in missing])} that data does not "
         f"have. {' '.join(hints)}{' ' if hints else ''}Use an existing column (data has "
-        f"{_listed([repr(c) for c in available])})."
+        f"{listed([repr(c) for c in available])})."
     )
 
 
@@ -263,7 +263,7 @@ def raise_on_na(variable: object, column: object, rows: Sequence[object], n_miss
     """Missing values in a raked column under ``na="error"``."""
     raise ValueError(
         f"data column {column!r} (targets[{variable!r}]) has {n_missing} missing value(s), at "
-        f"rows {_listed(list(rows))}; raking needs a level for every row. Pass na='drop' to rake "
+        f"rows {listed(list(rows))}; raking needs a level for every row. Pass na='drop' to rake "
         "without those rows (their weight is NaN), na='level' to make missing its own level "
         f"(then give targets[{variable!r}] a target for NaN), or fill them first."
     )
@@ -285,7 +285,7 @@ def raise_on_unknown_levels(
             f"{type(target).__name__}); convert the target keys or the column to one type."
         )
     raise ValueError(
-        f"data has level(s) {_listed(shown)} of targets[{variable!r}] that the targets do not "
+        f"data has level(s) {listed(shown)} of targets[{variable!r}] that the targets do not "
         f"list (targets have {_levels(target_levels)}).{hint} Give those levels a target, or "
         "pass unknown='zero' to give their rows weight 0."
     )
@@ -312,7 +312,7 @@ def warn_sparse_levels(variable: object, levels: Sequence[object], counts: Seque
         return
     shown = [f"{_label(lv)} ({c} rows)" for lv, c in zip(levels, counts, strict=True)]
     warnings.warn(
-        f"targets[{variable!r}] level(s) {_listed(shown)} have fewer than {MIN_LEVEL_ROWS} "
+        f"targets[{variable!r}] level(s) {listed(shown)} have fewer than {MIN_LEVEL_ROWS} "
         "sample rows; their weights will be large and unstable. Consider merging them with a "
         "neighbouring level.",
         SparseLevelWarning,

@@ -1,0 +1,506 @@
+r"""Rake a pandas DataFrame to population margins: :func:`rake` (also ``raking.rake``).
+
+The applications-layer front end of :mod:`raking.survey.weights`. It integer-codes each raked column
+once (``.cat.codes`` for categoricals, ``pandas.factorize`` otherwise), checks the data against the
+targets level by level (errors name the column, the level and the fix; the DataFrame is never
+modified), rakes the rows or the cells of the crossed codes, and returns a
+:class:`~raking.survey.results.RakeResult` that also estimates means, totals and proportions with
+standard errors that account for the raking: the linearisation of R ``survey``'s
+``calibrate(calfun="raking")`` + ``svymean`` (R's ``rake()`` SE differs where the design weights
+vary within levels; see :mod:`raking.survey.linearization`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raking.results import RakingWeights
+from raking.survey.codes import (
+    _NA,
+    _NA_HINT,
+    _UNKNOWN,
+    _UNKNOWN_HINT,
+    _code_variable,
+    _parse_targets,
+    _raise_na,
+    _unknown_levels,
+    column,
+    has_column,
+)
+from raking.survey.results import RakeResult, _Design
+from raking.survey.weights import _level_sums, _rake_units, _units, design_scale, scaled_targets
+from raking.validation import (
+    MIN_LEVEL_ROWS,
+    NA_OPTIONS,
+    UNKNOWN_OPTIONS,
+    as_numbers,
+    check_bounded_levels,
+    check_bounds,
+    check_columns,
+    check_design_weights,
+    check_option,
+    check_positive_int,
+    check_steps,
+    check_tol,
+    check_weights_dtype,
+    raise_on_empty_levels,
+    resolve_total,
+    warn_sparse_levels,
+)
+
+__all__ = ["rake", "targets_from_frame"]
+
+_TINY = float(np.finfo(np.float64).tiny)  # the smallest normal float64
+
+
+def rake(
+    data: pd.DataFrame,
+    targets: Mapping[Hashable, Mapping[Any, float] | pd.Series],
+    *,
+    weights: str | Sequence[float] | np.ndarray | None = None,
+    steps: int | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 1000,
+    bounds: tuple[float, float] | None = None,
+    total: float | None = None,
+    na: str = "error",
+    unknown: str = "error",
+    strata: str | None = None,
+    cluster: str | None = None,
+    fpc: str | None = None,
+) -> RakeResult:
+    r"""Rake the rows of ``data`` so that their weighted level counts match ``targets``.
+
+    Finds weights :math:`w_i = d_i g_i` with :math:`\sum_{i \in \text{level } j \text{ of } v} w_i =
+    t_v(j)` for every variable, :math:`g_i = \exp(\sum_v \lambda_v(\text{level}_v(i)))` (clipped to
+    ``bounds``): the KL-closest weights to the design weights :math:`d` (see
+    :mod:`raking.survey.weights`; R ``survey``: ``rake()``, ``calibrate(calfun="raking",
+    bounds=)``).
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        One row per sampled unit; never modified.
+    targets : mapping
+        ``{column: {level: target}}`` (or a :class:`pandas.Series` indexed by level) for each
+        raking variable, adjusted in this order. A tuple of columns as key rakes to their joint
+        (crossed) margin, with tuple levels (or a Series with a MultiIndex); a tuple that is a
+        column label (MultiIndex columns) is that column. Targets are
+        population counts (one total for all variables) or shares (each summing to 1).
+    weights : column label or array, optional
+        Design weights (the label of a column of ``data``, of any type: a str, an int, a tuple of
+        MultiIndex columns; or an array, or a Series aligned on the index), > 0, the starting
+        weights; ``None``: equal. Any numeric dtype (nullable included); text that is not a number,
+        flags, dates and time spans are errors naming the rows. ``bounds`` bound :math:`g_i = w_i /
+        d_i` relative to them (R's convention). Their scale does not matter: weights near the
+        float64 limits (1e307, whose sum overflows, or subnormal ones) are raked as their copies
+        divided by a power of two (:func:`raking.survey.weights.design_scale`), which gives the same
+        weights; only what cannot be represented is an error (with share targets and no ``total``,
+        weights whose sum is not a normal float64; a spread beyond 2**1000 between the largest and
+        the smallest).
+    steps : int or None
+        ``None``: iterate until the max absolute margin error, as a share of the total, is at
+        most ``tol``. ``k``: exactly ``k`` single-variable adjustments (the paper's estimator;
+        ``0`` gives the design weights scaled to ``total``).
+    tol : float
+        Tolerance on the margin error as a share of the total.
+    max_iter : int
+        Maximum number of full sweeps over the variables (R's ``maxit``).
+    bounds : (lo, hi), optional
+        Bounds on the adjustment factor :math:`g_i`, enforced inside the iteration; an
+        unreachable level raises at once, margins that are unreachable together stop with
+        ``converged=False`` and a :class:`~raking.exceptions.ConvergenceWarning`.
+    total : float, optional
+        Population total the weights sum to. Default: the targets' total when they are counts;
+        for shares, the sum of the design weights (or the number of rows without ``weights``),
+        which is then no known population total (and :meth:`RakeResult.total` refuses).
+    na : {"error", "drop", "level"}
+        Missing values in a raked column: raise; drop the rows (weight NaN; estimates treat them
+        as not sampled); or make missing a level of its own (give it a target under key NaN).
+    unknown : {"error", "zero"}
+        Sample levels absent from the targets: raise; or give their rows weight 0 (with a
+        warning; they stay in the sample as rows outside every target level).
+    strata, cluster : column label, optional
+        Columns of the one-stage design (stratum; primary sampling unit), used only for the
+        standard errors. Default: one stratum, each row its own PSU (``svydesign(id=~1)``).
+        A stratum with a single PSU is an error when a design is given; without one, a sample
+        of one row is raked (its standard errors are NaN: no variance can be estimated).
+    fpc : str, optional
+        Column with the population number of PSUs of each stratum (or the sampling fraction,
+        if at most 1), for the finite population correction; default: none (with replacement).
+
+    Returns
+    -------
+    raking.survey.results.RakeResult
+        Weights (a Series on ``data.index``), convergence, the margin table, diagnostics, and
+        ``mean``/``total``/``proportion`` estimators with linearisation standard errors.
+
+    Raises
+    ------
+    ValueError
+        Naming the column and level: missing values, levels absent from the targets, target
+        levels without rows (:class:`~raking.exceptions.EmptyCategoryError`), missing columns,
+        bad or inconsistent targets, non-positive design weights, unreachable bounds.
+
+    Examples
+    --------
+    >>> from raking.survey.data import api_population_margins, load_api
+    >>> srs = load_api("apisrs")
+    >>> margins = api_population_margins()
+    >>> res = rake(srs, {"stype": margins["stype"], "sch.wide": margins["sch.wide"]},
+    ...            weights="pw")
+    >>> res.converged, round(float(res.weights.sum()))
+    (True, 6194)
+    >>> round(res.mean("api00").estimate, 2)
+    657.79
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(
+            f"data must be a pandas.DataFrame, got {type(data).__name__}; wrap it with "
+            "pandas.DataFrame(...) (for NumPy codes use raking.survey.weights.rake_codes)."
+        )
+    if len(data) == 0:
+        raise ValueError("data has no rows; raking needs a sample.")
+    na = check_option(na, options=NA_OPTIONS, name="na", hint=_NA_HINT)
+    unknown = check_option(unknown, options=UNKNOWN_OPTIONS, name="unknown", hint=_UNKNOWN_HINT)
+    steps = check_steps(steps)
+    tol = check_tol(tol)
+    max_iter = check_positive_int(max_iter, name="max_iter")
+    bounds = check_bounds(bounds)
+    variables = _parse_targets(targets, data)
+    codes = [_code_variable(data, cols, levels, na) for cols, levels, _ in variables.values()]
+    dropped, raked = _row_status(data, variables, codes, na, unknown)
+
+    d = None if weights is None else _design_weights(data, weights, raked)
+    if raked is not None:
+        codes = [c[raked] for c in codes]
+        d = None if d is None else d[raked]
+    n = codes[0].shape[0]
+    t_raw = [t for _, _, t in variables.values()]
+    shift, d_run = 0, d
+    if d is not None:
+        labels = data.index if raked is None else data.index[raked]
+        d_run, shift = design_scale(d, name=_weights_name(data, weights), labels=labels)
+    default = _ldexp(float(d_run.sum()), shift) if d_run is not None else float(n)
+    total_value, known = resolve_total(list(variables), [t.sum() for t in t_raw], total, default)
+    _check_weight_total(total_value, n, known, total, _weights_name(data, weights))
+    t = [tv * (total_value / tv.sum()) for tv in t_raw]
+    n_levels = [tv.size for tv in t]
+    if d is None:
+        d = d_run = np.full(n, total_value / n)
+    units = _units(codes, n_levels, d_run, equal=weights is None)
+    n_rows, sample = _level_sums(units, n_levels)
+    t_run = scaled_targets(t, shift, bounds, names=list(variables))
+    _check_levels(variables, n_rows, sample, t, t_run, bounds)
+
+    result = _rake_units(
+        units,
+        d_run,
+        t_run,
+        steps=steps,
+        tol=tol,
+        max_iter=max_iter,
+        bounds=bounds,
+        shift=shift if bounds is not None else 0,
+    )
+    if raked is None:
+        full, sample_pos = result.weights, np.arange(len(data), dtype=np.intp)
+        raked_pos = sample_pos
+    else:
+        sample_pos = np.flatnonzero(~dropped)
+        raked_pos = np.flatnonzero(raked[sample_pos])
+        full = np.full(len(data), np.nan)
+        full[sample_pos] = 0.0
+        full[raked] = result.weights
+    design = _Design(
+        codes=codes,
+        n_levels=tuple(n_levels),
+        design=d_run,  # divided by 2**shift when near the float limits: the SEs are scale-free
+        final=result.weights,
+        raked_pos=raked_pos,
+        sample_pos=sample_pos,
+        steps=steps,
+        **_design_columns(data, sample_pos, strata, cluster, fpc),
+    )
+    return _result(data, variables, result, t, n_rows, sample, full, design, known, bounds)
+
+
+def targets_from_frame(
+    frame: pd.DataFrame,
+    *,
+    variable: str = "variable",
+    level: str = "level",
+    target: str = "target",
+) -> dict[str, pd.Series]:
+    """Targets for :func:`rake` from a long table with one row per (variable, level).
+
+    For reading targets from a CSV file (``variable,level,target``); crossed margins are not
+    supported in this form (give them to :func:`rake` as a Series with a MultiIndex).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"variable": ["sex", "sex"], "level": ["F", "M"],
+    ...                       "target": [0.5, 0.5]})
+    >>> targets_from_frame(frame)["sex"].to_dict()
+    {'F': 0.5, 'M': 0.5}
+    """
+    check_columns("targets_from_frame", [variable, level, target], list(frame.columns))
+    return {
+        str(name): pd.Series(group[target].to_numpy(), index=group[level].to_numpy(), name=name)
+        for name, group in frame.groupby(variable, sort=False)
+    }
+
+
+def _design_weights(data: pd.DataFrame, weights: object, rows: np.ndarray | None) -> np.ndarray:
+    """Design weights of every row (a column, or an array; a Series is aligned on the index).
+
+    Checked on the rows of the mask ``rows`` (``None``: every row). Any numeric dtype works
+    (int8 to int64, float32, nullable ``Int64``/``Float64``, whose missing values are reported
+    as such); text that is not a number is reported with its rows.
+    """
+    values: object = weights
+    name = _weights_name(data, weights)
+    if _is_weights_column(data, weights):
+        values = _as_float(column(data, weights, "weights"), name)  # type: ignore[arg-type]
+    elif isinstance(weights, pd.Series):
+        values = _as_float(weights.reindex(data.index), name)
+    return check_design_weights(values, len(data), name=name, labels=data.index, rows=rows)
+
+
+def _is_weights_column(data: pd.DataFrame, weights: object) -> bool:
+    """``weights`` is a column label (any type: str, int, a MultiIndex tuple), not an array.
+
+    A label of data's columns is a column; so is any other scalar (then reported missing). A
+    tuple that is no column is an array of weights unless data has MultiIndex columns with as
+    many levels as the tuple has entries (then it is a missing column).
+    """
+    if weights is None:
+        return False
+    if has_column(data, weights):
+        return True
+    if isinstance(weights, tuple):
+        return isinstance(data.columns, pd.MultiIndex) and len(weights) == data.columns.nlevels
+    return np.ndim(weights) == 0 and not isinstance(weights, pd.Series)
+
+
+def _weights_name(data: pd.DataFrame, weights: object) -> str:
+    """``weights``, and the column when it is one, for messages."""
+    if _is_weights_column(data, weights):
+        return f"weights (column {weights!r})"
+    return "weights"
+
+
+def _as_float(series: pd.Series, name: str) -> np.ndarray:
+    """float64 values (missing as NaN) of a numeric column (nullable, categorical included).
+
+    Flags, dates and time spans are refused (:func:`check_weights_dtype`), although pandas
+    would convert them to numbers. Text comes back as objects for :func:`check_design_weights`,
+    which accepts numeric text and names the rows that are no numbers.
+    """
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        dtype = dtype.categories.dtype
+    check_weights_dtype(dtype, name=name)
+    if pd.api.types.is_numeric_dtype(dtype):
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    return series.to_numpy(dtype=object, na_value=np.nan)
+
+
+def _ldexp(x: float, e: int) -> float:
+    """:math:`x 2^e`, ``inf`` on overflow."""
+    try:
+        return math.ldexp(x, e)
+    except OverflowError:
+        return math.inf
+
+
+def _check_weight_total(
+    total_value: float, n: int, known: bool, total: object, weights_name: str
+) -> None:
+    """The total of the raked weights must be a normal float64, and so their average.
+
+    With share targets and no ``total=``, the raked weights sum to the design weights' total,
+    which overflows for weights near 1e308 and is subnormal (few significant digits) for
+    subnormal ones; the weights are then not representable as asked, so this raises rather than
+    return infinities or zeros. ``known``: the total came from ``total=`` or count targets.
+    """
+    if math.isfinite(total_value) and total_value / n >= _TINY:
+        return
+    if not known:
+        source = f"the sum of {weights_name}, as the targets are shares"
+        fix = (
+            "Pass total=N (the population size), or multiply the design weights by a constant "
+            "(raking to shares does not depend on their scale)."
+        )
+    elif total is not None:
+        source, fix = f"total={total!r}", "Pass a total of at least n times that float64 limit."
+    else:
+        source, fix = "the targets' total", "Give the targets in other units, or as shares."
+    where = (
+        "beyond the largest float64 (1.8e308)"
+        if not math.isfinite(total_value)
+        else f"{total_value / n:.3g} per row, below the smallest normal float64 ({_TINY:.3g}), "
+        "with too few significant digits"
+    )
+    raise ValueError(
+        f"the raked weights would sum to {total_value!r} ({source}) over {n} rows: {where}. {fix}"
+    )
+
+
+def _row_status(
+    data: pd.DataFrame, variables: dict, codes: list[np.ndarray], na: str, unknown: str
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Rows dropped (missing values) and rows raked, as masks; ``(None, None)``: all raked.
+
+    Raises on missing values (``na="error"``) and levels absent from the targets
+    (``unknown="error"``); warns for ``unknown="zero"``.
+    """
+    if all(c.size == 0 or c.min() >= 0 for c in codes):
+        return None, None
+    dropped = np.zeros(len(data), dtype=bool)
+    for key, c in zip(variables, codes, strict=True):
+        missing = c == _NA
+        if missing.any() and na == "error":
+            _raise_na(data, key, variables[key][0], missing)
+        dropped |= missing
+    zeroed = np.zeros(len(data), dtype=bool)
+    for key, c in zip(variables, codes, strict=True):
+        unknown_rows = (c == _UNKNOWN) & ~dropped
+        if unknown_rows.any():
+            _unknown_levels(data, key, variables[key], unknown_rows, raise_=unknown == "error")
+            zeroed |= unknown_rows
+    raked = ~(dropped | zeroed)
+    if not raked.any():
+        raise ValueError("no row of data is left to rake after na='drop' / unknown='zero'.")
+    return dropped, raked
+
+
+def _check_levels(
+    variables: dict,
+    n_rows: list[np.ndarray],
+    sample: list[np.ndarray],
+    t: list[np.ndarray],
+    t_run: list[np.ndarray],
+    bounds: Any,
+) -> None:
+    """Raise on target levels without rows or out of reach of the bounds; warn on sparse ones.
+
+    ``t_run``: the targets on the scale of the design weights ``sample`` was summed from
+    (:func:`raking.survey.weights.scaled_targets`), for the bounds.
+    """
+    for (key, (_, levels, _)), rows, dsum, tv, tv_run in zip(
+        variables.items(), n_rows, sample, t, t_run, strict=True
+    ):
+        empty = np.flatnonzero((rows == 0) & (tv > 0))
+        raise_on_empty_levels(key, [levels[j] for j in empty], tv[empty])
+        sparse = np.flatnonzero((rows > 0) & (rows < MIN_LEVEL_ROWS))
+        warn_sparse_levels(key, [levels[j] for j in sparse], rows[sparse].tolist())
+        if bounds is not None:
+            check_bounded_levels(key, levels, tv_run, dsum, bounds)
+
+
+def _design_columns(
+    data: pd.DataFrame, pos: np.ndarray, strata: str | None, cluster: str | None, fpc: str | None
+) -> dict[str, Any]:
+    """Stratum and PSU codes of the sampled rows, and the sampling fraction of each stratum."""
+    for name, col in (("strata", strata), ("cluster", cluster), ("fpc", fpc)):
+        missing = None if col is None else column(data, col, name).iloc[pos].isna().to_numpy()
+        if missing is not None and missing.any():
+            rows = data.index[pos[missing]]
+            raise ValueError(
+                f"{name} column {col!r} has {rows.size} missing value(s) among the raked rows, "
+                f"at rows {list(rows[:10])}{' ...' if rows.size > 10 else ''}; fill them first "
+                "(every sampled row needs its stratum, PSU and fpc)."
+            )
+    s, labels = (None, None) if strata is None else pd.factorize(data[strata].iloc[pos])
+    h = np.zeros(pos.size, dtype=np.int64) if s is None else s
+    if cluster is None:
+        psu_of_row = None
+        n_psu = np.array([pos.size]) if s is None else np.bincount(h)
+    else:
+        pairs = pd.MultiIndex.from_arrays([h, data[cluster].iloc[pos].to_numpy()])
+        psu_of_row = pd.factorize(pairs)[0]
+        first = np.unique(psu_of_row, return_index=True)[1]
+        n_psu = np.bincount(h[first], minlength=h.max() + 1)
+    lonely = np.flatnonzero(n_psu < 2)
+    if lonely.size and (strata is not None or cluster is not None):
+        label = labels[lonely[0]] if labels is not None else None
+        label = label.item() if isinstance(label, np.generic) else label
+        where = "the sample" if labels is None else f"stratum {label!r}"
+        unit = "row" if cluster is None else f"cluster (of column {cluster!r})"
+        fix = "merge it with another stratum" if strata is not None else "drop cluster="
+        raise ValueError(
+            f"{where} has a single PSU (one {unit} among the raked rows); the standard errors "
+            f"cannot be estimated from it. Every stratum needs at least 2 PSUs: {fix}."
+        )
+    fraction = None
+    if fpc is not None:
+        name = f"fpc (column {fpc!r})"
+        values = as_numbers(_as_float(data[fpc].iloc[pos], name), name=name, labels=data.index[pos])
+        per_stratum = pd.Series(values).groupby(h).agg(["min", "max"])
+        if (per_stratum["min"] != per_stratum["max"]).any():
+            raise ValueError(f"fpc column {fpc!r} must be constant within each stratum.")
+        f = per_stratum["min"].to_numpy()
+        fraction = np.where(f <= 1, f, n_psu / f)
+        if ((fraction < 0) | (fraction > 1)).any():
+            raise ValueError(
+                f"fpc column {fpc!r} gives more sampled PSUs than the population has; it must "
+                "hold the population number of PSUs per stratum (or the sampling fraction)."
+            )
+    return {"strata": s, "cluster": psu_of_row, "fraction": fraction}
+
+
+def _result(
+    data: pd.DataFrame,
+    variables: dict,
+    result: RakingWeights,
+    t: list[np.ndarray],
+    n_rows: list[np.ndarray],
+    sample: list[np.ndarray],
+    full: np.ndarray,
+    design: _Design,
+    known: bool,
+    bounds: tuple[float, float] | None,
+) -> RakeResult:
+    total = float(t[0].sum())
+    frames = []
+    for (key, (_, levels, _)), tv, rows, dsum, m in zip(
+        variables.items(), t, n_rows, sample, result.margins, strict=True
+    ):
+        frames.append(
+            pd.DataFrame(
+                {
+                    "variable": [key] * tv.size,
+                    "level": levels,
+                    "n": rows,
+                    "sample": dsum / dsum.sum(),
+                    "target": tv / total,
+                    "raked": m / total,
+                }
+            )
+        )
+    margins = pd.concat(frames, ignore_index=True)
+    margins["error"] = margins["raked"] - margins["target"]
+    return RakeResult(
+        weights=pd.Series(full, index=data.index, name="weight"),
+        converged=result.converged,
+        iterations=result.sweeps,
+        steps=result.steps,
+        marginal_error=result.marginal_error,
+        variable_errors=pd.Series(result.variable_errors, index=list(variables), name="error"),
+        tol=result.tol,
+        weight_total=total,
+        total_known=known,
+        bounds=bounds,
+        margins=margins,
+        method=result.method,
+        stalled=result.stalled,
+        _design=design,
+        _data=data,
+    )

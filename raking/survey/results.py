@@ -1,0 +1,434 @@
+r"""The result of :func:`raking.rake`: raked weights, diagnostics, and estimators with honest SEs.
+
+:class:`RakeResult` is a frozen record of numbers -- weights, convergence, the margin table --
+plus what its standard errors need, as R ``survey``'s raked design keeps its ``postStrata``: the
+level codes of the raking variables, the design and final weights, the number of steps and the
+sampling design. It also keeps a private, read-only reference to the DataFrame that was raked
+(never copied, never modified), so that ``res.mean("api00")`` can read the column: a result that
+outlives its data keeps that DataFrame alive, and pickling it pickles the data too.
+
+Estimates (:meth:`RakeResult.mean`, :meth:`~RakeResult.total`, :meth:`~RakeResult.proportion`) are
+:class:`~raking.results.Estimate` objects (or an :class:`EstimateTable` of them, one per domain or
+level), whose SE is the linearisation of :mod:`raking.survey.linearization` for the number of steps
+actually used.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raking.results import Estimate
+from raking.survey.estimates import EstimateTable
+from raking.survey.linearization import RakingProjection, ResidualNotConverged, design_variance
+from raking.validation import check_columns
+
+__all__ = ["EstimateTable", "RakeResult"]
+
+_QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class _Design:
+    """What the standard errors need (arrays over the raked rows or the sampled rows)."""
+
+    codes: list[np.ndarray]  # p integer arrays (m,): level codes of the m raked rows
+    n_levels: tuple[int, ...]
+    design: np.ndarray  # (m,) design weights d of the raked rows (scaled: total / n if none)
+    final: np.ndarray  # (m,) raked weights
+    raked_pos: np.ndarray  # (m,) positions of the raked rows among the sampled rows
+    sample_pos: np.ndarray  # (s,) positions of the sampled rows (not dropped) in data
+    steps: int | None  # requested k; None: raked to tolerance
+    strata: np.ndarray | None  # (s,) stratum codes
+    cluster: np.ndarray | None  # (s,) PSU codes
+    fraction: np.ndarray | None  # (H,) sampling fraction per stratum
+
+
+@dataclass(frozen=True, eq=False)
+class RakeResult:
+    """Raked weights of a DataFrame, with diagnostics and estimators (see :func:`raking.rake`).
+
+    Attributes
+    ----------
+    weights : pandas.Series
+        The raked weight of every row, on ``data.index``: NaN for rows dropped by
+        ``na="drop"``, 0 for rows of levels absent from the targets (``unknown="zero"``).
+    converged : bool
+        To tolerance: the max margin error reached ``tol``. Fixed ``steps``: the weights are
+        finite (the margins of the last-adjusted variable are then exact, the others not).
+    iterations : int
+        Sweeps over the variables begun (R's iterations).
+    steps : int
+        Single-variable adjustments performed (the paper's k).
+    marginal_error : float
+        Final max ``|raked - target|`` over variables and levels, as a share of the total.
+    variable_errors : pandas.Series
+        The same per variable.
+    tol : float or None
+        The tolerance iterated to (``None`` for fixed ``steps``).
+    weight_total : float
+        The total of the weights.
+    total_known : bool
+        Whether ``weight_total`` is a known population total (count targets or ``total=``), which
+        :meth:`total` needs.
+    bounds : (lo, hi) or None
+        The bounds on ``g = w / d``.
+    margins : pandas.DataFrame
+        One row per (variable, level): ``n`` sample rows, and shares of the total: ``sample``
+        (design-weighted, before raking), ``target``, ``raked`` and ``error = raked - target``.
+    method : str
+        ``"cells"`` (the non-empty cells of the crossed codes were raked) or ``"rows"``, and the
+        backend.
+    stalled : bool
+        Iteration stopped because the error stopped decreasing (unreachable margins).
+    """
+
+    weights: pd.Series
+    converged: bool
+    iterations: int
+    steps: int
+    marginal_error: float
+    variable_errors: pd.Series
+    tol: float | None
+    weight_total: float
+    total_known: bool
+    bounds: tuple[float, float] | None
+    margins: pd.DataFrame
+    method: str
+    stalled: bool
+    _design: _Design = field(repr=False, compare=False)
+    _data: pd.DataFrame = field(repr=False, compare=False)
+
+    # ---------------------------------------------------------------- diagnostics
+
+    @property
+    def n(self) -> int:
+        """Rows raked (rows with a positive weight)."""
+        return int(self._design.final.shape[0])
+
+    @property
+    def ess(self) -> float:
+        r"""Kish effective sample size :math:`(\sum w)^2 / \sum w^2` of the raked rows."""
+        w = self._design.final
+        return float(w.sum() ** 2 / np.dot(w, w))
+
+    @property
+    def deff(self) -> float:
+        r"""Kish design effect of the weighting, :math:`n / n_\text{eff} = 1 + CV(w)^2`."""
+        return self.n / self.ess
+
+    @property
+    def adjustments(self) -> pd.Series:
+        """The adjustment factor ``g = w / d`` of every row (NaN where ``weights`` is NaN)."""
+        g = np.full(len(self.weights), np.nan)
+        pos = self._design.sample_pos
+        g[pos] = 0.0
+        g[pos[self._design.raked_pos]] = self._design.final / self._design.design
+        return pd.Series(g, index=self.weights.index, name="adjustment")
+
+    def weight_quantiles(self, q: tuple[float, ...] = _QUANTILES) -> pd.Series:
+        """Quantiles of the raked weights (rows with positive weight)."""
+        return pd.Series(np.quantile(self._design.final, q), index=list(q), name="weight")
+
+    def summary(self) -> str:
+        """Convergence, totals, weight distribution, effective sample size and the margin table."""
+        state = "converged" if self.converged else "NOT converged"
+        if self.tol is None:
+            state = f"fixed {self.steps} steps"
+        tol = "" if self.tol is None else f" (tol {self.tol:.3g})"
+        w = self.weight_quantiles((0.0, 0.5, 1.0)).to_numpy()
+        g = self.adjustments.to_numpy()[self._design.sample_pos[self._design.raked_pos]]
+        lines = [
+            f"Raked weights: {self.n} rows, {len(self.variable_errors)} variables ({self.method})",
+            f"{state} after {self.iterations} sweeps ({self.steps} steps): max |raked - target| "
+            f"= {self.marginal_error:.3g} of the total{tol}"
+            + (" -- stalled: margins unreachable together" if self.stalled else ""),
+            f"total: {self.weight_total:.10g} ("
+            + ("known population total" if self.total_known else "not a known population total")
+            + ")",
+            f"weights: min {w[0]:.4g}, median {w[1]:.4g}, max {w[2]:.4g}; adjustment g = w/d in "
+            f"[{g.min():.4g}, {g.max():.4g}]"
+            + ("" if self.bounds is None else f", bounds {self.bounds}"),
+            f"Kish effective sample size {self.ess:.1f} (design effect of weighting "
+            f"{self.deff:.3f})",
+            "margins (shares of the total):",
+            self.margins.to_string(
+                index=False,
+                formatters={
+                    **{c: "{:.4f}".format for c in ("sample", "target", "raked")},
+                    "error": "{:.1e}".format,
+                },
+            ),
+        ]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(self.summary())}</pre>"
+
+    def plot(self) -> Any:
+        """Margins before and after raking, and the distribution of the weights (matplotlib).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        import matplotlib.pyplot as plt
+
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+        m = self.margins
+        x = np.arange(len(m))
+        for shift, col, label in (
+            (-0.27, "sample", "sample (design-weighted)"),
+            (0.0, "target", "target"),
+            (0.27, "raked", "raked"),
+        ):
+            left.bar(x + shift, m[col], 0.27, label=label)
+        left.set_xticks(
+            x,
+            [f"{v}={lv}" for v, lv in zip(m["variable"], m["level"], strict=True)],
+            rotation=45,
+            ha="right",
+        )
+        left.set_ylabel("share of the total")
+        left.set_title("margins")
+        left.legend()
+        right.hist(self._design.final, bins=30)
+        right.set_xlabel("weight")
+        right.set_ylabel("rows")
+        right.set_title(f"weights (Kish n_eff = {self.ess:.0f} of {self.n})")
+        return fig
+
+    # ---------------------------------------------------------------- estimators
+
+    def mean(self, column: Hashable, *, by: Hashable | None = None) -> Estimate | EstimateTable:
+        r"""Raked mean :math:`\sum_i w_i y_i / \sum_i w_i` of ``column``, with its SE.
+
+        ``by``: one estimate per level of that column (domain means, ratio estimators); then an
+        :class:`EstimateTable`. Influence values :math:`u_i = 1_D(i)(y_i - \hat y_D) / \sum_D w`.
+        When raking to ``tol`` stalled (``stalled``: margins unreachable together) every SE of
+        :meth:`mean`, :meth:`total` and :meth:`proportion` is NaN with a note: the weights where
+        it stopped are an artefact of where it stopped (their linearisation can be 0), as in
+        :func:`raking.estimate`. A run cut short by ``max_iter`` keeps its SE, with a note.
+        """
+        return self._estimate("mean", column, by)
+
+    def total(self, column: Hashable, *, by: Hashable | None = None) -> Estimate | EstimateTable:
+        r"""Raked total :math:`\sum_i w_i y_i` of ``column`` (per domain with ``by``), with its SE.
+
+        Needs a known population total (count targets, or ``total=`` in :func:`raking.rake`).
+        """
+        if not self.total_known:
+            raise ValueError(
+                "total() needs the weights to sum to a known population total, but the targets "
+                "were shares and no total= was given (the weights sum to the sample's own "
+                f"{self.weight_total:.6g}). Rake with targets as population counts or pass total=N."
+            )
+        return self._estimate("total", column, by)
+
+    def proportion(self, column: Hashable, *, by: Hashable | None = None) -> EstimateTable:
+        """Raked share of each level of ``column`` (within each level of ``by``), with SEs."""
+        labels, codes = self._levels(column)
+        per_level = [
+            self._estimate("mean", (codes == j).astype(np.float64), by, name=column)
+            for j in range(len(labels))
+        ]
+        if by is None:
+            return EstimateTable(
+                f"proportions of {column}", tuple(labels), tuple(per_level), column
+            )
+        domains = per_level[0].labels  # type: ignore[union-attr]
+        keys = tuple((dom, lv) for dom in domains for lv in labels)
+        estimates = tuple(
+            per_level[j].estimates[i]  # type: ignore[union-attr]
+            for i in range(len(domains))
+            for j in range(len(labels))
+        )
+        return EstimateTable(f"proportions of {column} by {by}", keys, estimates, (by, column))
+
+    def _estimate(
+        self, kind: str, column: Any, by: Hashable | None, name: Hashable | None = None
+    ) -> Estimate | EstimateTable:
+        s = self._design
+        y = column if isinstance(column, np.ndarray) else self._values(column)
+        name = column if name is None else name
+        w = np.zeros(s.sample_pos.size)
+        w[s.raked_pos] = s.final
+        if by is None:
+            return self._one(kind, y, w, np.ones(w.size, dtype=bool))
+        labels, codes = self._levels(by)
+        estimates = tuple(self._one(kind, y, w, codes == j) for j in range(len(labels)))
+        return EstimateTable(f"{kind} of {name} by {by}", tuple(labels), estimates, by)
+
+    def _one(self, kind: str, y: np.ndarray, w: np.ndarray, domain: np.ndarray) -> Estimate:
+        s = self._design
+        yd = np.where(domain, y, 0.0)
+        if kind == "total":
+            estimate, u = float(np.dot(w, yd)), yd
+        else:
+            wd = float(w[domain].sum())
+            estimate = float(np.dot(w, yd)) / wd if wd > 0 else np.nan
+            u = np.where(domain, y - estimate, 0.0) / wd if wd > 0 else np.zeros_like(y)
+        notes = self._notes()
+        if self.stalled and s.steps is None:
+            # As raking.estimate without a plug-in: the weights where raking stopped are an
+            # artefact of where it stopped, and their linearisation can be 0 (zero-width CIs).
+            notes += (
+                "SE is NaN: raking stopped because the margins are unreachable together (max "
+                f"margin error {self.marginal_error:.3g} stopped decreasing), so there are no "
+                "converged weights to linearise at; make the targets consistent with each "
+                "other and with the sample's cells",
+            )
+            return self._with_se(estimate, np.nan, domain, w, notes)
+        try:
+            e = self._projection.residual(u[s.raked_pos], s.steps)
+        except ResidualNotConverged as exc:
+            se = np.nan  # never an SE from a residual that did not converge
+            notes += (
+                f"SE is NaN: the least-squares solve of the SE stopped after {exc.iterations} "
+                f"iterations at relative residual {exc.relative_residual:.3g} > "
+                f"{exc.tol:.3g}; the margins are nearly collinear: merge levels that occur "
+                "only together, or drop a nearly redundant margin",
+            )
+        else:
+            z = np.zeros(w.size)
+            z[s.raked_pos] = s.final * e
+            var = design_variance(z, strata=s.strata, cluster=s.cluster, fraction=s.fraction)
+            se = float(np.sqrt(var))
+            if np.isnan(se) and self._lonely_psu_note:
+                notes += (self._lonely_psu_note,)
+        return self._with_se(estimate, se, domain, w, notes)
+
+    def _with_se(
+        self, estimate: float, se: float, domain: np.ndarray, w: np.ndarray, notes: tuple[str, ...]
+    ) -> Estimate:
+        """The :class:`Estimate` of one domain, with this result's method and convergence."""
+        return Estimate(
+            estimate=estimate,
+            se=se,
+            se_method=self._se_method(),
+            n=int(np.count_nonzero(domain & (w > 0))),
+            steps=self._design.steps,
+            converged=self.converged,
+            marginal_error=self.marginal_error,
+            notes=notes,
+        )
+
+    @functools.cached_property
+    def _lonely_psu_note(self) -> str:
+        """Why the SE is NaN for a sample of one PSU; ``""`` otherwise.
+
+        The variance of a total needs two PSUs (the factor :math:`n / (n - 1)`); as R
+        ``survey`` with ``options(survey.lonely.psu = "fail")``, no SE is invented. (With
+        ``strata=`` or ``cluster=``, :func:`raking.rake` refuses a stratum of one PSU up front.)
+        """
+        if self._design.final.size > 1:
+            return ""
+        return (
+            "SE is NaN: the sample has a single row (one PSU), whose variance cannot be "
+            "estimated (n - 1 = 0); rake a sample of at least two rows"
+        )
+
+    @functools.cached_property
+    def _projection(self) -> RakingProjection:
+        return RakingProjection(self._design.codes, self._design.n_levels, self._design.design)
+
+    @functools.cached_property
+    def _design_weights_vary_within_levels(self) -> bool:
+        r"""Whether :math:`d` is not constant within some level (relative spread > 1e-9).
+
+        Where it is constant in every level of every margin, R's ``rake()`` SE (unweighted level
+        means) and ``calibrate()``'s (design-weighted ones, ours) coincide.
+        """
+        d = self._design.design
+        for c, size in zip(self._design.codes, self._design.n_levels, strict=True):
+            lo = np.full(size, np.inf)
+            hi = np.full(size, -np.inf)
+            np.minimum.at(lo, c, d)
+            np.maximum.at(hi, c, d)
+            if np.any(hi - lo > 1e-9 * hi):
+                return True
+        return False
+
+    def _values(self, column: Hashable) -> np.ndarray:
+        check_columns("the estimate", [column], list(self._data.columns))
+        series = self._data[column].iloc[self._design.sample_pos]
+        if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+            raise TypeError(
+                f"column {column!r} has dtype {series.dtype}; mean() and total() need numbers. "
+                f"For the share of each level use proportion({column!r})."
+            )
+        y = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        w = np.zeros(y.size)
+        w[self._design.raked_pos] = self._design.final
+        bad = np.isnan(y) & (w > 0)
+        if bad.any():
+            rows = list(series.index[bad][:10])
+            raise ValueError(
+                f"column {column!r} has {int(bad.sum())} missing value(s) among the raked rows "
+                f"(rows {rows}); an estimate needs every value. Fill them, or rake without "
+                f"those rows (rake(data.dropna(subset=[{column!r}]), ...))."
+            )
+        return np.where(np.isnan(y), 0.0, y)
+
+    def _levels(self, column: Hashable) -> tuple[list[Any], np.ndarray]:
+        check_columns("by", [column], list(self._data.columns))
+        series = self._data[column].iloc[self._design.sample_pos]
+        if series.isna().any():
+            raise ValueError(
+                f"column {column!r} has missing values; give them a level (fillna) to estimate "
+                "by or for it."
+            )
+        codes, uniques = pd.factorize(series, sort=True)
+        return list(uniques), codes
+
+    def _se_method(self) -> str:
+        k = self._design.steps
+        if k is None:
+            return (
+                "linearisation after raking to convergence: residuals of the design-weighted "
+                "least squares on the raking margins (Deville & Sarndal 1992), solved by "
+                f"conjugate gradients to relative residual <= {self._projection.effective_tol:.0e}"
+                '; equals R survey calibrate(calfun="raking")'
+            )
+        return (
+            f"linearisation after k = {k} raking steps: residuals T_0 T_1 ... T_k u of "
+            "alternating design-weighted level-mean projections (theory.md 2.2) [DER]"
+        )
+
+    def _notes(self) -> tuple[str, ...]:
+        s = self._design
+        parts = ["one-stage design"]
+        parts.append("rows as PSUs" if s.cluster is None else "clusters as PSUs")
+        if s.strata is not None:
+            parts.append("stratified")
+        parts.append("with replacement (no fpc)" if s.fraction is None else "with fpc")
+        notes = [", ".join(parts) + "; normal 95% CI"]
+        if not self.converged:
+            notes.append(
+                f"raking did NOT converge (max margin error {self.marginal_error:.3g})"
+                + ("" if self.stalled and s.steps is None else "; the SE assumes the margins hold")
+            )
+        if self.bounds is not None:
+            notes.append(f"bounds {self.bounds}: the residuals ignore the bounds, as R calibrate")
+        if s.steps is None and self._design_weights_vary_within_levels:
+            notes.append(
+                "design weights vary within levels of the margins: R survey's rake() reports a "
+                "different SE here (its svyrecvar removes unweighted level means); this SE is "
+                'calibrate(calfun="raking")\'s linearisation'
+            )
+        dropped = len(self.weights) - s.sample_pos.size
+        if dropped:
+            notes.append(f"{dropped} rows dropped (na='drop'), treated as not sampled")
+        zeroed = s.sample_pos.size - s.raked_pos.size
+        if zeroed:
+            notes.append(f"{zeroed} rows of levels without target have weight 0")
+        return tuple(notes)
