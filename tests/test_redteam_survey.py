@@ -19,7 +19,7 @@ import pytest
 import raking
 
 
-def _stalled() -> raking.survey_results.RakeResult:
+def _stalled() -> raking.survey.results.RakeResult:
     rng = np.random.default_rng(0)
     data = pd.DataFrame({"a": rng.integers(0, 3, 200), "y": rng.normal(size=200)})
     data["b"] = data["a"]  # the same column twice, with contradicting targets

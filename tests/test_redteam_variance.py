@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raking import variance
+from raking.stats import variance
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
