@@ -2,7 +2,7 @@
 
 A float16 or bfloat16 table stays in its dtype; the factors, targets, reductions and errors are
 in the compute dtype (float32 by default), and each reduction casts bounded blocks of the table
-(``raking.kernel.steps.HALF_BLOCK_ELEMENTS``) to it.
+(``raking.kernel.storage.HALF_BLOCK_ELEMENTS``) to it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hypothesis.extra import numpy as hnp
 import raking.kernel.compiled
 from raking import EmptyCategoryError, apply_scaling, balance, balance_result, scaling_factors
 from raking._array_api import get_xp, to_numpy
-from raking.kernel import steps as kernel_module
+from raking.kernel import storage as kernel_module
 from raking.kernel.ipf import _ipf
 
 torch = pytest.importorskip("torch")

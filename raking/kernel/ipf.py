@@ -27,7 +27,7 @@ factors: its reductions are the mat-vecs ``table @ f`` and ``table.T @ f``
 and errors are in the *compute dtype* (``compute_dtype``): the table's dtype for float32 / float64
 tables, float32 for float16 / bfloat16 tables. A table stored narrower than the compute dtype is
 never copied whole: each reduction reads it once, in blocks of at most
-:data:`~raking.kernel.steps.HALF_BLOCK_ELEMENTS` elements that are cast to the compute dtype,
+:data:`~raking.kernel.storage.HALF_BLOCK_ELEMENTS` elements that are cast to the compute dtype,
 reduced there (a mat-vec per block for 2-D tables) and combined, so the extra memory is one block
 (16 MiB in float32), not a float32 table. A float16 table of m x l cells takes 2 m l bytes instead
 of 4 m l.
@@ -44,14 +44,9 @@ import numpy as np
 
 from raking._array_api import Array, get_xp, is_numpy, on_accelerator, to_float, to_numpy
 from raking.exceptions import ConvergenceWarning
-from raking.kernel.sparse import (
-    is_sparse,
-    sparse_coordinates,
-    sparse_namespace,
-    sparse_scale,
-    table_device,
-)
-from raking.kernel.steps import _apply, _scale, initial_factors, new_factor, reduce
+from raking.kernel.sparse import is_sparse, sparse_namespace, stored_values
+from raking.kernel.steps import _apply, initial_factors, new_factor
+from raking.kernel.storage import Storage, storage_of
 from raking.results import BalanceResult, ScalingResult
 from raking.validation import (
     check_check_every,
@@ -137,7 +132,7 @@ def balance(
         dtype (float64 for integers), but float32 for a float16 or bfloat16 table. A float16 /
         bfloat16 table is then *stored* in half precision (2 bytes per cell, never copied whole to
         float32) and *accumulated* in float32: each step reads it once, in blocks of at most
-        :data:`~raking.kernel.steps.HALF_BLOCK_ELEMENTS` cells cast to float32 (16 MiB of extra
+        :data:`~raking.kernel.storage.HALF_BLOCK_ELEMENTS` cells cast to float32 (16 MiB of extra
         memory; 32 MiB in float64), where a float16 sum keeps 11 significant bits and overflows at
         65504. A compute dtype with less precision than the table (float32 for a float64 table) is
         refused; float64 for a float32 table takes the same block path. The log domain is handled
@@ -252,11 +247,10 @@ def balance_result(
     )
     run = run_steps(table, targets, xp=xp, log_domain=log_domain, **config)
     scaling = run.result
-    balanced = _apply(run.base, run.factors, xp=xp, log_domain=log_domain)
-    if balanced.dtype != table.dtype:  # a half-precision table whose factors were absorbed
-        balanced = balanced.astype(table.dtype) if is_sparse(balanced) else xp.astype(
-            balanced, table.dtype
-        )
+    # In the table's storage dtype also when the factors of a half-precision table were
+    # absorbed into a working table of the compute dtype.
+    base = storage_of(run.base, targets[0].dtype, xp=xp, d=len(targets))
+    balanced = base.scale(run.factors, log_domain=log_domain, dtype=table.dtype)
     return BalanceResult(
         table=balanced,
         factors=scaling.factors,
@@ -285,7 +279,7 @@ def scaling_factors(
     (for 2-D tables each step is one batched mat-vec). Arguments as in :func:`balance_result`;
     :func:`apply_scaling` forms the balanced table when it is needed. The factors are in the compute
     dtype (float32 for a float16 / bfloat16 table, whose storage then stays at 2 bytes per cell plus
-    one float32 block of at most :data:`~raking.kernel.steps.HALF_BLOCK_ELEMENTS` cells per
+    one float32 block of at most :data:`~raking.kernel.storage.HALF_BLOCK_ELEMENTS` cells per
     reduction).
 
     Examples
@@ -320,7 +314,7 @@ def apply_scaling(
 
     A table stored in a narrower dtype than the factors (a float16 / bfloat16 table with the float32
     factors of :func:`scaling_factors`, or a float32 table with float64 factors) gives a result in
-    the table's dtype, formed in blocks of at most :data:`~raking.kernel.steps.HALF_BLOCK_ELEMENTS`
+    the table's dtype, formed in blocks of at most :data:`~raking.kernel.storage.HALF_BLOCK_ELEMENTS`
     cells: each block is cast to the factors' dtype, scaled and rounded back. ``compute_dtype``
     (``None``: the factors' own dtype; else as in :func:`balance`) casts the factors first.
     """
@@ -386,7 +380,7 @@ def _validate(
         "check_every": check_check_every(
             check_every,
             n_axes=n_axes,
-            accelerator=on_accelerator(table.data if is_sparse(table) else table),
+            accelerator=on_accelerator(stored_values(table)),
         ),
     }
     return xp, table, targets, config
@@ -423,7 +417,7 @@ def _log_targets(targets: list[Array], *, xp: Any) -> list[Array]:
 
 
 def _measure(
-    table: Array,
+    table: Storage,
     targets: list[Array],
     factors: list[Array],
     inv_total: Array,
@@ -443,7 +437,7 @@ def _measure(
     err = None
     for a in range(len(targets)):
         if a not in reductions:
-            reductions[a] = reduce(table, factors, a, xp=xp, log_domain=log_domain)
+            reductions[a] = table.reduce(factors, a, log_domain=log_domain)
         e = _axis_error(
             reductions[a],
             factors[a],
@@ -543,7 +537,7 @@ class _Guard:
             return err, "absorb"
         return err, "overflow"
 
-    def prescale(self, table: Array, first: Array, inv_total: Array) -> list[Array] | None:
+    def prescale(self, table: Storage, first: Array, inv_total: Array) -> list[Array] | None:
         """Exact power-of-two factors that bring each table's sum near its target total.
 
         ``first`` is the first reduction (the table's axis-0 marginal, factors 1). ``None``
@@ -564,7 +558,7 @@ class _Guard:
         log_t = np.broadcast_to(-np.log2(to_numpy(inv_total).astype(np.float64)), shape)
         mass = to_numpy(total).astype(np.float64)
         if np.any(np.isinf(mass)):  # the sum overflowed: bound it by max cell x cells
-            top = to_numpy(_table_max(table, first_axis, xp=xp)).astype(np.float64)
+            top = to_numpy(table.cell_max(table.values)).astype(np.float64)
             cells = math.prod(table.shape[first_axis:])
             bound = math.log2(cells) + np.log2(np.reshape(top, np.shape(mass)))
             log_s = np.where(np.isinf(mass), bound, np.log2(np.where(np.isinf(mass), 1, mass)))
@@ -579,29 +573,8 @@ class _Guard:
             n = table.shape[first_axis + a]
             values = np.broadcast_to(np.ldexp(1.0, exponent), (*exponent.shape[:-1], n))
             values = np.ascontiguousarray(values)
-            out.append(xp.asarray(values, dtype=dtype, device=table_device(table)))
+            out.append(xp.asarray(values, dtype=dtype, device=table.device))
         return out
-
-
-def _table_max(table: Array, first_axis: int, *, xp: Any) -> Array:
-    """The largest cell of each table of the batch (of a sparse table: its stored values)."""
-    if is_sparse(table):
-        return xp.max(table.data)
-    return xp.max(table, axis=tuple(range(first_axis, table.ndim)))
-
-
-def _absorb(base: Array, factors: Sequence[Array], *, xp: Any) -> Array:
-    """``base * f_1 ⊗ ... ⊗ f_d`` in the factors' dtype: the new working table (a new array).
-
-    A half-precision table becomes a table of the compute dtype here (a copy, made only when
-    the factors have to be absorbed).
-    """
-    if is_sparse(base):
-        return sparse_scale(base, factors, xp=xp)
-    dtype = factors[0].dtype
-    if base.dtype != dtype:
-        base = xp.astype(base, dtype)
-    return _scale(base, factors, xp=xp, log_domain=False)
 
 
 class _Run(NamedTuple):
@@ -673,9 +646,8 @@ def run_steps(
     targets are unreachable) or the run to ``tol`` hit ``max_steps``.
     """
     tol = attainable_tol(tol, targets, xp=xp)
-    numba_ok = is_numpy(xp) and not is_sparse(table) and table.dtype == targets[0].dtype
     run = None
-    if compiled is not False and steps is not None and not log_domain and numba_ok:
+    if compiled is not False and steps is not None and not log_domain and is_numpy(xp):
         from raking.kernel.compiled import numba_supports, use_numba
 
         chosen = numba_supports if compiled else use_numba
@@ -747,7 +719,9 @@ def _loop(
 ) -> _Run:
     """The array-API loop of :func:`run_steps`, with the factors kept in range by :class:`_Guard`.
 
-    Every ``check_every`` steps (and after the last) the factors' range is read back with the
+    Written once against the table's :class:`~raking.kernel.storage.Storage` (chosen here, at
+    entry): its reductions, its absorption of factors into a working table. Every
+    ``check_every`` steps (and after the last) the factors' range is read back with the
     error, in one host read. Factors out of range are absorbed into the working table; factors
     that over- or underflowed within the period are discarded: the run goes back to the last
     check, absorbs the factors it had there and redoes the steps one by one.
@@ -756,16 +730,17 @@ def _loop(
     dtype = targets[0].dtype
     inv_total = 1 / xp.sum(targets[0], axis=-1, keepdims=True)
     log_targets = _log_targets(targets, xp=xp) if log_domain else None
-    host = not on_accelerator(table.data if is_sparse(table) else table)
+    store = storage_of(table, dtype, xp=xp, d=d)
+    host = not on_accelerator(store.values)
     guard = None if log_domain else _Guard(targets, xp=xp, host=host)
-    base, absorbed = table, None
+    base, absorbed = store, None
     factors = initial_factors(table, targets, xp=xp, log_domain=log_domain, dtype=dtype)
     with np.errstate(over="ignore"):  # NumPy: a sum may overflow (then the table is rescaled)
-        cached = {0: reduce(base, factors, 0, xp=xp, log_domain=log_domain)}
+        cached = {0: base.reduce(factors, 0, log_domain=log_domain)}
         scale = None if guard is None else guard.prescale(base, cached[0], inv_total)
     if scale is not None:
-        base, absorbed = _absorb(base, scale, xp=xp), scale
-        cached = {0: reduce(base, factors, 0, xp=xp, log_domain=log_domain)}
+        base, absorbed = base.absorb(scale), scale
+        cached = {0: base.reduce(factors, 0, log_domain=log_domain)}
     limit = max_steps if steps is None else steps
     taken, period, error = 0, check_every, math.inf
     diverged, stopped_at = False, None
@@ -778,11 +753,7 @@ def _loop(
     snapshot = (0, ones)
     while taken < limit and not (steps is None and error <= tol):
         a = taken % d
-        reduced = (
-            cached.pop(a)
-            if a in cached
-            else reduce(base, factors, a, xp=xp, log_domain=log_domain)
-        )
+        reduced = cached.pop(a) if a in cached else base.reduce(factors, a, log_domain=log_domain)
         cached.clear()
         factors[a] = new_factor(
             reduced, targets[a], None if log_targets is None else log_targets[a], xp=xp
@@ -815,8 +786,8 @@ def _loop(
             if saved is ones:  # nothing to absorb: redo the steps one by one
                 continue
         with np.errstate(all="ignore"):  # NumPy: a cumulative factor may overflow (then NaN)
-            base = _absorb(base, factors, xp=xp)
-            absorbed = _times(absorbed, factors, table, xp=xp)
+            base = base.absorb(factors)
+            absorbed = _times(absorbed, factors, store, xp=xp)
         factors = initial_factors(table, targets, xp=xp, log_domain=False, dtype=dtype)
         ones = list(factors)
         snapshot = (taken, ones)
@@ -826,7 +797,7 @@ def _loop(
     public, unrepresentable = factors, 0
     if absorbed is not None:
         with np.errstate(all="ignore"):  # NumPy: overflowing cumulative factors give NaN
-            public, unrepresentable = _represent(table, base, factors, absorbed, inv_total, xp=xp)
+            public, unrepresentable = _represent(store, base, factors, absorbed, inv_total, xp=xp)
     result = ScalingResult(
         factors=tuple(public),
         steps=taken,
@@ -835,11 +806,11 @@ def _loop(
         tol=tol,
         log_domain=log_domain,
     )
-    return _Run(result, base, tuple(factors), diverged, stopped_at, unrepresentable)
+    return _Run(result, base.table, tuple(factors), diverged, stopped_at, unrepresentable)
 
 
 def _times(
-    absorbed: list[Array] | None, factors: list[Array], table: Array, *, xp: Any
+    absorbed: list[Array] | None, factors: list[Array], table: Storage, *, xp: Any
 ) -> list[Array]:
     """The cumulative factors after absorbing ``factors``, re-gauged per block of ``table``.
 
@@ -854,7 +825,7 @@ def _times(
     return _gauge(cumulative, table, xp=xp)
 
 
-def _gauge(factors: list[Array], table: Array, *, xp: Any) -> list[Array]:
+def _gauge(factors: list[Array], table: Storage, *, xp: Any) -> list[Array]:
     r"""Factors rescaled by exact powers of two per connected block, the balanced table unchanged.
 
     Every positive cell of ``table`` joins its categories of all balanced axes; within one
@@ -872,16 +843,7 @@ def _gauge(factors: list[Array], table: Array, *, xp: Any) -> list[Array]:
     sizes = [int(table.shape[table.ndim - d + a]) for a in range(d)]
     offsets = np.cumsum([0, *sizes])
     nodes = int(offsets[-1])
-    if is_sparse(table):
-        rows, cols = (to_numpy(c) for c in sparse_coordinates(table, xp=xp))
-        keep = to_numpy(table.data) > 0
-        batch, cells = 1, [rows[keep], cols[keep]]
-        where = np.zeros(int(keep.sum()), dtype=np.int64)
-    else:
-        support = to_numpy(table > 0)
-        batch = math.prod(support.shape[: support.ndim - d])
-        found = np.nonzero(np.reshape(support, (batch, *sizes)))
-        where, cells = found[0], list(found[1:])
+    batch, where, cells = table.support()
     first = where * nodes + cells[0]
     tails = np.concatenate([first] * (d - 1))
     heads = np.concatenate([where * nodes + offsets[a] + cells[a] for a in range(1, d)])
@@ -912,13 +874,13 @@ def _gauge(factors: list[Array], table: Array, *, xp: Any) -> list[Array]:
         scaled = np.ldexp(np.broadcast_to(to_numpy(f), s.shape), s.astype(np.int64))
         shape = (*table.shape[: table.ndim - d], sizes[a])
         scaled = np.reshape(scaled, shape) if f.ndim > 1 or batch > 1 else scaled[0]
-        out.append(xp.asarray(scaled, dtype=f.dtype, device=table_device(table)))
+        out.append(xp.asarray(scaled, dtype=f.dtype, device=table.device))
     return out
 
 
 def _represent(
-    table: Array,
-    base: Array,
+    table: Storage,
+    base: Storage,
     factors: list[Array],
     absorbed: list[Array],
     inv_total: Array,
@@ -937,21 +899,13 @@ def _represent(
     cumulative = _times(absorbed, factors, table, xp=xp)
     dtype = factors[0].dtype
     tol = REPRESENT_RTOL * float(xp.finfo(dtype).eps)
-    if is_sparse(table):
-        expected = sparse_scale(base, factors, xp=xp).data
-        got = sparse_scale(table, cumulative, xp=xp).data
-        bad = ~(xp.max(xp.abs(got - expected)) * inv_total[0] <= tol) if got.shape[0] else None
-    else:
-        d = len(factors)
-        axes = tuple(range(table.ndim - d, table.ndim))
-        expected = _scale(base, factors, xp=xp, log_domain=False)
-        got = _scale(xp.astype(table, dtype, copy=False), cumulative, xp=xp, log_domain=False)
-        gap = xp.max(xp.abs(got - expected), axis=axes) * inv_total[..., 0]
-        bad = ~(gap <= tol)
-    if bad is None or not bool(xp.any(bad)):
+    expected = base.cells(factors)
+    gap = table.cell_max(xp.abs(table.cells(cumulative) - expected)) * inv_total[..., 0]
+    bad = ~(gap <= tol)
+    if not bool(xp.any(bad)):
         return cumulative, 0
     count = int(xp.sum(xp.astype(bad, xp.int64)))
-    nan = xp.asarray(math.nan, dtype=dtype, device=table_device(table))
+    nan = xp.asarray(math.nan, dtype=dtype, device=table.device)
     return [xp.where(bad[..., None], nan, c) for c in cumulative], count
 
 

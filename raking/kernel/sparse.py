@@ -21,6 +21,7 @@ __all__ = [
     "sparse_namespace",
     "sparse_reduce",
     "sparse_scale",
+    "stored_values",
     "table_device",
 ]
 
@@ -41,9 +42,14 @@ def sparse_namespace(table: Any, *others: Array) -> Any:
     return get_xp(table.data, *others)
 
 
+def stored_values(table: Any) -> Array:
+    """The values a table stores: a dense table itself, or a sparse table's ``data`` array."""
+    return table.data if is_sparse(table) else table
+
+
 def table_device(table: Any) -> Any:
     """The device of a dense table, or of a sparse table's stored values."""
-    return device(table.data) if is_sparse(table) else device(table)
+    return device(stored_values(table))
 
 
 def sparse_reduce(table: Any, vector: Array, axis: int) -> Array:
