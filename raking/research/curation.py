@@ -154,6 +154,8 @@ def _entropy(p: np.ndarray) -> float:
 class CurationResult:
     r"""The curated measure, the caption sampling distribution, a resample and its statistics.
 
+    The attributes not listed below are the statistics printed by :meth:`summary`.
+
     Attributes
     ----------
     t, steps, seed, n_samples
@@ -172,7 +174,6 @@ class CurationResult:
     n_top : int
         Size of the "top 10%" keyword set: ``ceil(0.1 * n_matched_keywords)`` keywords of
         largest count (ties by index).
-    Other attributes are the statistics printed by :meth:`summary`.
     """
 
     t: float

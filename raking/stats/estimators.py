@@ -331,9 +331,12 @@ def ipw_estimate(
     -------
     BatchEstimates
 
-    Notes ----- ``theory.md`` §4.2: the IPWI formula is **our assumption [INF]**, not the paper's
-    confirmed equation. With correct marginals its influence function is :math:`\bar h - \Pi_X \bar
-    h - \Pi_Y \bar h` [DER], see :func:`raking.stats.variance.ipwi_variance`.
+    Notes
+    -----
+    ``theory.md`` §4.2: the IPWI formula is **our assumption [INF]**, not the paper's confirmed
+    equation. With correct marginals its influence function is
+    :math:`\bar h - \Pi_X \bar h - \Pi_Y \bar h` [DER], see
+    :func:`raking.stats.variance.ipwi_variance`.
     """
     counts = check_counts(counts)
     xp = get_xp(counts)
