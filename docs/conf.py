@@ -131,6 +131,41 @@ def _import_dotted(name: str) -> Any:
     return None
 
 
+def _array_like_forms() -> list[str]:
+    """The ways autodoc spells ``numpy.typing.ArrayLike`` once Python has expanded the alias."""
+    from numpy.typing import ArrayLike
+    from sphinx.util.typing import stringify_annotation
+
+    modes = ("smart", "fully-qualified-except-typing", "fully-qualified")
+    forms = {stringify_annotation(ArrayLike, mode) for mode in modes}  # type: ignore[arg-type]
+    return sorted(forms, key=len, reverse=True)
+
+
+ARRAY_LIKE_FORMS = _array_like_forms()
+
+
+def _shorten_array_like(
+    app: Sphinx,
+    what: str,
+    name: str,
+    obj: Any,
+    options: Any,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str | None, str | None]:
+    """Show ``ArrayLike`` for the seven-member union that the modules' annotations evaluate to."""
+
+    def shorten(text: str | None) -> str | None:
+        if text is None:
+            return None
+        for form in ARRAY_LIKE_FORMS:
+            text = text.replace(form, "~numpy.typing.ArrayLike")
+        return text
+
+    return shorten(signature), shorten(return_annotation)
+
+
 def setup(app: Sphinx) -> None:
-    """Register the re-export resolver."""
+    """Register the re-export resolver and the ``ArrayLike`` shortening."""
     app.connect("missing-reference", _resolve_reexport)
+    app.connect("autodoc-process-signature", _shorten_array_like)
