@@ -6,7 +6,8 @@ layer (:mod:`raking.stats.estimators`, :mod:`raking.stats.marginals`, :mod:`raki
 also reachable as ``raking.estimators``, ``raking.marginals``, ``raking.theory``) works in NumPy
 float64. Heavy optional packages (numba, torch, cupy, pandas, dask, matplotlib) are imported
 lazily, only by the functions that need them: :func:`raking.rake` (the pandas survey front end,
-:mod:`raking.survey.frontend`) is loaded on first access.
+:mod:`raking.survey.frontend`) and :func:`raking.calibrate` (:mod:`raking.survey.calibration`)
+are loaded on first access.
 """
 
 from typing import Any
@@ -44,9 +45,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Load the pandas survey front end only when ``raking.rake`` is first used."""
+    """Load the pandas survey front end when ``raking.rake`` or ``calibrate`` is first used."""
     if name == "rake":
         from raking.survey.frontend import rake
 
         return rake
+    if name == "calibrate":
+        from raking.survey.calibration import calibrate
+
+        return calibrate
     raise AttributeError(f"module 'raking' has no attribute {name!r}")

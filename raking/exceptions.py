@@ -6,7 +6,12 @@ the builtin classes keep working; the subclasses carry the details as attributes
 
 from __future__ import annotations
 
-__all__ = ["ConvergenceWarning", "EmptyCategoryError", "SparseLevelWarning"]
+__all__ = [
+    "ConvergenceWarning",
+    "EmptyCategoryError",
+    "NegativeWeightWarning",
+    "SparseLevelWarning",
+]
 
 
 class ConvergenceWarning(UserWarning):
@@ -14,6 +19,15 @@ class ConvergenceWarning(UserWarning):
 
     Survey raking (:func:`raking.rake`) also raises it when the error stops decreasing (a stall:
     margins that the data's zeros or the weight bounds make unreachable together).
+    """
+
+
+class NegativeWeightWarning(UserWarning):
+    """Linear (GREG) calibration gave some rows a negative weight (``g = 1 + x'lambda < 0``).
+
+    Allowed by the chi-square distance and harmless for totals, but such weights cannot be
+    read as numbers of population units; bounds (``bounds=(lo, hi)``, ``lo >= 0``) or
+    ``method="raking"`` / ``"logit"`` keep every weight positive.
     """
 
 

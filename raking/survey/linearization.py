@@ -42,7 +42,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["RakingProjection", "ResidualNotConverged", "design_variance"]
+__all__ = [
+    "CalibrationMatrix",
+    "CalibrationProjection",
+    "GramInverse",
+    "RakingProjection",
+    "ResidualNotConverged",
+    "design_variance",
+]
 
 
 class ResidualNotConverged(ValueError):
@@ -299,6 +306,159 @@ class RakingProjection:
             direction += r
             rr = rr_new
         return budget
+
+class CalibrationMatrix:
+    r"""The calibration matrix :math:`X` of :func:`raking.calibrate`, never formed.
+
+    Its :math:`p = \sum_v L_v + q` columns are the level indicators of every categorical
+    variable (variable :math:`v`'s :math:`L_v` levels in order, at ``offsets[v]``), then the
+    :math:`q` numeric columns. Products cost :math:`O(n (V + q))` (gathers and
+    ``numpy.bincount``); the Gram matrix :math:`X^\top \operatorname{diag}(v) X` costs one
+    pass per pair of columns blocks, :math:`O(n (V + q)^2)` at most, and is :math:`p \times p`.
+
+    Parameters
+    ----------
+    codes : sequence of numpy.ndarray of int, each of shape ``(n,)``
+        Level of each row for each categorical variable.
+    n_levels : sequence of int
+        :math:`L_v` of each variable.
+    numeric : numpy.ndarray of float64, shape ``(n, q)``, optional
+        The numeric calibration columns.
+    """
+
+    def __init__(
+        self,
+        codes: Sequence[np.ndarray],
+        n_levels: Sequence[int],
+        numeric: np.ndarray | None = None,
+    ) -> None:
+        self.codes = [np.asarray(c, dtype=np.intp) for c in codes]
+        self.n_levels = [int(x) for x in n_levels]
+        n = self.codes[0].shape[0] if self.codes else np.shape(numeric)[0]
+        self.numeric = (
+            np.zeros((n, 0)) if numeric is None else np.asarray(numeric, dtype=np.float64)
+        )
+        self.n_rows = n
+        self.offsets = np.concatenate([[0], np.cumsum(self.n_levels, dtype=np.int64)])
+        self.n_categorical = int(self.offsets[-1])
+        self.n_columns = self.n_categorical + self.numeric.shape[1]
+
+    def dot(self, beta: np.ndarray) -> np.ndarray:
+        r""":math:`X \beta`, shape ``(n,)``."""
+        k = self.n_categorical
+        out = self.numeric @ beta[k:] if self.numeric.shape[1] else np.zeros(self.n_rows)
+        for c, a, b in zip(self.codes, self.offsets[:-1], self.offsets[1:], strict=True):
+            out += beta[a:b][c]
+        return out
+
+    def tdot(self, v: np.ndarray) -> np.ndarray:
+        r""":math:`X^\top v`, shape ``(p,)``: level sums of ``v``, then the numeric sums."""
+        out = np.empty(self.n_columns)
+        for c, size, a, b in zip(
+            self.codes, self.n_levels, self.offsets[:-1], self.offsets[1:], strict=True
+        ):
+            out[a:b] = np.bincount(c, weights=v, minlength=size)
+        out[self.n_categorical :] = v @ self.numeric
+        return out
+
+    def gram(self, v: np.ndarray) -> np.ndarray:
+        r""":math:`X^\top \operatorname{diag}(v) X`, shape ``(p, p)``, symmetric."""
+        p, k = self.n_columns, self.n_categorical
+        out = np.zeros((p, p))
+        blocks = list(zip(self.codes, self.n_levels, self.offsets[:-1], strict=True))
+        for i, (ci, li, ai) in enumerate(blocks):
+            rows = slice(ai, ai + li)
+            out[rows, rows] = np.diag(np.bincount(ci, weights=v, minlength=li))
+            for cj, lj, aj in blocks[i + 1 :]:
+                cross = np.bincount(ci * lj + cj, weights=v, minlength=li * lj).reshape(li, lj)
+                out[rows, aj : aj + lj] = cross
+                out[aj : aj + lj, rows] = cross.T
+            for j in range(self.numeric.shape[1]):
+                col = np.bincount(ci, weights=v * self.numeric[:, j], minlength=li)
+                out[rows, k + j] = col
+                out[k + j, rows] = col
+        if self.numeric.shape[1]:
+            out[k:, k:] = (self.numeric * v[:, None]).T @ self.numeric
+        return out
+
+
+class GramInverse:
+    r"""Pseudo-inverse of a symmetric positive semi-definite Gram matrix :math:`G`, Jacobi-scaled.
+
+    :math:`G^+ = S V \Lambda^+ V^\top S` from the eigen-decomposition :math:`S G S = V \Lambda
+    V^\top`, :math:`S = \operatorname{diag}(G_{jj}^{-1/2})` (0 for a zero column: a level
+    without rows drops out, as R's ``calibrate`` drops it), eigenvalues below ``rtol`` times the
+    largest set to zero (the collinear directions: every categorical variable's indicators sum
+    to the intercept). For consistent right-hand sides this is the minimum-norm least-squares
+    solution, as R's ``MASS::ginv`` in ``grake``.
+
+    Attributes
+    ----------
+    rank : int
+        Eigenvalues kept.
+    """
+
+    def __init__(self, gram: np.ndarray, *, rtol: float = 1e-12) -> None:
+        diag = np.diag(gram)
+        self.scale = np.divide(1.0, np.sqrt(diag), out=np.zeros_like(diag), where=diag > 0)
+        values, self.vectors = np.linalg.eigh(gram * np.outer(self.scale, self.scale))
+        top = float(values.max()) if values.size else 0.0
+        keep = values > rtol * top
+        self.inverse_values = np.where(keep, 1.0 / np.where(keep, values, 1.0), 0.0)
+        self.rank = int(np.count_nonzero(keep))
+
+    def solve(self, r: np.ndarray) -> np.ndarray:
+        r""":math:`G^+ r`."""
+        y = self.vectors.T @ (self.scale * r)
+        return self.scale * (self.vectors @ (self.inverse_values * y))
+
+
+class CalibrationProjection:
+    r"""Residuals of the design-weighted least squares on a calibration matrix (dense, small p).
+
+    For :func:`raking.calibrate` with numeric totals: :math:`e = u - X \hat\beta`,
+    :math:`\hat\beta = (X^\top D X)^+ X^\top D u`, :math:`D = \operatorname{diag}(d)` the design
+    weights, :math:`X` the full calibration matrix (every level indicator and every numeric
+    column; the intercept is in its span). This is R ``survey``'s ``svyrecvar`` for a calibrated
+    design: ``qr.resid(qr(mm * sqrt(d)), x / (g sqrt(d))) * g sqrt(d)`` with ``x = w u`` equals
+    :math:`w e` -- R projects with the **design** weights :math:`d` and multiplies the residual
+    by the calibrated weights :math:`w = g d`, which :class:`~raking.survey.results.RakeResult`
+    does with this residual. The Gram matrix :math:`X^\top D X` (:math:`p \times p`) is formed
+    and pseudo-inverted once (:class:`GramInverse`); each residual costs two passes over the rows
+    (one step of iterative refinement, so that the fitted part is accurate to rounding even
+    when the numeric columns are far from orthogonal to the indicators).
+
+    Parameters
+    ----------
+    matrix : CalibrationMatrix
+        The calibration matrix of the ``n`` calibrated rows.
+    design : numpy.ndarray of float64, shape ``(n,)``
+        Design weights :math:`d` (any positive scale: the residual does not depend on it).
+    """
+
+    def __init__(self, matrix: CalibrationMatrix, design: np.ndarray) -> None:
+        self.matrix = matrix
+        self.design = np.asarray(design, dtype=np.float64)
+        self.inverse = GramInverse(matrix.gram(self.design))
+
+    def residual(self, u: np.ndarray, steps: int | None = None) -> np.ndarray:
+        r"""The calibration residual :math:`e` of influence values ``u`` (shape ``(n,)``).
+
+        ``steps`` must be ``None`` (calibration has no finite-step form); it is accepted so that
+        this class and :class:`RakingProjection` are interchangeable. NaN or infinite ``u``
+        gives NaN.
+        """
+        if steps is not None:
+            raise ValueError("a calibration residual has no step count; pass steps=None.")
+        u = np.asarray(u, dtype=np.float64)
+        if not np.all(np.isfinite(u)):
+            return np.full_like(u, np.nan)
+        e = u
+        for _ in range(2):
+            beta = self.inverse.solve(self.matrix.tdot(self.design * e))
+            e = e - self.matrix.dot(beta)
+        return e
+
 
 
 def _cells(codes: list[np.ndarray], n_levels: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:

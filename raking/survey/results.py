@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import html
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,8 +26,14 @@ import pandas as pd
 
 from raking.results import Estimate
 from raking.survey.estimates import EstimateTable
-from raking.survey.linearization import RakingProjection, ResidualNotConverged, design_variance
-from raking.validation import check_columns
+from raking.survey.linearization import (
+    CalibrationMatrix,
+    CalibrationProjection,
+    RakingProjection,
+    ResidualNotConverged,
+    design_variance,
+)
+from raking.validation import check_columns, check_trim_bounds, check_trim_reach
 
 __all__ = ["EstimateTable", "RakeResult"]
 
@@ -48,6 +54,11 @@ class _Design:
     strata: np.ndarray | None  # (s,) stratum codes
     cluster: np.ndarray | None  # (s,) PSU codes
     fraction: np.ndarray | None  # (H,) sampling fraction per stratum
+    # CALIBRATE (raking.calibrate, RakeResult.trim):
+    numeric: np.ndarray | None = None  # (m, q) numeric calibration columns of the raked rows
+    calibration: str | None = None  # calibrate()'s method ("linear", "raking", "logit")
+    calibrated: np.ndarray | None = None  # (m,) weights before trim() (the SEs' projection)
+    trim_note: str = ""  # what trim() did to the margins
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,6 +168,7 @@ class RakeResult:
             + ("" if self.bounds is None else f", bounds {self.bounds}"),
             f"Kish effective sample size {self.ess:.1f} (design effect of weighting "
             f"{self.deff:.3f})",
+            *([self._design.trim_note] if self._design.trim_note else []),
             "margins (shares of the total):",
             self.margins.to_string(
                 index=False,
@@ -206,6 +218,116 @@ class RakeResult:
         right.set_ylabel("rows")
         right.set_title(f"weights (Kish n_eff = {self.ess:.0f} of {self.n})")
         return fig
+
+    # ---------------------------------------------------------------- trimming
+
+    def trim(
+        self, lower: float | None = None, upper: float | None = None, *, strict: bool = False
+    ) -> RakeResult:
+        r"""Trim the weights to ``[lower, upper]``, as R ``survey``'s ``trimWeights``.
+
+        Weights outside the bounds are set to them and the total cut off (or added), :math:`E =
+        \sum_i (w_i - \operatorname{clip}(w_i, \text{lower}, \text{upper}))`, is shared
+        **equally** among the :math:`m` weights inside: :math:`w_i \mathrel{+}= E / m` (R adds
+        the same amount to each, not an amount proportional to the weight), so the total of the
+        weights is kept. ``strict=False`` does this once, and the shared excess can push weights
+        past the bounds again; ``strict=True`` repeats it until every weight is within the
+        bounds (R's recursion; it ends when the excess still to share rounds away).
+
+        Bounds inside the raking (``bounds=(lo, hi)`` of :func:`raking.rake` or
+        :func:`raking.calibrate`) are the recommended way: they bound :math:`g = w / d` while
+        every margin is still met exactly, and the standard errors stay those of a calibration
+        estimator. Trimming afterwards moves the margins off their targets (by how much is
+        reported) and its SEs, as R's, treat the trimmed weights as fixed: the residuals are
+        still those of the raking's projection, :math:`z = w^{\text{cal}} R\big((w /
+        w^{\text{cal}})\, u\big)` with :math:`w^{\text{cal}}` the weights before trimming, which
+        ignores the variance that the trimming itself adds or removes.
+
+        Parameters
+        ----------
+        lower, upper : float, optional
+            Bounds on the weights themselves (not on ``g``); at least one. Only the raked rows'
+            weights are trimmed (rows of weight 0 from ``unknown="zero"`` stay 0; R's
+            ``trimWeights`` would give them a share when ``lower`` is below 0).
+        strict : bool
+            Repeat until every weight is within the bounds.
+
+        Returns
+        -------
+        RakeResult
+            A new result with the trimmed weights; its ``margins``, ``marginal_error`` and
+            ``variable_errors`` are those of the trimmed weights, and every estimate carries a
+            note with how far the margins moved (``converged`` is still the raking's).
+
+        Raises
+        ------
+        ValueError
+            No bound, ``lower >= upper``, bounds that cannot hold with the total kept (``n
+            lower > total`` or ``n upper < total``), or every weight outside the bounds.
+        """
+        lo, hi = check_trim_bounds(lower, upper)
+        s = self._design
+        w = s.final.copy()
+        outside = (w < lo) | (w > hi)
+        check_trim_reach(lo, hi, float(w.sum()), w.size, int(w.size - outside.sum()))
+        rounds = 0
+        while outside.any() and (strict or rounds == 0):
+            clipped = np.clip(w, lo, hi)
+            clipped[~outside] += (w - clipped).sum() / np.count_nonzero(~outside)
+            w, rounds = clipped, rounds + 1
+            outside = (w < lo) | (w > hi)
+        margins, errors = self._margins_of(w)
+        moved = errors.groupby(margins["variable"].to_numpy(), sort=False).max()
+        bound = int(np.count_nonzero((w == lo) | (w == hi)))
+        note = (
+            f"weights trimmed to [{lo:.6g}, {hi:.6g}] (R trimWeights, strict={strict}, "
+            f"{rounds} round(s), {bound} weight(s) at a bound): the margins moved off their "
+            f"targets by up to {errors.max():.3g} ("
+            + ", ".join(f"{v}: {e:.3g}" for v, e in moved.items())
+            + "; shares of the total, numeric columns relative to their scale); the SE treats "
+            "the trimmed weights as fixed (as R)"
+        )
+        full = self.weights.to_numpy().copy()
+        full[s.sample_pos[s.raked_pos]] = w
+        design = replace(
+            s,
+            final=w,
+            calibrated=s.final if s.calibrated is None else s.calibrated,
+            trim_note=note,
+        )
+        return replace(
+            self,
+            weights=pd.Series(full, index=self.weights.index, name="weight"),
+            marginal_error=float(errors.max()),
+            variable_errors=pd.Series(moved.to_numpy(), index=list(moved.index), name="error"),
+            margins=margins,
+            _design=design,
+        )
+
+    def _margins_of(self, w: np.ndarray) -> tuple[pd.DataFrame, pd.Series]:
+        r"""The margin table of the raked rows' weights ``w``, and each row's scaled error.
+
+        Level rows: shares of the total. Numeric rows (from :func:`raking.calibrate`): the mean
+        per population unit, and the error relative to the column's scale
+        :math:`\frac{N}{\sum d} \sum_i d_i |x_i|`.
+        """
+        s = self._design
+        margins = self.margins.copy()
+        n_total = self.weight_total
+        sums = [
+            np.bincount(c, weights=w, minlength=size)
+            for c, size in zip(s.codes, s.n_levels, strict=True)
+        ]
+        raked = np.concatenate(sums) / n_total
+        errors = np.abs(raked - margins["target"].to_numpy()[: raked.size])
+        if s.numeric is not None:
+            raked = np.concatenate([raked, w @ s.numeric / n_total])
+            scale = np.abs(s.numeric).T @ s.design / s.design.sum()
+            target = margins["target"].to_numpy()[-s.numeric.shape[1] :]
+            errors = np.concatenate([errors, np.abs(raked[-target.size :] - target) / scale])
+        margins["raked"] = raked
+        margins["error"] = margins["raked"] - margins["target"]
+        return margins, pd.Series(errors)
 
     # ---------------------------------------------------------------- estimators
 
@@ -288,8 +410,13 @@ class RakeResult:
                 "other and with the sample's cells",
             )
             return self._with_se(estimate, np.nan, domain, w, notes)
+        # after trim(), R keeps the calibration's projection: z = w_cal R((w / w_cal) u)
+        ratio, base = 1.0, s.final
+        if s.calibrated is not None:
+            base = s.calibrated
+            ratio = np.divide(s.final, base, out=np.zeros_like(base), where=base != 0)
         try:
-            e = self._projection.residual(u[s.raked_pos], s.steps)
+            e = self._projection.residual(ratio * u[s.raked_pos], s.steps)
         except ResidualNotConverged as exc:
             se = np.nan  # never an SE from a residual that did not converge
             notes += (
@@ -300,7 +427,7 @@ class RakeResult:
             )
         else:
             z = np.zeros(w.size)
-            z[s.raked_pos] = s.final * e
+            z[s.raked_pos] = base * e
             var = design_variance(z, strata=s.strata, cluster=s.cluster, fraction=s.fraction)
             se = float(np.sqrt(var))
             if np.isnan(se) and self._lonely_psu_note:
@@ -338,8 +465,12 @@ class RakeResult:
         )
 
     @functools.cached_property
-    def _projection(self) -> RakingProjection:
-        return RakingProjection(self._design.codes, self._design.n_levels, self._design.design)
+    def _projection(self) -> RakingProjection | CalibrationProjection:
+        s = self._design
+        if s.numeric is not None:
+            matrix = CalibrationMatrix(s.codes, s.n_levels, s.numeric)
+            return CalibrationProjection(matrix, s.design)
+        return RakingProjection(s.codes, s.n_levels, s.design)
 
     @functools.cached_property
     def _design_weights_vary_within_levels(self) -> bool:
@@ -392,6 +523,14 @@ class RakeResult:
 
     def _se_method(self) -> str:
         k = self._design.steps
+        if self._design.calibration is not None:
+            return (
+                "linearisation of the calibration: residuals of the design-weighted least "
+                "squares on the calibration matrix (level indicators"
+                + (" and numeric columns" if self._design.numeric is not None else "")
+                + ") times the calibrated weights (Deville & Sarndal 1992); equals R survey "
+                f'calibrate(calfun="{self._design.calibration}")'
+            )
         if k is None:
             return (
                 "linearisation after raking to convergence: residuals of the design-weighted "
@@ -419,7 +558,9 @@ class RakeResult:
             )
         if self.bounds is not None:
             notes.append(f"bounds {self.bounds}: the residuals ignore the bounds, as R calibrate")
-        if s.steps is None and self._design_weights_vary_within_levels:
+        if s.trim_note:
+            notes.append(s.trim_note)
+        if s.steps is None and s.calibration is None and self._design_weights_vary_within_levels:
             notes.append(
                 "design weights vary within levels of the margins: R survey's rake() reports a "
                 "different SE here (its svyrecvar removes unweighted level means); this SE is "

@@ -11,6 +11,8 @@ Public functions call these once; private functions never validate. Import the c
   for float16 / bfloat16 storage);
 - ``_scalars``: step counts, tolerances, sizes, noise levels, options and seeds;
 - ``_statistics``: the statistics layer's NumPy inputs (count tables, codes, ``h``, pmfs);
+- ``_calibration``: :func:`raking.calibrate` (totals by level and numeric totals, bounds of
+  the logit distance, singular and inconsistent systems) and ``RakeResult.trim``;
 - ``_survey``: survey raking (targets by level, design weights, bounds, missing and unknown levels),
   shared by :mod:`raking.survey.weights` and the pandas front end :mod:`raking.survey.frontend`;
 - ``_messages``: the message builder they share (:func:`listed`, also used by the statistics
@@ -30,6 +32,20 @@ from raking.validation._arrays import (
     raise_on_empty_categories,
     table_namespace,
     total_tolerance,
+)
+from raking.validation._calibration import (
+    CALIBRATION_HINT,
+    CALIBRATION_METHODS,
+    check_calibration_bounds,
+    check_numeric_column,
+    check_numeric_reach,
+    check_trim_bounds,
+    check_trim_reach,
+    raise_on_collinear,
+    raise_on_inconsistent_totals,
+    raise_on_share_totals,
+    raise_without_population_size,
+    split_calibration_totals,
 )
 from raking.validation._messages import listed
 from raking.validation._scalars import (
@@ -78,6 +94,8 @@ from raking.validation._survey import (
 
 __all__ = [
     "ACCELERATOR_CHECK_SWEEPS",
+    "CALIBRATION_HINT",
+    "CALIBRATION_METHODS",
     "MIN_LEVEL_ROWS",
     "MISSING_POLICIES",
     "NA_OPTIONS",
@@ -87,6 +105,7 @@ __all__ = [
     "as_numbers",
     "check_bounded_levels",
     "check_bounds",
+    "check_calibration_bounds",
     "check_check_every",
     "check_codes",
     "check_columns",
@@ -99,6 +118,8 @@ __all__ = [
     "check_marginal_pmfs",
     "check_max_steps",
     "check_nonnegative",
+    "check_numeric_column",
+    "check_numeric_reach",
     "check_option",
     "check_policy",
     "check_positive_int",
@@ -112,6 +133,8 @@ __all__ = [
     "check_target_values",
     "check_targets",
     "check_tol",
+    "check_trim_bounds",
+    "check_trim_reach",
     "check_weights_dtype",
     "check_xy_targets",
     "count_targets",
@@ -119,11 +142,16 @@ __all__ = [
     "find_empty_categories",
     "is_half",
     "listed",
+    "raise_on_collinear",
     "raise_on_empty_categories",
     "raise_on_empty_levels",
+    "raise_on_inconsistent_totals",
     "raise_on_na",
+    "raise_on_share_totals",
     "raise_on_unknown_levels",
+    "raise_without_population_size",
     "resolve_total",
+    "split_calibration_totals",
     "table_namespace",
     "total_tolerance",
     "warn_sparse_levels",
