@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-from raking.torch._chain import chain_diagonal, no_autocast
+from raking.torch._chain import clip_chains, no_autocast
 from raking.torch._checks import (
     check_loss_steps,
     check_rank,
@@ -105,39 +105,39 @@ def balanced_clip_loss(
     logits = check_square(logits)
     k = check_loss_steps(steps)
     log_a, log_b = check_targets(targets, logits.shape, like=logits)
-    return _symmetric_loss(
-        logits,
-        logits.mT,
-        (log_a, log_b),
-        (log_b, log_a),
-        k,
-        offset=0,
-        comm=None,
-        checkpoint=checkpoint,
-    )
+    return _symmetric_loss(logits, None, (log_a, log_b), k, offset=0, comm=None,
+                           checkpoint=checkpoint)  # fmt: skip
 
 
 def _symmetric_loss(
     image_block: torch.Tensor,
-    text_block: torch.Tensor,
-    image_targets: Targets,
-    text_targets: Targets,
+    text_block: torch.Tensor | None,
+    targets: Targets,
     steps: int,
     *,
     offset: int,
     comm: Comm | None,
     checkpoint: bool,
 ) -> torch.Tensor:
-    """Mean of the X-first chain on the image rows and the Y-first chain (= X-first on text)."""
+    """Mean of the X-first chain on the image rows and the Y-first chain (= X-first on text).
+
+    ``text_block=None``: the text block is ``image_block.T``, and both chains run on
+    ``image_block`` (the Y-first chain starting on its columns) in one autograd node, with one
+    gradient matrix. ``targets`` are the image block's (rows, columns); a separate text block
+    (local loss) has the same ones, its rows being the local texts.
+    """
     with no_autocast(image_block.device):
         dtype = compute_dtype(image_block)
-        terms = [
-            chain_diagonal(
-                block.to(dtype), *targets, steps, offset=offset, comm=comm, checkpoint=checkpoint
-            )
-            for block, targets in ((image_block, image_targets), (text_block, text_targets))
-        ]
-        return -0.5 * (terms[0].mean() + terms[1].mean())
+        keep = not checkpoint
+        if text_block is None:
+            terms = clip_chains(image_block.to(dtype), targets, steps, (0, 1), offset=offset,
+                                comm=comm, keep=keep)  # fmt: skip
+            return -0.5 * (terms[0].mean() + terms[1].mean())
+        image, text = (
+            clip_chains(block.to(dtype), targets, steps, (0,), offset=offset, comm=comm, keep=keep)
+            for block in (image_block, text_block)
+        )
+        return -0.5 * (image.mean() + text.mean())
 
 
 class BalancedClipLoss(torch.nn.Module):
@@ -250,7 +250,16 @@ class BalancedClipLoss(torch.nn.Module):
         logit_scale: torch.Tensor | float,
         logit_bias: torch.Tensor | float | None,
         comm: Comm | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        *,
+        with_text: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(per_image, per_text)``, or ``(per_image, None)`` with ``with_text=False``.
+
+        ``with_text=False`` skips a ``per_text`` that would be ``per_image.T`` (gathered, not
+        local), which :func:`_symmetric_loss` reads from ``per_image``. In one process
+        ``per_text`` is its own product, as in open_clip (it differs from ``per_image.T`` by
+        rounding in low precision), and the loss uses it.
+        """
         if comm is None:
             per_image = logit_scale * image_features @ text_features.T
             per_text = logit_scale * text_features @ image_features.T
@@ -261,10 +270,10 @@ class BalancedClipLoss(torch.nn.Module):
                 per_text = logit_scale * text_features @ all_image.T
             else:
                 per_image = logit_scale * all_image @ all_text.T
-                per_text = per_image.T
+                per_text = per_image.T if with_text else None
         if logit_bias is not None:
             per_image = per_image + logit_bias
-            per_text = per_text + logit_bias
+            per_text = None if per_text is None else per_text + logit_bias
         return per_image, per_text
 
     def _gather(
@@ -295,17 +304,17 @@ class BalancedClipLoss(torch.nn.Module):
                 f"{tuple(text_features.shape)}; pass one embedding per pair, same width."
             )
         comm = self._comm()
-        per_image, per_text = self._logits(
-            image_features, text_features, logit_scale, logit_bias, comm
-        )
-        n_local, n_global = per_image.shape
         local = self.local_loss and comm is not None
+        per_image, per_text = self._logits(
+            image_features, text_features, logit_scale, logit_bias, comm,
+            with_text=comm is None or local,
+        )  # fmt: skip
+        n_local, n_global = per_image.shape
         rows = per_image.new_full((n_local,), -math.log(n_global), dtype=compute_dtype(per_image))
         cols = rows.new_full((n_global,), -math.log(n_global))
         loss = _symmetric_loss(
             per_image,
             per_text,
-            (rows, cols),
             (rows, cols),
             self.steps,
             offset=self.rank * n_local if local else 0,
