@@ -46,7 +46,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["clip_eval", "clip_update", "dense_cells", "numba_available", "scale_count"]
+__all__ = [
+    "clip_eval",
+    "clip_update",
+    "dense_cells",
+    "numba_available",
+    "rake_batch",
+    "replicate_design",
+    "scale_count",
+]
 
 # Bound to ``numba.prange`` by ``_compiled()`` before the loops are compiled.
 prange = range
@@ -218,6 +226,107 @@ def dense_cells(
     return cell_codes, cell_of_row, counts[uniq].astype(np.int64)
 
 
+def replicate_design(
+    unit_of_row: np.ndarray, group: np.ndarray, d: np.ndarray, multipliers: np.ndarray, n_units: int
+) -> np.ndarray:
+    r"""Replicate design weight of every unit: :math:`D_{ru} = \sum_{i \in u} d_i a_r(g_i)`.
+
+    Parameters
+    ----------
+    unit_of_row : numpy.ndarray of int, shape ``(n,)``
+        Unit (cell) of each row, in ``[0, n_units)``.
+    group : numpy.ndarray of int64, shape ``(n,)``
+        Group (PSU) of each row, a row of ``multipliers``.
+    d : numpy.ndarray of float64, shape ``(n,)``
+        Design weights.
+    multipliers : numpy.ndarray of float64, shape ``(G, R)``
+        :math:`a_r(g)`.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape ``(R, n_units)``
+
+    Notes
+    -----
+    Parallel over replicates (each thread owns whole rows of the output: no contention), in
+    blocks of rows so that a block's codes and weights stay in cache across the replicates.
+    """
+    out = np.empty((multipliers.shape[1], n_units))
+    a_t = np.ascontiguousarray(multipliers.T)
+    _compiled().replicate_design(_in(unit_of_row), _in(group), _in(d), _in(a_t), out)
+    return out
+
+
+def rake_batch(
+    codes: np.ndarray,
+    offsets: np.ndarray,
+    targets: np.ndarray,
+    d: np.ndarray,
+    total: float,
+    steps: int | None,
+    tol: float,
+    max_iter: int,
+    bounds: tuple[float, float] | None,
+) -> tuple[np.ndarray, ...]:
+    """Rake ``R`` replicates of the same units at once, parallel over replicates.
+
+    The compiled twin of :func:`raking.survey.loops._run_unbounded_batch` and
+    :func:`~raking.survey.loops._run_bounded_batch` (same steps, checks and stopping rule per
+    replicate; tested equal to 1e-12): each thread rakes whole replicates, all of whose
+    passes run over the ``m`` units of one replicate (in cache for cells).
+
+    Parameters
+    ----------
+    codes : numpy.ndarray of int, shape ``(p, m)``
+        Level codes of the units.
+    offsets : numpy.ndarray of int64, shape ``(p + 1,)``
+        Start of each variable in ``targets``.
+    targets : numpy.ndarray of float64, shape ``(sum L,)``
+        Concatenated targets (one total ``total``).
+    d : numpy.ndarray of float64, shape ``(R, m)``
+        Design weight of every unit in every replicate.
+    steps, tol, max_iter, bounds
+        As :func:`raking.survey.weights.rake_codes`.
+
+    Returns
+    -------
+    (w, margins, steps, converged, stalled, errors)
+        Raked unit weights ``(R, m)``, margins ``(R, sum L)``, and per replicate the steps done,
+        convergence, stall and the final error (share of the total).
+    """
+    from raking.survey.loops import _NEWTON_MAX, _NEWTON_RTOL, _STALL_GAIN, _STALL_SWEEPS
+
+    n_rep = d.shape[0]
+    w = np.empty_like(d)
+    margins = np.zeros((n_rep, targets.shape[0]))
+    k = np.zeros(n_rep, dtype=np.int64)
+    flags = np.zeros((n_rep, 2), dtype=np.bool_)
+    errors = np.full(n_rep, np.nan)
+    rule = (-1 if steps is None else steps, tol, max_iter, total, _STALL_SWEEPS, _STALL_GAIN)
+    if bounds is None:
+        _compiled().rake_batch(
+            _in(codes), offsets, targets, _in(d), *rule, w, margins, k, flags, errors
+        )
+    else:
+        _compiled().rake_batch_bounded(
+            _in(codes),
+            offsets,
+            targets,
+            _in(d),
+            *rule,
+            bounds[0],
+            bounds[1],
+            _NEWTON_MAX,
+            _NEWTON_RTOL * total,
+            w,
+            margins,
+            k,
+            flags,
+            errors,
+        )
+    return w, margins, k, flags[:, 0].copy(), flags[:, 1].copy(), errors
+
+
 class _Compiled(NamedTuple):
     scale_count: Callable[..., None]
     group_sums: Callable[..., None]
@@ -226,6 +335,9 @@ class _Compiled(NamedTuple):
     cell_keys: Callable[..., None]
     cell_index: Callable[..., int]
     cell_rows: Callable[..., None]
+    replicate_design: Callable[..., None]
+    rake_batch: Callable[..., None]
+    rake_batch_bounded: Callable[..., None]
     get_num_threads: Callable[[], int]
 
 
@@ -235,6 +347,8 @@ def _compiled() -> _Compiled:
     import numba
 
     globals()["prange"] = numba.prange
+    for helper in (_batch_error, _batch_stop):  # called from the batched loops: jit them first
+        globals()[helper.__name__] = numba.njit(cache=True)(helper)
     parallel = numba.njit(parallel=True, cache=True, fastmath=False)
     serial = numba.njit(cache=True)
     return _Compiled(
@@ -245,6 +359,9 @@ def _compiled() -> _Compiled:
         parallel(_cell_keys_loops),
         serial(_cell_index_loops),
         parallel(_cell_rows_loops),
+        parallel(_replicate_design_loops),
+        parallel(_rake_batch_loops),
+        numba.njit(parallel=True, cache=True, error_model="numpy")(_rake_batch_bounded_loops),
         numba.get_num_threads,
     )
 
@@ -407,3 +524,244 @@ def _cell_rows_loops(
             quotient = np.int64(np.float64(q) / np.float64(size))
             cell_codes[v, j] = q - quotient * size
             q = quotient
+
+
+_DESIGN_BLOCK = 32_768  # rows per block of _replicate_design_loops (codes and weights in cache)
+
+
+def _replicate_design_loops(
+    unit_of_row: np.ndarray, group: np.ndarray, d: np.ndarray, a_t: np.ndarray, out: np.ndarray
+) -> None:
+    n_rep = out.shape[0]
+    n = d.shape[0]
+    for r in prange(n_rep):
+        out[r, :] = 0.0
+    for start in range(0, n, _DESIGN_BLOCK):
+        stop = min(n, start + _DESIGN_BLOCK)
+        for r in prange(n_rep):
+            o = out[r]
+            a = a_t[r]
+            for i in range(start, stop):
+                o[unit_of_row[i]] += d[i] * a[group[i]]
+
+
+def _batch_error(mg: np.ndarray, t: np.ndarray, total: float) -> float:
+    """The largest ``|mg - t|`` over ``total``; NaN if any term is NaN (as ``numpy.max``)."""
+    err = 0.0
+    nan = False
+    for j in range(t.shape[0]):
+        e = abs(mg[j] - t[j])
+        if e != e:
+            nan = True
+        elif e > err:
+            err = e
+    return np.nan if nan else err / total
+
+
+def _batch_stop(
+    err: float,
+    k: int,
+    limit: int,
+    fixed: bool,
+    tol: float,
+    hist: np.ndarray,
+    nh: int,
+    stall_sweeps: int,
+    stall_gain: float,
+) -> tuple[int, bool, bool]:
+    """After a check: (0 go on / 1 stop, converged, stalled), as loops._BatchStop."""
+    if fixed:
+        return (1 if k == limit else 0), (k == limit and np.isfinite(err)), False
+    if err <= tol:
+        return 1, True, False
+    if not np.isfinite(err):
+        return 1, False, False
+    if nh >= stall_sweeps:
+        recent = err
+        for s in range(nh - stall_sweeps + 1, nh):
+            recent = min(recent, hist[s])
+        best = hist[0]
+        for s in range(1, nh - stall_sweeps + 1):
+            best = min(best, hist[s])
+        if recent > stall_gain * best:
+            return 1, False, True
+    return (1 if k == limit else 0), False, False
+
+
+def _rake_batch_loops(
+    codes: np.ndarray,
+    offsets: np.ndarray,
+    t: np.ndarray,
+    d: np.ndarray,
+    steps: int,
+    tol: float,
+    max_iter: int,
+    total: float,
+    stall_sweeps: int,
+    stall_gain: float,
+    w: np.ndarray,
+    margins: np.ndarray,
+    k_out: np.ndarray,
+    flags: np.ndarray,
+    errors: np.ndarray,
+) -> None:
+    n_rep, m = d.shape
+    p = codes.shape[0]
+    fixed = steps >= 0
+    limit = steps if fixed else max_iter * p
+    for r in prange(n_rep):
+        wr = w[r]
+        dr = d[r]
+        mg = margins[r]
+        ratio = np.empty(t.shape[0])
+        hist = np.empty(max_iter + 1)
+        nh = 0
+        for i in range(m):
+            wr[i] = dr[i]
+            mg[offsets[0] + codes[0, i]] += dr[i]
+        for k in range(1, limit + 1):
+            v = (k - 1) % p
+            nxt = k % p
+            for j in range(offsets[v], offsets[v + 1]):
+                ratio[j] = t[j] / mg[j] if mg[j] > 0 else 1.0
+            base = offsets[v]
+            if k == limit or (not fixed and nxt == 0):
+                mg[:] = 0.0
+                for i in range(m):
+                    x = wr[i] * ratio[base + codes[v, i]]
+                    wr[i] = x
+                    for u in range(p):
+                        mg[offsets[u] + codes[u, i]] += x
+                err = _batch_error(mg, t, total)
+                stop, conv, stall = _batch_stop(
+                    err, k, limit, fixed, tol, hist, nh, stall_sweeps, stall_gain
+                )
+                if stop:
+                    k_out[r] = k
+                    flags[r, 0] = conv
+                    flags[r, 1] = stall
+                    errors[r] = err
+                    break
+                if not fixed:
+                    hist[nh] = err
+                    nh += 1
+            else:
+                nb = offsets[nxt]
+                mg[nb : offsets[nxt + 1]] = 0.0
+                for i in range(m):
+                    x = wr[i] * ratio[base + codes[v, i]]
+                    wr[i] = x
+                    mg[nb + codes[nxt, i]] += x
+
+
+def _rake_batch_bounded_loops(
+    codes: np.ndarray,
+    offsets: np.ndarray,
+    t: np.ndarray,
+    d: np.ndarray,
+    steps: int,
+    tol: float,
+    max_iter: int,
+    total: float,
+    stall_sweeps: int,
+    stall_gain: float,
+    lo: float,
+    hi: float,
+    newton_max: int,
+    atol: float,
+    w: np.ndarray,
+    margins: np.ndarray,
+    k_out: np.ndarray,
+    flags: np.ndarray,
+    errors: np.ndarray,
+) -> None:
+    n_rep, m = d.shape
+    p = codes.shape[0]
+    fixed = steps >= 0
+    limit = steps if fixed else max_iter * p
+    width = 0
+    for v in range(p):
+        width = max(width, offsets[v + 1] - offsets[v])
+    for r in prange(n_rep):
+        wr = w[r]
+        dr = d[r]
+        mg = margins[r]
+        q = np.ones(m)
+        rho = np.empty(width)
+        a = np.empty(width)
+        b = np.empty(width)
+        f = np.empty(width)
+        fp = np.empty(width)
+        hist = np.empty(max_iter + 1)
+        nh = 0
+        for k in range(1, limit + 1):
+            v = (k - 1) % p
+            base = offsets[v]
+            size = offsets[v + 1] - base
+            for j in range(size):
+                rho[j] = 0.0 if t[base + j] == 0 else 1.0
+                a[j] = 0.0
+                b[j] = np.inf
+            for _ in range(newton_max):
+                f[:size] = 0.0
+                fp[:size] = 0.0
+                for i in range(m):
+                    j = codes[v, i]
+                    x = q[i] * rho[j]
+                    if x < lo:
+                        f[j] += dr[i] * lo
+                    elif x >= hi:
+                        f[j] += dr[i] * hi
+                    else:
+                        f[j] += dr[i] * x
+                        fp[j] += dr[i] * q[i]
+                all_done = True
+                for j in range(size):
+                    g = f[j] - t[base + j]
+                    if (
+                        t[base + j] == 0
+                        or abs(g) <= atol
+                        or (np.isfinite(b[j]) and b[j] - a[j] <= 4e-16 * b[j])
+                    ):
+                        continue
+                    all_done = False
+                    if g < 0:
+                        a[j] = max(a[j], rho[j])
+                    if g > 0:
+                        b[j] = min(b[j], rho[j])
+                    newton = rho[j] - g / fp[j]
+                    if np.isinf(b[j]):
+                        middle = 4.0 * a[j]
+                    elif a[j] > 0:
+                        middle = np.sqrt(a[j] * b[j])
+                    else:
+                        middle = 0.5 * b[j]
+                    ok = np.isfinite(newton) and newton > a[j] and newton < b[j]
+                    rho[j] = newton if ok else middle
+                if all_done:
+                    break
+            check = k == limit or (not fixed and k % p == 0)
+            if check:
+                mg[:] = 0.0
+            for i in range(m):
+                g = q[i] * rho[codes[v, i]]
+                q[i] = g
+                x = dr[i] * min(max(g, lo), hi)
+                wr[i] = x
+                if check:
+                    for u in range(p):
+                        mg[offsets[u] + codes[u, i]] += x
+            if check:
+                err = _batch_error(mg, t, total)
+                stop, conv, stall = _batch_stop(
+                    err, k, limit, fixed, tol, hist, nh, stall_sweeps, stall_gain
+                )
+                if stop:
+                    k_out[r] = k
+                    flags[r, 0] = conv
+                    flags[r, 1] = stall
+                    errors[r] = err
+                    break
+                if not fixed:
+                    hist[nh] = err
+                    nh += 1

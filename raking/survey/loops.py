@@ -282,3 +282,185 @@ def _np_clip_update(
         q *= rho[codes[v]]  # type: ignore[index]
     np.multiply(d, np.clip(q, lo, hi), out=w)
     return _group_sums(codes, offsets, w, first, last)
+
+
+# --------------------------------------------------------------------------------------------
+# Batched: R replicates of the same units at once (a leading replicate axis)
+# --------------------------------------------------------------------------------------------
+
+
+class _BatchRun(NamedTuple):
+    """Per replicate: raked unit weights ``(R, m)``, margins ``(R, sum L)``, and how it ended."""
+
+    w: np.ndarray
+    margins: np.ndarray
+    steps: np.ndarray  # (R,) int64: single-variable adjustments done
+    converged: np.ndarray  # (R,) bool
+    stalled: np.ndarray  # (R,) bool
+    errors: np.ndarray  # (R,) max |margin - target| / total at the end
+
+
+def _one_hot(codes: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    """Per variable, the ``(m, L_v)`` 0/1 matrix of the units' levels (margins by a GEMM)."""
+    m = codes.shape[1]
+    out = []
+    for v in range(codes.shape[0]):
+        e = np.zeros((m, int(offsets[v + 1] - offsets[v])))
+        e[np.arange(m), codes[v]] = 1.0
+        out.append(e)
+    return out
+
+
+class _BatchStop:
+    """The stopping rule of :func:`_done` per replicate (``tol``, NaN, stall; fixed steps)."""
+
+    def __init__(self, n_rep: int, steps: int | None, tol: float, total: float) -> None:
+        self.steps, self.tol, self.total = steps, tol, total
+        self.active = np.ones(n_rep, dtype=bool)
+        self.k = np.zeros(n_rep, dtype=np.int64)
+        self.converged = np.zeros(n_rep, dtype=bool)
+        self.stalled = np.zeros(n_rep, dtype=bool)
+        self.errors = np.full(n_rep, np.nan)
+        self.history: list[np.ndarray] = []  # errors of the sweeps checked so far
+
+    def check(
+        self, k: int, last: bool, out: np.ndarray, t: np.ndarray, margins: np.ndarray
+    ) -> None:
+        """After the check at step ``k`` (``out``: every margin): stop the replicates that end."""
+        with np.errstate(invalid="ignore"):
+            error = np.max(np.abs(out - t), axis=1) / self.total
+        if self.steps is not None:
+            stop = self.active.copy() if last else np.zeros_like(self.active)
+            self.converged |= stop & np.isfinite(error)
+        else:
+            tol_ok = error <= self.tol
+            bad = ~np.isfinite(error)
+            stall = np.zeros_like(tol_ok)
+            if len(self.history) >= _STALL_SWEEPS:
+                past = np.stack(self.history)
+                recent = np.minimum(past[-_STALL_SWEEPS + 1 :].min(axis=0), error)
+                stall = recent > _STALL_GAIN * past[: -_STALL_SWEEPS + 1].min(axis=0)
+            ends = tol_ok | bad | stall
+            stop = self.active & (ends | last)
+            self.converged |= self.active & tol_ok
+            self.stalled |= self.active & ~tol_ok & ~bad & stall
+            self.history.append(error)
+        self.k[stop] = k
+        self.errors[stop] = error[stop]
+        margins[stop] = out[stop]
+        self.active &= ~stop
+
+
+def _run_unbounded_batch(
+    codes: np.ndarray,
+    offsets: np.ndarray,
+    targets: Sequence[np.ndarray],
+    d: np.ndarray,
+    total: float,
+    steps: int | None,
+    tol: float,
+    max_iter: int,
+) -> _BatchRun:
+    """:func:`_run_unbounded` for ``R`` replicates of design weights ``d`` (``(R, m)``) at once.
+
+    Vectorised over the ``(R, m)`` matrix (margins as products with the units' one-hot level
+    matrices). The error is measured at the end of every sweep (no proxies); each replicate
+    stops on its own (tolerance, NaN, stall, ``max_iter``); a stopped one is carried with
+    factors 1. The same algorithm as :func:`raking.survey.compiled.rake_batch`.
+    """
+    p, n_rep = len(targets), d.shape[0]
+    t = np.concatenate(targets)
+    onehot = _one_hot(codes, offsets)
+    w = d.copy()
+    margins = np.zeros((n_rep, t.size))
+    stop = _BatchStop(n_rep, steps, tol, total)
+    limit = steps if steps is not None else max_iter * p
+    margin = w @ onehot[0]
+    for k in range(1, limit + 1):
+        v, nxt = (k - 1) % p, k % p
+        ratio = _ratio(np.broadcast_to(targets[v], margin.shape), margin)
+        ratio[~stop.active] = 1.0
+        w *= np.take(ratio, codes[v], axis=1)
+        if k == limit or (steps is None and nxt == 0):
+            out = np.concatenate([w @ e for e in onehot], axis=1)
+            stop.check(k, k == limit, out, t, margins)
+            if not stop.active.any():
+                break
+            margin = out[:, offsets[nxt] : offsets[nxt + 1]]
+        else:
+            margin = w @ onehot[nxt]
+    return _BatchRun(w, margins, stop.k, stop.converged, stop.stalled, stop.errors)
+
+
+def _run_bounded_batch(
+    codes: np.ndarray,
+    offsets: np.ndarray,
+    targets: Sequence[np.ndarray],
+    d: np.ndarray,
+    total: float,
+    steps: int | None,
+    tol: float,
+    max_iter: int,
+    bounds: tuple[float, float],
+) -> _BatchRun:
+    """:func:`_run_bounded` for ``R`` replicates (``d``: ``(R, m)``) at once, as the unbounded."""
+    p, n_rep = len(targets), d.shape[0]
+    lo, hi = bounds
+    t = np.concatenate(targets)
+    onehot = _one_hot(codes, offsets)
+    q = np.ones_like(d)
+    w = d * np.clip(q, lo, hi)
+    margins = np.zeros((n_rep, t.size))
+    stop = _BatchStop(n_rep, steps, tol, total)
+    limit = steps if steps is not None else max_iter * p
+    for k in range(1, limit + 1):
+        v = (k - 1) % p
+        with np.errstate(over="ignore", invalid="ignore"):  # q -> inf: unreachable, clipped
+            rho = _solve_levels_batch(
+                codes[v], onehot[v], q, d, targets[v], bounds, _NEWTON_RTOL * total, stop.active
+            )
+            rho[~stop.active] = 1.0
+            q *= np.take(rho, codes[v], axis=1)
+        np.multiply(d, np.clip(q, lo, hi), out=w)
+        if k == limit or (steps is None and k % p == 0):
+            out = np.concatenate([w @ e for e in onehot], axis=1)
+            stop.check(k, k == limit, out, t, margins)
+            if not stop.active.any():
+                break
+    return _BatchRun(w, margins, stop.k, stop.converged, stop.stalled, stop.errors)
+
+
+def _solve_levels_batch(
+    c: np.ndarray,
+    onehot: np.ndarray,
+    q: np.ndarray,
+    d: np.ndarray,
+    t: np.ndarray,
+    bounds: tuple[float, float],
+    atol: float,
+    active: np.ndarray,
+) -> np.ndarray:
+    """:func:`_solve_levels` for every replicate at once: ``rho`` of shape ``(R, L)``."""
+    lo, hi = bounds
+    zero = np.broadcast_to(t == 0, (q.shape[0], t.size))
+    rho = np.where(zero, 0.0, 1.0)
+    a = np.zeros_like(rho)
+    b = np.full_like(rho, np.inf)
+    for _ in range(_NEWTON_MAX):
+        r = q * np.take(rho, c, axis=1)
+        f = (d * np.clip(r, lo, hi)) @ onehot
+        fp = np.where((r >= lo) & (r < hi), d * q, 0.0) @ onehot
+        g = f - t
+        done = zero | (np.abs(g) <= atol) | (np.isfinite(b) & (b - a <= 4e-16 * b))
+        done |= ~active[:, None]
+        if done.all():
+            break
+        a = np.where(g < 0, np.maximum(a, rho), a)
+        b = np.where(g > 0, np.minimum(b, rho), b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = rho - g / fp
+            middle = np.where(a > 0, np.sqrt(a * b), 0.5 * b)
+        middle = np.where(np.isinf(b), 4.0 * a, middle)
+        ok = np.isfinite(newton) & (newton > a) & (newton < b)
+        rho = np.where(done, rho, np.where(ok, newton, middle))
+    return rho

@@ -63,10 +63,14 @@ from raking.results import RakingWeights
 from raking.survey.compiled import numba_available
 from raking.survey.loops import (
     _NUMBA_MIN_UNITS,
+    _BatchRun,
+    _one_hot,
     _passes,
     _Run,
     _run_bounded,
+    _run_bounded_batch,
     _run_unbounded,
+    _run_unbounded_batch,
 )
 from raking.validation import (
     check_bounded_levels,
@@ -514,6 +518,93 @@ def _rake_units(
     if steps is None and not run.converged:
         _warn_not_converged(result, bounds)
     return result
+
+
+def _rake_replicates(
+    units: _Units,
+    design: np.ndarray,
+    targets: Sequence[np.ndarray],
+    group: np.ndarray,
+    multipliers: np.ndarray,
+    *,
+    steps: int | None,
+    tol: float,
+    max_iter: int,
+    bounds: tuple[float, float] | None,
+    backend: str | None = None,
+    shift: int = 0,
+) -> tuple[np.ndarray, _BatchRun]:
+    r"""Rake ``R`` replicates of the same units in one batched call; their raking factors.
+
+    Replicate ``r`` has design weights :math:`d_i a_r(g_i)` (``group`` :math:`g` of each row,
+    ``multipliers`` :math:`a` of shape ``(G, R)``). The raking factor depends only on the unit
+    (cell of the crossed codes, or row), so each replicate is a raking of the ``R x C`` matrix
+    of replicate unit design weights :math:`D_{ru} = \sum_{i \in u} d_i a_r(g_i)`, with the
+    same targets, steps, tolerance and bounds as the full sample (:func:`_rake_units`), each
+    replicate stopping on its own. ``R x C`` from 100,000 runs compiled, parallel over
+    replicates (:func:`raking.survey.compiled.rake_batch`), else vectorised NumPy
+    (:func:`raking.survey.loops._run_unbounded_batch`); ``backend`` forces one.
+
+    Returns
+    -------
+    (factors, run)
+        :math:`\gamma_r(u) = W_{ru} / D_{ru}` of shape ``(R, C)`` (0 where :math:`D_{ru} = 0`;
+        times ``2**shift`` with bounds, see :func:`_rake_units`), and the batched run (steps,
+        convergence, stall and error per replicate).
+    """
+    n_levels = [int(t.size) for t in targets]
+    offsets = np.concatenate([[0], np.cumsum(n_levels)]).astype(np.int64)
+    total = float(targets[0].sum())
+    n_rep = multipliers.shape[1]
+    m = units.design.shape[0]
+    if backend is None:
+        use_numba = n_rep * m >= _NUMBA_MIN_UNITS and numba_available()
+        backend = "numba" if use_numba else "numpy"
+    if units.cell_of_row is None:
+        d_rep = (design[:, None] * multipliers[group]).T.copy()
+    elif backend == "numba":
+        from raking.survey.compiled import replicate_design
+
+        d_rep = replicate_design(units.cell_of_row, group, design, multipliers, m)
+    else:
+        key = units.cell_of_row[:, None].astype(np.int64) * n_rep + np.arange(n_rep)
+        summed = np.bincount(key.ravel(), (design[:, None] * multipliers[group]).ravel(), m * n_rep)
+        d_rep = summed.reshape(m, n_rep).T.copy()
+    if steps == 0:
+        w = d_rep * (total / d_rep.sum(axis=1, keepdims=True))
+        margins = np.concatenate([w @ e for e in _one_hot(units.codes, offsets)], axis=1)
+        finite = np.isfinite(margins).all(axis=1)
+        no = np.zeros(n_rep, dtype=bool)
+        errors = np.max(np.abs(margins - np.concatenate(targets)), axis=1) / total
+        run = _BatchRun(w, margins, np.zeros(n_rep, dtype=np.int64), finite, no, errors)
+    elif backend == "numba":
+        from raking.survey.compiled import rake_batch
+
+        run = _BatchRun(
+            *rake_batch(
+                units.codes,
+                offsets,
+                np.concatenate(targets),
+                d_rep,
+                total,
+                steps,
+                tol,
+                max_iter,
+                bounds,
+            )
+        )
+    elif bounds is None:
+        run = _run_unbounded_batch(
+            units.codes, offsets, targets, d_rep, total, steps, tol, max_iter
+        )
+    else:
+        run = _run_bounded_batch(
+            units.codes, offsets, targets, d_rep, total, steps, tol, max_iter, bounds
+        )
+    factors = np.divide(run.w, d_rep, out=np.zeros_like(run.w), where=d_rep > 0)
+    if shift:
+        factors = np.ldexp(factors, shift)
+    return factors, run
 
 
 def _warn_not_converged(result: RakingWeights, bounds: tuple[float, float] | None) -> None:
