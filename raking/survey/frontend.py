@@ -32,6 +32,7 @@ from raking.survey.codes import (
     column,
     has_column,
 )
+from raking.survey.design import Coded, SurveyDesign
 from raking.survey.results import RakeResult, _Design
 from raking.survey.weights import _level_sums, _rake_units, _units, design_scale, scaled_targets
 from raking.validation import (
@@ -43,6 +44,7 @@ from raking.validation import (
     check_bounds,
     check_columns,
     check_design_weights,
+    check_lonely_psu,
     check_option,
     check_positive_int,
     check_steps,
@@ -50,6 +52,7 @@ from raking.validation import (
     check_weights_dtype,
     raise_on_empty_levels,
     resolve_total,
+    stage_columns,
     warn_sparse_levels,
 )
 
@@ -70,9 +73,11 @@ def rake(
     total: float | None = None,
     na: str = "error",
     unknown: str = "error",
-    strata: str | None = None,
-    cluster: str | None = None,
-    fpc: str | None = None,
+    strata: Hashable | list[Hashable | None] | None = None,
+    cluster: Hashable | list[Hashable] | None = None,
+    fpc: Hashable | list[Hashable | None] | None = None,
+    lonely_psu: str = "error",
+    nest: bool = False,
 ) -> RakeResult:
     r"""Rake the rows of ``data`` so that their weighted level counts match ``targets``.
 
@@ -125,14 +130,36 @@ def rake(
     unknown : {"error", "zero"}
         Sample levels absent from the targets: raise; or give their rows weight 0 (with a
         warning; they stay in the sample as rows outside every target level).
-    strata, cluster : column label, optional
-        Columns of the one-stage design (stratum; primary sampling unit), used only for the
-        standard errors. Default: one stratum, each row its own PSU (``svydesign(id=~1)``).
-        A stratum with a single PSU is an error when a design is given; without one, a sample
-        of one row is raked (its standard errors are NaN: no variance can be estimated).
-    fpc : str, optional
-        Column with the population number of PSUs of each stratum (or the sampling fraction,
-        if at most 1), for the finite population correction; default: none (with replacement).
+    strata, cluster : column label or list of column labels, optional
+        The sampling design, used only for the standard errors (R ``svydesign(id=, strata=)``).
+        ``cluster``: the column of the primary sampling units (PSUs), or a list with one column
+        per stage, outermost first (``["dnum", "snum"]``: districts, then schools within them;
+        R's ``id=~dnum+snum``). ``strata``: the stratum column of the first stage, or a list
+        with one per stage (``None`` for an unstratified stage; stages beyond the list are
+        unstratified within their parent unit). A list means stages; a tuple is one column
+        label (MultiIndex columns). Default: one stratum, each row its own PSU
+        (``svydesign(id=~1)``). Labels of a later stage are read within their unit of the
+        stage above (a school numbered 1 in two districts is two schools), as R does.
+        A sample of one row without a design is raked (its standard errors are NaN).
+    fpc : column label or list, optional
+        Finite population correction: per stratum, the population number of units (a count
+        > 1) or the sampling fraction (at most 1), constant within each stratum; with several
+        stages, a list with one entry per stage of ``cluster`` (``None`` for a stage sampled
+        with replacement). Default: none (with replacement, the ultimate-cluster variance).
+        With an fpc, the later stages add their variance times the sampling fractions above
+        them (R ``survey``'s ``multistage``; see :mod:`raking.survey.design`).
+    lonely_psu : {"error", "certainty", "remove", "adjust", "average"}
+        A stratum with a single sampled PSU (at any stage the variance uses), as R's
+        ``options(survey.lonely.psu=)``: ``"error"`` refuses it, naming the stratum;
+        ``"certainty"`` and ``"remove"`` let it contribute 0; ``"adjust"`` measures its total
+        from 0 rather than from a stratum mean; ``"average"`` gives it the average variance
+        of the other strata of its stage. A stratum sampled whole (fpc = its sample size) is
+        no lonely stratum: it contributes 0 at its stage.
+    nest : bool
+        ``True``: PSU labels (and those of every stage) are read within their stratum, so the
+        same label in two strata is two units (R's ``nest=TRUE``, for PSUs numbered 1, 2, ...
+        in each stratum). ``False`` (R's default): a unit whose rows lie in two strata of its
+        stage is an error.
 
     Returns
     -------
@@ -172,6 +199,8 @@ def rake(
     tol = check_tol(tol)
     max_iter = check_positive_int(max_iter, name="max_iter")
     bounds = check_bounds(bounds)
+    lonely_psu = check_lonely_psu(lonely_psu)
+    stage_strata, stage_cluster, stage_fpc = stage_columns(strata, cluster, fpc)
     variables = _parse_targets(targets, data)
     codes = [_code_variable(data, cols, levels, na) for cols, levels, _ in variables.values()]
     dropped, raked = _row_status(data, variables, codes, na, unknown)
@@ -225,7 +254,9 @@ def rake(
         raked_pos=raked_pos,
         sample_pos=sample_pos,
         steps=steps,
-        **_design_columns(data, sample_pos, strata, cluster, fpc),
+        **_design_columns(
+            data, sample_pos, stage_strata, stage_cluster, stage_fpc, lonely_psu, nest=nest
+        ),
     )
     return _result(data, variables, result, t, n_rows, sample, full, design, known, bounds)
 
@@ -406,54 +437,69 @@ def _check_levels(
 
 
 def _design_columns(
-    data: pd.DataFrame, pos: np.ndarray, strata: str | None, cluster: str | None, fpc: str | None
+    data: pd.DataFrame,
+    pos: np.ndarray,
+    strata: Sequence[Hashable | None],
+    cluster: Sequence[Hashable | None],
+    fpc: Sequence[Hashable | None],
+    lonely_psu: str = "error",
+    *,
+    nest: bool = False,
 ) -> dict[str, Any]:
-    """Stratum and PSU codes of the sampled rows, and the sampling fraction of each stratum."""
-    for name, col in (("strata", strata), ("cluster", cluster), ("fpc", fpc)):
-        missing = None if col is None else column(data, col, name).iloc[pos].isna().to_numpy()
-        if missing is not None and missing.any():
-            rows = data.index[pos[missing]]
-            raise ValueError(
-                f"{name} column {col!r} has {rows.size} missing value(s) among the raked rows, "
-                f"at rows {list(rows[:10])}{' ...' if rows.size > 10 else ''}; fill them first "
-                "(every sampled row needs its stratum, PSU and fpc)."
-            )
-    s, labels = (None, None) if strata is None else pd.factorize(data[strata].iloc[pos])
-    h = np.zeros(pos.size, dtype=np.int64) if s is None else s
-    if cluster is None:
-        psu_of_row = None
-        n_psu = np.array([pos.size]) if s is None else np.bincount(h)
-    else:
-        pairs = pd.MultiIndex.from_arrays([h, data[cluster].iloc[pos].to_numpy()])
-        psu_of_row = pd.factorize(pairs)[0]
-        first = np.unique(psu_of_row, return_index=True)[1]
-        n_psu = np.bincount(h[first], minlength=h.max() + 1)
-    lonely = np.flatnonzero(n_psu < 2)
-    if lonely.size and (strata is not None or cluster is not None):
-        label = labels[lonely[0]] if labels is not None else None
-        label = label.item() if isinstance(label, np.generic) else label
-        where = "the sample" if labels is None else f"stratum {label!r}"
-        unit = "row" if cluster is None else f"cluster (of column {cluster!r})"
-        fix = "merge it with another stratum" if strata is not None else "drop cluster="
-        raise ValueError(
-            f"{where} has a single PSU (one {unit} among the raked rows); the standard errors "
-            f"cannot be estimated from it. Every stratum needs at least 2 PSUs: {fix}."
-        )
-    fraction = None
-    if fpc is not None:
-        name = f"fpc (column {fpc!r})"
-        values = as_numbers(_as_float(data[fpc].iloc[pos], name), name=name, labels=data.index[pos])
-        per_stratum = pd.Series(values).groupby(h).agg(["min", "max"])
-        if (per_stratum["min"] != per_stratum["max"]).any():
-            raise ValueError(f"fpc column {fpc!r} must be constant within each stratum.")
-        f = per_stratum["min"].to_numpy()
-        fraction = np.where(f <= 1, f, n_psu / f)
-        if ((fraction < 0) | (fraction > 1)).any():
-            raise ValueError(
-                f"fpc column {fpc!r} gives more sampled PSUs than the population has; it must "
-                "hold the population number of PSUs per stratum (or the sampling fraction)."
-            )
-    return {"strata": s, "cluster": psu_of_row, "fraction": fraction}
+    """The design of the sampled rows ``pos`` from the columns of each stage (``_Design``'s).
+
+    ``strata``, ``cluster``, ``fpc``: one column label (or ``None``) per stage, as
+    :func:`raking.validation.stage_columns` returns them. Reads and codes the columns (missing
+    values are errors naming the rows) and builds :class:`raking.survey.design.SurveyDesign`,
+    which checks the nesting, the fpc and lonely strata.
+
+    Returns
+    -------
+    dict
+        ``strata`` (first-stage stratum codes of the rows, or None), ``cluster`` (PSU codes, or
+        None: rows), ``fraction`` (first-stage sampling fraction per stratum, or None) and
+        ``sampling`` (the :class:`~raking.survey.design.SurveyDesign` of every stage).
+    """
+    labels = data.index[pos]
+    for name, cols in (("strata", strata), ("cluster", cluster), ("fpc", fpc)):
+        for col in cols:
+            missing = None if col is None else column(data, col, name).iloc[pos].isna().to_numpy()
+            if missing is not None and missing.any():
+                rows = labels[missing]
+                raise ValueError(
+                    f"{name} column {col!r} has {rows.size} missing value(s) among the raked "
+                    f"rows, at rows {list(rows[:10])}{' ...' if rows.size > 10 else ''}; fill "
+                    "them first (every sampled row needs its stratum, PSU and fpc)."
+                )
+
+    def coded(col: Hashable | None) -> Coded | None:
+        if col is None:
+            return None
+        codes, uniques = pd.factorize(data[col].iloc[pos])
+        return Coded(col, codes.astype(np.intp, copy=False), uniques)
+
+    def numbers(col: Hashable | None) -> tuple[Hashable, np.ndarray] | None:
+        if col is None:
+            return None
+        name = f"fpc (column {col!r})"
+        return col, as_numbers(_as_float(data[col].iloc[pos], name), name=name, labels=labels)
+
+    sampling = SurveyDesign.from_codes(
+        pos.size,
+        strata=[coded(c) for c in strata],
+        cluster=[coded(c) for c in cluster],
+        fpc=[numbers(c) for c in fpc],
+        lonely_psu=lonely_psu,
+        nest=nest,
+    )
+    first = sampling.stages[0]
+    row_strata = first.stratum if first.unit is None else first.stratum[first.unit]
+    return {
+        "strata": None if strata[0] is None else row_strata,
+        "cluster": first.unit,
+        "fraction": first.fraction,
+        "sampling": sampling,
+    }
 
 
 def _result(

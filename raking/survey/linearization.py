@@ -29,8 +29,9 @@ of the crossed codes, so after one pass over the rows each of the :math:`k` step
 conjugate-gradient iteration, costs :math:`O(C + \sum_v L_v)`.
 
 The variance is then that of the total :math:`\sum_i z_i`, :math:`z_i = w_i e_i` (the g-weighted
-residuals, as in R), under the sampling design: :func:`design_variance` (with replacement, or with
-a finite population correction; one stage, optionally stratified and clustered).
+residuals, as in R), under the sampling design: :meth:`raking.survey.design.SurveyDesign.variance`
+(multi-stage, stratified, clustered, with or without a finite population correction);
+:func:`design_variance` is its one-stage case.
 
 Everything here is NumPy float64 on arrays of the rows that were raked.
 """
@@ -41,6 +42,8 @@ import itertools
 from collections.abc import Sequence
 
 import numpy as np
+
+from raking.survey.design import SurveyDesign
 
 __all__ = [
     "CalibrationMatrix",
@@ -521,8 +524,11 @@ def design_variance(
         \sum_{c \in h} (Z_c - \bar Z_h)^2, \qquad Z_c = \sum_{i \in c} z_i,
 
     with :math:`n_h` the number of sampled PSUs (clusters, or rows) in stratum :math:`h` and
-    :math:`f_h` its sampling fraction (0: with replacement). Without strata or clusters this is
-    :math:`\frac{n}{n-1}\sum_i (z_i - \bar z)^2`, R's ``svydesign(id=~1, weights=~w)``.
+    :math:`f_h` its sampling fraction (0: with replacement; a stratum with :math:`1 - f_h <
+    10^{-7}` contributes 0, as in R). Without strata or clusters this is
+    :math:`\frac{n}{n-1}\sum_i (z_i - \bar z)^2`, R's ``svydesign(id=~1, weights=~w)``. The
+    one-stage case of :meth:`raking.survey.design.SurveyDesign.variance` (multi-stage designs and
+    lonely-PSU options are there).
 
     Parameters
     ----------
@@ -541,21 +547,5 @@ def design_variance(
         The variance (NaN if a stratum has a single PSU).
     """
     z = np.asarray(z, dtype=np.float64)
-    n = z.shape[0]
-    if cluster is None:
-        totals = z
-        psu_stratum = np.zeros(n, dtype=np.int64) if strata is None else strata
-    else:
-        totals = np.bincount(cluster, weights=z)
-        psu_stratum = np.zeros(totals.size, dtype=np.int64)
-        if strata is not None:
-            psu_stratum[cluster] = strata
-    n_psu = np.bincount(psu_stratum).astype(np.float64)
-    mean = np.bincount(psu_stratum, weights=totals) / np.maximum(n_psu, 1)
-    ss = np.bincount(psu_stratum, weights=(totals - mean[psu_stratum]) ** 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per_stratum = n_psu / (n_psu - 1) * ss
-    per_stratum = np.where(n_psu > 0, per_stratum, 0.0)
-    if fraction is not None:
-        per_stratum = per_stratum * (1.0 - np.asarray(fraction, dtype=np.float64))
-    return float(per_stratum.sum())
+    design = SurveyDesign.one_stage(z.shape[0], strata=strata, cluster=cluster, fraction=fraction)
+    return design.variance(z)

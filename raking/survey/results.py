@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 
 from raking.results import Estimate
+from raking.survey.design import SurveyDesign
 from raking.survey.estimates import EstimateTable
 from raking.survey.linearization import (
     CalibrationMatrix,
     CalibrationProjection,
     RakingProjection,
     ResidualNotConverged,
-    design_variance,
 )
 from raking.validation import check_columns, check_trim_bounds, check_trim_reach
 
@@ -59,6 +59,8 @@ class _Design:
     calibration: str | None = None  # calibrate()'s method ("linear", "raking", "logit")
     calibrated: np.ndarray | None = None  # (m,) weights before trim() (the SEs' projection)
     trim_note: str = ""  # what trim() did to the margins
+    # DESIGNS: every stage and lonely_psu (None: one stage from strata, cluster, fraction)
+    sampling: SurveyDesign | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -428,10 +430,8 @@ class RakeResult:
         else:
             z = np.zeros(w.size)
             z[s.raked_pos] = base * e
-            var = design_variance(z, strata=s.strata, cluster=s.cluster, fraction=s.fraction)
-            se = float(np.sqrt(var))
-            if np.isnan(se) and self._lonely_psu_note:
-                notes += (self._lonely_psu_note,)
+            se = float(np.sqrt(self._sampling.variance(z)))
+            notes += self._lonely_psu_notes(se)
         return self._with_se(estimate, se, domain, w, notes)
 
     def _with_se(
@@ -449,19 +449,46 @@ class RakeResult:
             notes=notes,
         )
 
-    @functools.cached_property
-    def _lonely_psu_note(self) -> str:
-        """Why the SE is NaN for a sample of one PSU; ``""`` otherwise.
+    def _lonely_psu_notes(self, se: float) -> tuple[str, ...]:
+        """What the SE did with strata of a single PSU (``lonely_psu=``), or why it is NaN.
 
-        The variance of a total needs two PSUs (the factor :math:`n / (n - 1)`); as R
-        ``survey`` with ``options(survey.lonely.psu = "fail")``, no SE is invented. (With
-        ``strata=`` or ``cluster=``, :func:`raking.rake` refuses a stratum of one PSU up front.)
+        The variance of a total needs two PSUs per stratum (the factor :math:`n / (n - 1)`). A
+        sample of one row without a design gets a NaN SE, as R ``survey`` with
+        ``options(survey.lonely.psu = "fail")`` (with ``strata=`` or ``cluster=`` and
+        ``lonely_psu="error"``, :func:`raking.rake` refuses a lonely stratum up front); the
+        other ``lonely_psu`` options are said in a note, with why the SE is NaN if it is.
         """
-        if self._design.final.size > 1:
-            return ""
-        return (
-            "SE is NaN: the sample has a single row (one PSU), whose variance cannot be "
-            "estimated (n - 1 = 0); rake a sample of at least two rows"
+        if self._design.final.size <= 1 and np.isnan(se):
+            return (
+                "SE is NaN: the sample has a single row (one PSU), whose variance cannot be "
+                "estimated (n - 1 = 0); rake a sample of at least two rows",
+            )
+        design = self._sampling
+        if not design.lonely_strata or design.lonely_psu == "error":
+            return ()
+        where = ", ".join(f"{count} at stage {stage}" for stage, count in design.lonely_strata)
+        what = {
+            "certainty": "contribute 0 (as sampled with certainty)",
+            "remove": "contribute 0 (removed from the variance)",
+            "adjust": "are measured from 0, not from their stratum mean",
+            "average": "get the average variance of the other strata of their stage and unit",
+        }[design.lonely_psu]
+        note = f"strata with a single PSU ({where}) {what}: lonely_psu={design.lonely_psu!r}"
+        if np.isnan(se):
+            note += (
+                "; SE is NaN: every stratum of a stage within some unit has a single PSU, so "
+                "there is no variance to average (R gives NA too); use another lonely_psu"
+            )
+        return (note,)
+
+    @functools.cached_property
+    def _sampling(self) -> SurveyDesign:
+        """The design of the SEs (one stage from ``strata``/``cluster``/``fraction`` if unset)."""
+        s = self._design
+        if s.sampling is not None:
+            return s.sampling
+        return SurveyDesign.one_stage(
+            s.sample_pos.size, strata=s.strata, cluster=s.cluster, fraction=s.fraction
         )
 
     @functools.cached_property
@@ -545,11 +572,19 @@ class RakeResult:
 
     def _notes(self) -> tuple[str, ...]:
         s = self._design
-        parts = ["one-stage design"]
+        stages = len(self._sampling.stages)
+        parts = ["one-stage design" if stages == 1 else f"{stages}-stage design"]
         parts.append("rows as PSUs" if s.cluster is None else "clusters as PSUs")
         if s.strata is not None:
             parts.append("stratified")
         parts.append("with replacement (no fpc)" if s.fraction is None else "with fpc")
+        if stages > 1:
+            later = any(stage.fraction is not None for stage in self._sampling.stages)
+            parts.append(
+                "SE: first stage plus later stages times the sampling fractions above them"
+                if later and s.fraction is not None
+                else "SE: ultimate clusters (with replacement at the first stage)"
+            )
         notes = [", ".join(parts) + "; normal 95% CI"]
         if not self.converged:
             notes.append(

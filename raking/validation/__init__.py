@@ -13,6 +13,7 @@ Public functions call these once; private functions never validate. Import the c
 - ``_statistics``: the statistics layer's NumPy inputs (count tables, codes, ``h``, pmfs);
 - ``_calibration``: :func:`raking.calibrate` (totals by level and numeric totals, bounds of
   the logit distance, singular and inconsistent systems) and ``RakeResult.trim``;
+- ``_design``: the sampling design of survey raking (stages, strata, fpc, lonely PSUs);
 - ``_survey``: survey raking (targets by level, design weights, bounds, missing and unknown levels),
   shared by :mod:`raking.survey.weights` and the pandas front end :mod:`raking.survey.frontend`;
 - ``_messages``: the message builder they share (:func:`listed`, also used by the statistics
@@ -46,6 +47,16 @@ from raking.validation._calibration import (
     raise_on_share_totals,
     raise_without_population_size,
     split_calibration_totals,
+)
+from raking.validation._design import (
+    LONELY_PSU_HINT,
+    LONELY_PSU_OPTIONS,
+    check_lonely_psu,
+    raise_fpc_not_constant,
+    raise_fpc_out_of_range,
+    raise_not_nested,
+    raise_single_unit,
+    stage_columns,
 )
 from raking.validation._messages import listed
 from raking.validation._scalars import (
@@ -96,6 +107,8 @@ __all__ = [
     "ACCELERATOR_CHECK_SWEEPS",
     "CALIBRATION_HINT",
     "CALIBRATION_METHODS",
+    "LONELY_PSU_HINT",
+    "LONELY_PSU_OPTIONS",
     "MIN_LEVEL_ROWS",
     "MISSING_POLICIES",
     "NA_OPTIONS",
@@ -115,6 +128,7 @@ __all__ = [
     "check_function",
     "check_is_array",
     "check_joint",
+    "check_lonely_psu",
     "check_marginal_pmfs",
     "check_max_steps",
     "check_nonnegative",
@@ -142,6 +156,9 @@ __all__ = [
     "find_empty_categories",
     "is_half",
     "listed",
+    "raise_fpc_not_constant",
+    "raise_fpc_out_of_range",
+    "raise_not_nested",
     "raise_on_collinear",
     "raise_on_empty_categories",
     "raise_on_empty_levels",
@@ -149,9 +166,11 @@ __all__ = [
     "raise_on_na",
     "raise_on_share_totals",
     "raise_on_unknown_levels",
+    "raise_single_unit",
     "raise_without_population_size",
     "resolve_total",
     "split_calibration_totals",
+    "stage_columns",
     "table_namespace",
     "total_tolerance",
     "warn_sparse_levels",
