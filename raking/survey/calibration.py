@@ -200,11 +200,13 @@ def calibrate(
     t = np.concatenate([t_cat, np.array(list(numeric.values()), dtype=np.float64)])
     for j, (key, target) in enumerate(numeric.items()):
         check_numeric_reach(key, x[:, j], d, target, method, bounds)
-    _check_rank(matrix, d, list(numeric))
+    gram = matrix.gram(d)  # the Hessian at lambda = 0 (F'(0) = 1 for every distance)
+    _check_rank(gram, matrix, list(numeric))
     scale = np.concatenate(
-        [np.full(matrix.n_categorical, n_total), np.abs(x).T @ d * (n_total / d.sum())]
+        [np.full(matrix.n_categorical, n_total), d @ np.abs(x) * (n_total / d.sum())]
     )
-    solution = _newton(matrix, d, t, _distance(method, bounds), scale, tol, max_iter)
+    dist = _distance(method, bounds)
+    solution = _newton(matrix, d, t, dist, scale, tol, max_iter, gram)
     errors = np.abs(solution.misfit) / scale
     if not solution.converged:
         if method == "linear" and bounds is None:
@@ -286,6 +288,9 @@ def _distance(method: str, bounds: tuple[float, float] | None) -> _Distance:
             out = out + hi * np.maximum(u - b, 0.0)
         return out - float(prim(np.clip(np.zeros(1), a, b))[0])
 
+    if bounds is None:  # no clipping: F' = F for raking, 1 for linear
+        ones = (lambda u: np.ones_like(u)) if method == "linear" else f
+        return _Distance(f, ones, psi)
     return _Distance(
         lambda u: f(np.clip(u, a, b)),
         lambda u: np.where((u > a) & (u < b), f(np.clip(u, a, b)), 0.0),
@@ -311,25 +316,35 @@ def _newton(
     scale: np.ndarray,
     tol: float,
     max_iter: int,
+    gram: np.ndarray,
 ) -> _Solution:
     r"""Newton on the multipliers from :math:`\lambda = 0` (:math:`g = 1`), as R's ``grake``.
 
-    A full step is taken when it lowers the dual :math:`\Phi` or the largest scaled misfit
-    (near the solution :math:`\Phi` changes below its rounding); otherwise it is halved, up to
-    50 times (then ``stalled``).
+    ``gram``: :math:`X^\top D X`, the Hessian at :math:`\lambda = 0`. A full step is taken when
+    it lowers the largest scaled misfit or, failing that, the dual :math:`\Phi` (evaluated only
+    then); otherwise it is halved, up to 50 times (then ``stalled``). Unbounded linear
+    calibration ends after one step: its misfit is then zero up to rounding.
     """
+
+    def dual(lam: np.ndarray, u: np.ndarray) -> float:
+        return float(np.add.reduce(d * dist.psi(u))) - float(lam @ t)
+
     lam = np.zeros(matrix.n_columns)
     u = np.zeros(matrix.n_rows)
     g = dist.g(u)
     misfit = t - matrix.tdot(d * g)
     err = float(np.max(np.abs(misfit) / scale))
-    phi = float(np.add.reduce(d * dist.psi(u))) - float(lam @ t)
+    phi: float | None = None  # the dual at lam, when a step has needed it
+    hessian: np.ndarray | None = gram
     for iteration in range(max_iter + 1):
         if err <= tol:
             return _Solution(g, misfit, iteration, True, False)
         if iteration == max_iter:
             break
-        step = GramInverse(matrix.gram(d * dist.dg(u))).solve(misfit)
+        if hessian is None:
+            hessian = matrix.gram(d * dist.dg(u))
+        step = GramInverse(hessian).solve(misfit)
+        hessian = None
         alpha = 1.0
         for _ in range(50):
             lam_new = lam + alpha * step
@@ -337,9 +352,14 @@ def _newton(
             g_new = dist.g(u_new)
             misfit_new = t - matrix.tdot(d * g_new)
             err_new = float(np.max(np.abs(misfit_new) / scale))
-            phi_new = float(np.add.reduce(d * dist.psi(u_new))) - float(lam_new @ t)
-            if np.isfinite(err_new) and (phi_new < phi or err_new < err):
-                break
+            phi_new = None
+            if np.isfinite(err_new):
+                if err_new < err:
+                    break
+                phi = dual(lam, u) if phi is None else phi
+                phi_new = dual(lam_new, u_new)
+                if phi_new < phi:
+                    break
             alpha *= 0.5
         else:
             return _Solution(g, misfit, iteration, False, True)
@@ -358,7 +378,7 @@ def _numeric_columns(
     data: pd.DataFrame, numeric: Mapping[Hashable, float], rows: np.ndarray
 ) -> np.ndarray:
     """The numeric calibration columns on the calibrated rows, ``(n, q)`` float64, checked."""
-    out = np.empty((rows.size, len(numeric)))
+    out = np.empty((rows.size, len(numeric)), order="F")
     labels = data.index[rows]
     for j, key in enumerate(numeric):
         series = column(data, key, f"totals[{key!r}]").iloc[rows]
@@ -379,11 +399,10 @@ def _column_names(margins: pd.DataFrame) -> list[str]:
     ]
 
 
-def _check_rank(matrix: CalibrationMatrix, d: np.ndarray, numeric: list[Hashable]) -> None:
-    """Each numeric column must add one to the rank of the design-weighted Gram matrix."""
+def _check_rank(gram: np.ndarray, matrix: CalibrationMatrix, numeric: list[Hashable]) -> None:
+    """Each numeric column must add one to the rank of the design-weighted Gram ``gram``."""
     if not numeric:
         return
-    gram = matrix.gram(d)
     k = matrix.n_categorical
     rank = GramInverse(gram[:k, :k]).rank
     for j, key in enumerate(numeric):

@@ -338,9 +338,11 @@ class CalibrationMatrix:
         self.codes = [np.asarray(c, dtype=np.intp) for c in codes]
         self.n_levels = [int(x) for x in n_levels]
         n = self.codes[0].shape[0] if self.codes else np.shape(numeric)[0]
-        self.numeric = (
+        # column-major: each numeric column is read contiguously
+        self.numeric = np.asfortranarray(
             np.zeros((n, 0)) if numeric is None else np.asarray(numeric, dtype=np.float64)
         )
+        self._pairs: list[np.ndarray] | None = None
         self.n_rows = n
         self.offsets = np.concatenate([[0], np.cumsum(self.n_levels, dtype=np.int64)])
         self.n_categorical = int(self.offsets[-1])
@@ -365,23 +367,34 @@ class CalibrationMatrix:
         return out
 
     def gram(self, v: np.ndarray) -> np.ndarray:
-        r""":math:`X^\top \operatorname{diag}(v) X`, shape ``(p, p)``, symmetric."""
+        r""":math:`X^\top \operatorname{diag}(v) X`, shape ``(p, p)``, symmetric.
+
+        The cross-tabulation key :math:`c_i L_j + c_j` of each pair of categorical variables is
+        formed on the first call and kept (one integer array of ``n`` per pair).
+        """
         p, k = self.n_columns, self.n_categorical
         out = np.zeros((p, p))
         blocks = list(zip(self.codes, self.n_levels, self.offsets[:-1], strict=True))
+        if self._pairs is None:
+            self._pairs = [
+                ci * lj + cj
+                for i, (ci, _, _) in enumerate(blocks)
+                for cj, lj, _ in blocks[i + 1 :]
+            ]
+        keys = iter(self._pairs)
+        vx = self.numeric * v[:, None]
         for i, (ci, li, ai) in enumerate(blocks):
             rows = slice(ai, ai + li)
             out[rows, rows] = np.diag(np.bincount(ci, weights=v, minlength=li))
-            for cj, lj, aj in blocks[i + 1 :]:
-                cross = np.bincount(ci * lj + cj, weights=v, minlength=li * lj).reshape(li, lj)
+            for _, lj, aj in blocks[i + 1 :]:
+                cross = np.bincount(next(keys), weights=v, minlength=li * lj).reshape(li, lj)
                 out[rows, aj : aj + lj] = cross
                 out[aj : aj + lj, rows] = cross.T
             for j in range(self.numeric.shape[1]):
-                col = np.bincount(ci, weights=v * self.numeric[:, j], minlength=li)
+                col = np.bincount(ci, weights=vx[:, j], minlength=li)
                 out[rows, k + j] = col
                 out[k + j, rows] = col
-        if self.numeric.shape[1]:
-            out[k:, k:] = (self.numeric * v[:, None]).T @ self.numeric
+        out[k:, k:] = vx.T @ self.numeric
         return out
 
 
