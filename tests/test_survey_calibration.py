@@ -23,17 +23,24 @@ from raking.survey.data import load_api
 from raking.survey.frontend import rake
 from raking.survey.linearization import CalibrationMatrix, CalibrationProjection
 
+# GREG gives one negative weight on apiclus2 (as R); test_linear_calibration_warns_about_... checks
+# the warning itself
+pytestmark = pytest.mark.filterwarnings("ignore::raking.exceptions.NegativeWeightWarning")
+
 R = Path(__file__).parent / "data" / "r"
 R_WEIGHTS = pd.read_csv(R / "calibrate_weights.csv")
 R_ESTIMATES = pd.read_csv(R / "calibrate_estimates.csv")
 
 CLUS1 = load_api("apiclus1")
 STRAT = load_api("apistrat")
+CLUS2 = load_api("apiclus2")
 CATEGORICAL = {"stype": {"E": 4421, "H": 755, "M": 1018}, "sch.wide": {"No": 1072, "Yes": 5122}}
 ENROLL = {**CATEGORICAL, "enroll": 3811472}  # sum(apipop$enroll, na.rm = TRUE)
 BOTH = {**ENROLL, "api99": 3914069}  # sum(apipop$api99)
 CLUSTER = {"weights": "pw", "cluster": "dnum", "fpc": "fpc"}
 STRATA = {"weights": "pw", "strata": "stype", "fpc": "fpc"}
+TWO_STAGE = {"weights": "pw", "cluster": ["dnum", "snum"], "fpc": ["fpc1", "fpc2"]}
+API99 = {"stype": CATEGORICAL["stype"], "api99": 3914069}
 
 # case of calibrate.R: (sample, totals, design, method, bounds)
 CASES = {
@@ -55,6 +62,8 @@ CASES = {
     "strat_raking": (STRAT, BOTH, STRATA, "raking", None),
     "strat_logit": (STRAT, BOTH, STRATA, "logit", (0.5, 2.0)),
     "strat_linear_bounds": (STRAT, BOTH, STRATA, "linear", (0.75, 1.3)),
+    "clus2_linear": (CLUS2, API99, TWO_STAGE, "linear", None),
+    "clus2_logit": (CLUS2, API99, TWO_STAGE, "logit", (0.5, 2.5)),
 }
 # trimWeights(case, lower=, upper=, strict=) of calibrate.R
 TRIMS = {

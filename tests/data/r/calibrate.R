@@ -4,7 +4,8 @@
 # Writes tests/data/r/calibrate_weights.csv (case, row, weight: the calibrated weight of every
 # row of the sample, in the row order of R's data(api), which is the order of
 # raking/data/api/*.csv) and tests/data/r/calibrate_estimates.csv (case, statistic, variable,
-# estimate, se: svymean / svytotal of the calibrated or trimmed design).
+# estimate, se: svymean / svytotal of the calibrated or trimmed design; apiclus2 has missing
+# enroll values, so its cases report api99 instead).
 # Produced with: R version 4.2.2 Patched (2022-11-10 r83330), survey 4.1.1.
 # Convergence is tightened to epsilon = 1e-13 (R's default 1e-7 stops before the weights agree
 # to 1e-8), maxit = 100. Population totals: apipop's counts of stype and sch.wide, and
@@ -26,6 +27,8 @@ pop_both <- c(pop_enroll, api99 = api99_total)
 
 dclus1 <- svydesign(id = ~dnum, weights = ~pw, fpc = ~fpc, data = apiclus1)
 dstrat <- svydesign(id = ~1, strata = ~stype, weights = ~pw, fpc = ~fpc, data = apistrat)
+dclus2 <- svydesign(id = ~dnum + snum, fpc = ~fpc1 + fpc2, data = apiclus2)  # two stages
+pop_clus2 <- c(pop_cat[1:3], api99 = api99_total)
 
 cal <- function(design, formula, population, calfun, bounds = c(-Inf, Inf)) {
   calibrate(design, formula, population, calfun = calfun, bounds = bounds,
@@ -48,7 +51,9 @@ cases <- list(
   strat_raking = cal(dstrat, ~stype + sch.wide + enroll + api99, pop_both, "raking"),
   strat_logit = cal(dstrat, ~stype + sch.wide + enroll + api99, pop_both, "logit", c(0.5, 2)),
   strat_linear_bounds = cal(dstrat, ~stype + sch.wide + enroll + api99, pop_both, "linear",
-                            c(0.75, 1.3))
+                            c(0.75, 1.3)),
+  clus2_linear = cal(dclus2, ~stype + api99, pop_clus2, "linear"),
+  clus2_logit = cal(dclus2, ~stype + api99, pop_clus2, "logit", c(0.5, 2.5))
 )
 # trimWeights of a calibrated design (raking to stype + sch.wide + enroll on apistrat)
 raked <- cases$strat_raking
@@ -64,7 +69,7 @@ weights_out <- do.call(rbind, lapply(names(cases), function(name) {
 estimates_out <- do.call(rbind, lapply(names(cases), function(name) {
   d <- cases[[name]]
   rows <- list()
-  for (v in c("api00", "meals", "enroll")) {
+  for (v in c("api00", "meals", if (startsWith(name, "clus2")) "api99" else "enroll")) {
     f <- as.formula(paste0("~", v))
     m <- svymean(f, d)
     t <- svytotal(f, d)
