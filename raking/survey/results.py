@@ -157,10 +157,14 @@ class RakeResult:
         tol = "" if self.tol is None else f" (tol {self.tol:.3g})"
         w = self.weight_quantiles((0.0, 0.5, 1.0)).to_numpy()
         g = self.adjustments.to_numpy()[self._design.sample_pos[self._design.raked_pos]]
+        calibrated = self._design.calibration is not None
+        work = "Newton iterations" if calibrated else f"sweeps ({self.steps} steps)"
         lines = [
-            f"Raked weights: {self.n} rows, {len(self.variable_errors)} variables ({self.method})",
-            f"{state} after {self.iterations} sweeps ({self.steps} steps): max |raked - target| "
+            f"{'Calibrated' if calibrated else 'Raked'} weights: {self.n} rows, "
+            f"{len(self.variable_errors)} variables ({self.method})",
+            f"{state} after {self.iterations} {work}: max |raked - target| "
             f"= {self.marginal_error:.3g} of the total{tol}"
+            + (" (numeric columns: of their scale)" if self._design.numeric is not None else "")
             + (" -- stalled: margins unreachable together" if self.stalled else ""),
             f"total: {self.weight_total:.10g} ("
             + ("known population total" if self.total_known else "not a known population total")
