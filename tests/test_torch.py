@@ -328,12 +328,98 @@ def _saved_bytes(steps, checkpoint, b=64):
     return sum(storages.values())
 
 
-@pytest.mark.parametrize("steps", [2, 4])
+@pytest.mark.parametrize("steps", [1, 2, 4])
 def test_checkpoint_saves_the_logits_and_vectors_only(steps):
     b, matrix = 64, 64 * 64 * 8
     saved = _saved_bytes(steps, True, b)
     assert saved <= matrix + 2 * (2 * steps + 2) * b * 8  # logits + 2k vectors per chain
-    assert _saved_bytes(steps, False, b) >= 2 * steps * matrix  # unrolled: matrices per step
+    # Default: one exponential matrix per step and chain, plus the logits (for create_graph);
+    # before the closed-form backward, autograd kept 4k matrices.
+    unrolled = _saved_bytes(steps, False, b)
+    assert 2 * steps * matrix <= unrolled <= (2 * steps + 1) * matrix + 2 * (2 * steps + 2) * b * 8
+
+
+def _reference_terms(S, steps, targets, first):
+    """Diagonal terms of one chain by the kernel's steps, differentiated by autograd."""
+    from raking._array_api import get_xp
+    from raking.kernel.steps import new_factor, reduce
+
+    xp = get_xp(S)
+    factors = [torch.zeros(S.shape[0], dtype=DOUBLE), torch.zeros(S.shape[1], dtype=DOUBLE)]
+    for t in range(steps):
+        axis = (first + t) % 2
+        reduced = reduce(S, factors, axis, xp=xp, log_domain=True)
+        factors[axis] = new_factor(reduced, None, targets[axis], xp=xp)
+    if axis == 0:
+        return torch.diagonal(S) + factors[1] - reduced
+    return torch.diagonal(S) + factors[0] - reduced
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+@pytest.mark.parametrize("steps", [1, 2, 3, 5])
+def test_closed_form_gradient_is_autograd_through_the_kernel_steps(steps, checkpoint):
+    S = _logits(9, seed=30 + steps, scale=4.0)
+    S[2, 5] = S[7, 0] = -math.inf  # masked pairs
+    a, b = _dirichlet(9, 3), _dirichlet(9, 4)
+    targets = (torch.as_tensor(a).log(), torch.as_tensor(b).log())
+    ref_leaf = S.clone().requires_grad_()
+    # the column-first chain on S is the row-first chain on S.T
+    ref = -0.5 * sum(_reference_terms(ref_leaf, steps, targets, f).mean() for f in (0, 1))
+    ref.backward()
+    leaf = S.clone().requires_grad_()
+    loss = rt.balanced_clip_loss(leaf, steps, (torch.as_tensor(a), torch.as_tensor(b)),
+                                 checkpoint=checkpoint)  # fmt: skip
+    loss.backward()
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad, rtol=1e-11, atol=1e-14)
+    assert leaf.grad[2, 5] == 0 and leaf.grad[7, 0] == 0
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_kept_and_recomputed_exponentials_give_the_same_bits(steps):
+    S = _logits(12, seed=steps, scale=6.0).float()
+    S[3, 1] = -math.inf
+    grads = []
+    for checkpoint in (False, True):
+        leaf = S.clone().requires_grad_()
+        rt.balanced_clip_loss(leaf, steps, checkpoint=checkpoint).backward()
+        grads.append(leaf.grad)
+    assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_chain_reduction_is_the_kernel_reduce_bit_for_bit(axis, dtype):
+    """_chain._reduce_into is raking.kernel.steps.reduce computed in place, NaN/inf lines too."""
+    from raking._array_api import get_xp
+    from raking.kernel.steps import reduce
+    from raking.torch._chain import _reduce_into
+
+    block = _logits(7, seed=2, scale=30.0, m=6).to(dtype)
+    block[1, :] = -math.inf  # an empty row
+    block[:, 4] = -math.inf  # an empty column
+    block[3, 2], block[5, 0] = math.nan, math.inf  # invalid lines
+    other = _logits(1, seed=3, m=6 if axis == 0 else 7)[0].to(dtype)
+    zeros = torch.zeros(7 if axis == 0 else 6, dtype=dtype)  # the potential being replaced
+    factors = [zeros, other] if axis == 0 else [other, zeros]
+    expected = reduce(block, factors, axis, xp=get_xp(block), log_domain=True)
+    out = torch.empty_like(block)
+    reduced, shift = _reduce_into(out, block, other, axis)
+    torch.testing.assert_close(reduced, expected, rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(reduced).sum() == 2 and (reduced == -math.inf).sum() == 1
+    scaled = block + other.unsqueeze(axis)  # out holds exp(L + phi - shift)
+    torch.testing.assert_close(out, torch.exp(scaled - shift.unsqueeze(1 - axis)), rtol=0, atol=0,
+                               equal_nan=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_the_loss_is_twice_differentiable(steps, checkpoint):
+    S = _logits(4, seed=steps, scale=1.0).requires_grad_()
+    targets = (torch.as_tensor(_dirichlet(4, 5)), torch.as_tensor(_dirichlet(4, 6)))
+    assert torch.autograd.gradgradcheck(
+        lambda s: rt.balanced_clip_loss(s, steps, targets, checkpoint=checkpoint), (S,)
+    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -70,9 +70,14 @@ def balanced_clip_loss(
         :math:`k = 1` each chain's conditional does not depend on them). No gradient flows to
         them.
     checkpoint : bool
-        Use the memory-saving autograd function: it stores the logits and :math:`2k` vectors per
-        chain and recomputes one matrix at a time in backward (:math:`O(B^2 + kB)` memory
-        instead of :math:`O(kB^2)`), same value and gradient; not twice differentiable.
+        What backward keeps. The gradient has a closed form (for :math:`k = 1` it is
+        ``cross_entropy``'s, softmax minus target; ``raking.torch._chain._ClipChains``), which
+        needs each step's matrix :math:`e^{S + \varphi - r_t}`. ``False``: keep them,
+        :math:`2k` matrices and the logits (:math:`(2k + 1) B^2` numbers; the cross-entropy pair
+        keeps :math:`2B^2`). ``True``: keep the logits and :math:`2k` vectors per chain and
+        recompute each matrix in backward into one buffer (:math:`O(B^2 + kB)`): the same value
+        and the same gradient bit for bit, at :math:`2k` more exponential passes. Both are
+        twice differentiable (``create_graph=True`` differentiates the unrolled steps).
 
     Returns
     -------
