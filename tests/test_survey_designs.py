@@ -10,6 +10,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,6 +88,10 @@ CASES = {
         {"weights": "pw", "cluster": ["dnum", "snum"], "fpc": ["fpc1", "fpc2"], "steps": 0},
     ),
     "clus2_nofpc": (_clus2, {"weights": "pw", "cluster": ["dnum", "snum"]}),
+    "clus2_fpc1_only": (
+        _clus2,
+        {"weights": "pw", "cluster": ["dnum", "snum"], "fpc": ["fpc1", None]},
+    ),
     "clus2_strat": (
         _clus2_strata,
         {
@@ -327,12 +333,10 @@ def test_a_psu_in_two_strata_is_an_error_unless_nest():
 
 def test_a_later_stage_unit_in_two_strata_of_its_stage_is_an_error_unless_nest():
     frame = _clus2()
-    frame["half"] = np.arange(len(frame)) % 2  # splits schools of a district... and the school
-    frame["block"] = frame["dnum"]  # one "unit" per district at stage 2
+    frame["half"] = np.arange(len(frame)) % 2  # stage-2 strata: alternate rows
+    frame["block"] = frame["dnum"]  # stage-2 units: one per district, so split by "half"
     with pytest.raises(ValueError, match=r"cluster column 'block' \(stage 2\) has unit \d+ in two"):
-        raking.rake(
-            frame, TWO, weights="pw", strata=[None, "half"], cluster=["dnum", "block"]
-        )
+        raking.rake(frame, TWO, weights="pw", strata=[None, "half"], cluster=["dnum", "block"])
 
 
 def test_fpc_must_be_constant_within_a_stratum_of_its_stage():
@@ -368,7 +372,105 @@ def test_lonely_strata_are_errors_by_default_naming_stage_and_stratum():
         _rake("clus1_lonely", "fail")
     with pytest.raises(
         ValueError,
-        match=r"stage 2: stratum '\w' of PSU \d+ \(of column 'dnum'\) has a single sampled unit "
-        r"\(one cluster \(of column 'snum'\).*lonely_psu=",
+        match=r"stage 2: stratum '\w' of PSU \d+ \(of column 'dnum'\) in stratum '(even|odd)' has "
+        r"a single sampled unit \(one cluster \(of column 'snum'\).*lonely_psu=.*of its stage\.$",
     ):
         _rake("clus2_strat", "fail")
+    with pytest.raises(
+        ValueError,
+        match=r"^stage 2: PSU \d+ \(of column 'dnum'\) has a single sampled unit .*"
+        r"'average' \(R's survey.lonely.psu\)\.$",
+    ):
+        _rake("clus2_fpc1_only", "fail")
+
+
+def test_a_later_stage_unit_split_by_strata_is_two_units_with_nest():
+    frame = _clus2()
+    frame["half"] = np.arange(len(frame)) % 2
+    frame["block"] = frame["dnum"]
+    res = raking.rake(
+        frame, TWO, weights="pw", strata=[None, "half"], cluster=["dnum", "block"], nest=True
+    )
+    assert np.isfinite(res.mean("api00").se)
+
+
+# --- the formula against R's recursion, written out --------------------------------------------
+
+
+def _r_onestrat(x, cluster, n_psu, popsize, lonely):
+    """R survey 4.1.1 onestrat for a vector x (one stratum's rows)."""
+    f = 1.0 if popsize is None else (1.0 if np.isinf(popsize) else (popsize - n_psu) / popsize)
+    scale = f * n_psu / (n_psu - 1) if n_psu > 1 else f
+    if f < 1e-7:
+        return 0.0
+    totals = np.array([x[cluster == c].sum() for c in np.unique(cluster)])
+    if lonely != "adjust" or totals.size > 1:
+        totals = totals - totals.mean()
+    if n_psu > 1 or lonely in ("certainty", "remove", "adjust"):
+        return float(scale * (totals**2).sum())
+    return np.nan  # "average" (and "fail", which R raises on)
+
+
+def _r_multistage(x, clusters, strata, popsizes, lonely):
+    """R survey 4.1.1 multistage -> onestage -> onestrat, one recursion per stage."""
+    values, n_strata = [], 0
+    for h in np.unique(strata[:, 0]):
+        rows = strata[:, 0] == h
+        n_psu = np.unique(clusters[rows, 0]).size
+        pop = None if popsizes is None else popsizes[rows, 0][0]
+        values.append(_r_onestrat(x[rows], clusters[rows, 0], n_psu, pop, lonely))
+        n_strata += 1
+    ok = [v for v in values if not np.isnan(v)]
+    v = sum(ok) * n_strata / len(ok) if ok else np.nan
+    if popsizes is not None and clusters.shape[1] > 1:
+        for c in np.unique(clusters[:, 0]):
+            rows = clusters[:, 0] == c
+            h = strata[rows, 0][0]
+            n_psu = np.unique(clusters[strata[:, 0] == h, 0]).size
+            sub = _r_multistage(
+                x[rows], clusters[rows, 1:], strata[rows, 1:], popsizes[rows, 1:], lonely
+            )
+            v += sub * n_psu / popsizes[rows, 0][0]
+    return v
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(
+    seed=st.integers(0, 2**32 - 1),
+    n_strata=st.integers(1, 3),
+    lonely=st.sampled_from(LONELY),
+    with_fpc=st.booleans(),
+)
+def test_variance_equals_r_recursion_on_random_two_stage_designs(seed, n_strata, lonely, with_fpc):
+    rng = np.random.default_rng(seed)
+    psu_stratum = rng.integers(0, n_strata, size=rng.integers(2, 9))  # stratum of each PSU
+    rows_of_psu = rng.integers(1, 5, size=psu_stratum.size)
+    psu = np.repeat(np.arange(psu_stratum.size), rows_of_psu)
+    n = psu.size
+    stratum = psu_stratum[psu]
+    ssu = np.arange(n)
+    ssu_stratum = rng.integers(0, 2, size=n)  # two possible strata of schools in each PSU
+    n_h = np.array([np.unique(psu[stratum == h]).size for h in range(n_strata)])
+    pop1 = (n_h + rng.integers(0, 3, size=n_strata))[stratum].astype(float)  # certainty too
+    pop2 = np.empty(n)
+    for key in {(p, s) for p, s in zip(psu, ssu_stratum, strict=True)}:
+        rows = (psu == key[0]) & (ssu_stratum == key[1])
+        pop2[rows] = rows.sum() + rng.integers(0, 3)
+    z = rng.normal(size=n)
+    design = SurveyDesign.from_codes(
+        n,
+        strata=[_coded("h", stratum), _coded("s2", ssu_stratum)],
+        cluster=[_coded("psu", psu), _coded("ssu", ssu)],
+        fpc=[("f1", pop1), ("f2", pop2)] if with_fpc else [None, None],
+        lonely_psu=lonely,
+    )
+    # R's codes: stage-2 strata and units are read within their PSU
+    clusters = np.column_stack([psu, psu * 10 + ssu])
+    strata = np.column_stack([stratum, psu * 10 + ssu_stratum])
+    popsizes = np.column_stack([pop1, pop2]) if with_fpc else None
+    expected = _r_multistage(z, clusters, strata, popsizes, lonely)
+    got = design.variance(z)
+    if np.isnan(expected):
+        assert np.isnan(got)
+    else:
+        assert got == pytest.approx(expected, rel=1e-10, abs=1e-12)

@@ -203,7 +203,10 @@ def calibrate(
     gram = matrix.gram(d)  # the Hessian at lambda = 0 (F'(0) = 1 for every distance)
     _check_rank(gram, matrix, list(numeric))
     scale = np.concatenate(
-        [np.full(matrix.n_categorical, n_total), d @ np.abs(x) * (n_total / d.sum())]
+        [
+            np.full(matrix.n_categorical, n_total),
+            np.einsum("i,ij->j", d, np.abs(x)) * (n_total / d.sum()),
+        ]
     )
     dist = _distance(method, bounds)
     solution = _newton(matrix, d, t, dist, scale, tol, max_iter, gram)
@@ -441,9 +444,9 @@ def _calibrated_result(
             "variable": key,
             "level": "(total)",
             "n": w.size,
-            "sample": float(d @ x[:, j] / d.sum()),
+            "sample": float(np.add.reduce(d * x[:, j]) / d.sum()),
             "target": target / n_total,
-            "raked": float(w @ x[:, j]) / n_total,
+            "raked": float(np.add.reduce(w * x[:, j])) / n_total,
         }
         for j, (key, target) in enumerate(numeric.items())
     ]

@@ -264,7 +264,7 @@ class SurveyDesign:
             elif self.lonely_psu == "error":
                 coef[lonely] = np.nan
             elif self.lonely_psu == "average":
-                coef *= _average_factor(stage.parent, lonely)
+                coef *= _average_factor(stage.parent, lonely, stage.n_units > 0)
             uncentred = lonely if self.lonely_psu == "adjust" and lonely.any() else None
             out.append(_Terms(np.where(m > 0, m * coef, 0.0), uncentred, lonely))
             if stage.unit is None:
@@ -334,6 +334,9 @@ class SurveyDesign:
                 label = _label(above.labels[above.codes[row]])
                 kind = "PSU" if k == 1 else "unit"
                 parent = f"{kind} {label} (of column {above.column!r})"
+                outer = strata[k - 1]
+                if outer is not None:
+                    parent += f" in stratum {_label(outer.labels[outer.codes[row]])}"
             raise_single_unit(
                 stage=k + 1,
                 stratum=None if s_col is None else s_col.labels[s_col.codes[row]],
@@ -377,8 +380,17 @@ def _label(value: object) -> str:
 
 
 def _combine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Codes in ``[0, G)`` of the distinct pairs ``(a_i, b_i)`` of non-negative codes."""
-    key = np.asarray(a, dtype=np.int64) * (int(np.max(b, initial=0)) + 1) + b
+    """Codes in ``[0, G)`` of the distinct pairs ``(a_i, b_i)`` of non-negative codes.
+
+    In the order of the pairs; by a count over the key range when it is at most ``2 n`` (O(n)),
+    else by sorting.
+    """
+    width = int(np.max(b, initial=0)) + 1
+    key = np.asarray(a, dtype=np.int64) * width + b
+    size = (int(np.max(a, initial=0)) + 1) * width
+    if size <= 2 * key.size + 1024:
+        rank = np.cumsum(np.bincount(key, minlength=size) > 0, dtype=np.intp) - 1
+        return rank[key]
     return np.unique(key, return_inverse=True)[1].reshape(-1).astype(np.intp, copy=False)
 
 
@@ -452,13 +464,15 @@ def _fractions(
     return fraction
 
 
-def _average_factor(parent: np.ndarray, lonely: np.ndarray) -> np.ndarray:
+def _average_factor(parent: np.ndarray, lonely: np.ndarray, present: np.ndarray) -> np.ndarray:
     r"""Per stratum, :math:`H / H_\text{ok}` of its parent unit, 0 for a lonely stratum.
 
-    NaN for every stratum of a parent unit whose strata are all lonely (R: ``0 * H / 0``).
+    :math:`H` counts the ``present`` strata (with sampled units) of the parent unit,
+    :math:`H_\text{ok}` those of them that are not ``lonely``. NaN for every stratum of a parent
+    unit whose strata are all lonely (R: ``0 * H / 0``).
     """
     size = int(parent.max(initial=-1)) + 1
-    n_strata = np.bincount(parent, minlength=size).astype(np.float64)
-    n_ok = np.bincount(parent, weights=(~lonely).astype(np.float64), minlength=size)
+    n_strata = np.bincount(parent, weights=present.astype(np.float64), minlength=size)
+    n_ok = np.bincount(parent, weights=(present & ~lonely).astype(np.float64), minlength=size)
     ratio = np.divide(n_strata, n_ok, out=np.full(size, np.nan), where=n_ok > 0)[parent]
     return np.where(lonely & ~np.isnan(ratio), 0.0, ratio)

@@ -351,7 +351,8 @@ class CalibrationMatrix:
     def dot(self, beta: np.ndarray) -> np.ndarray:
         r""":math:`X \beta`, shape ``(n,)``."""
         k = self.n_categorical
-        out = self.numeric @ beta[k:] if self.numeric.shape[1] else np.zeros(self.n_rows)
+        # einsum, not BLAS: a threaded gemv stalls on an oversubscribed machine (see _dot)
+        out = np.einsum("ij,j->i", self.numeric, beta[k:])
         for c, a, b in zip(self.codes, self.offsets[:-1], self.offsets[1:], strict=True):
             out += beta[a:b][c]
         return out
@@ -363,7 +364,7 @@ class CalibrationMatrix:
             self.codes, self.n_levels, self.offsets[:-1], self.offsets[1:], strict=True
         ):
             out[a:b] = np.bincount(c, weights=v, minlength=size)
-        out[self.n_categorical :] = v @ self.numeric
+        out[self.n_categorical :] = np.einsum("i,ij->j", v, self.numeric)
         return out
 
     def gram(self, v: np.ndarray) -> np.ndarray:
@@ -377,9 +378,7 @@ class CalibrationMatrix:
         blocks = list(zip(self.codes, self.n_levels, self.offsets[:-1], strict=True))
         if self._pairs is None:
             self._pairs = [
-                ci * lj + cj
-                for i, (ci, _, _) in enumerate(blocks)
-                for cj, lj, _ in blocks[i + 1 :]
+                ci * lj + cj for i, (ci, _, _) in enumerate(blocks) for cj, lj, _ in blocks[i + 1 :]
             ]
         keys = iter(self._pairs)
         vx = self.numeric * v[:, None]
@@ -394,7 +393,7 @@ class CalibrationMatrix:
                 col = np.bincount(ci, weights=vx[:, j], minlength=li)
                 out[rows, k + j] = col
                 out[k + j, rows] = col
-        out[k:, k:] = vx.T @ self.numeric
+        out[k:, k:] = np.einsum("ij,ik->jk", vx, self.numeric)
         return out
 
 

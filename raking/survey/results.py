@@ -327,8 +327,8 @@ class RakeResult:
         raked = np.concatenate(sums) / n_total
         errors = np.abs(raked - margins["target"].to_numpy()[: raked.size])
         if s.numeric is not None:
-            raked = np.concatenate([raked, w @ s.numeric / n_total])
-            scale = np.abs(s.numeric).T @ s.design / s.design.sum()
+            raked = np.concatenate([raked, np.einsum("i,ij->j", w, s.numeric) / n_total])
+            scale = np.einsum("i,ij->j", s.design, np.abs(s.numeric)) / s.design.sum()
             target = margins["target"].to_numpy()[-s.numeric.shape[1] :]
             errors = np.concatenate([errors, np.abs(raked[-target.size :] - target) / scale])
         margins["raked"] = raked

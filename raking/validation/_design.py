@@ -120,9 +120,10 @@ def raise_single_unit(
         )
     raise ValueError(
         f"{where} has a single sampled unit (one {unit} among the raked rows), and with a "
-        f"finite population correction its stage-{stage} variance cannot be estimated. Pass "
-        "lonely_psu='certainty', 'remove', 'adjust' or 'average' (R's survey.lonely.psu), "
-        "merge it with another stratum, or give that stage's fpc as None (with replacement)."
+        f"finite population correction above it its stage-{stage} variance is needed but "
+        "cannot be estimated. Pass lonely_psu='certainty', 'remove', 'adjust' or 'average' "
+        "(R's survey.lonely.psu)"
+        + (", or merge it with another stratum of its stage." if stratified else ".")
     )
 
 

@@ -86,6 +86,15 @@ rclus2w <- rake_it(dclus2w)
 add_weights("clus2_nofpc", rclus2w, dclus2w)
 add_estimates("clus2_nofpc", rclus2w, "fail")
 
+# --- fpc at the first stage only: schools sampled with replacement (R's fpc = Inf) -----------
+inf2 <- apiclus2
+inf2$fpc_inf <- Inf
+dinf <- svydesign(id = ~dnum + snum, fpc = ~fpc1 + fpc_inf, weights = ~pw, data = inf2)
+rinf <- rake_it(dinf)
+add_weights("clus2_fpc1_only", rinf, dinf)
+# (districts with one sampled school are lonely at stage 2 now: fpc2 no longer makes them certain)
+for (lonely in lonely_options) add_estimates("clus2_fpc1_only", rinf, lonely)
+
 # --- stratified two-stage: districts stratified by a district-level label (dnum odd / even),
 #     schools stratified by stype within each district; fpc from the population (apipop) --------
 district_stratum <- function(dnum) ifelse(dnum %% 2 == 0, "even", "odd")
