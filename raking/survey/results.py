@@ -477,7 +477,10 @@ class RakeResult:
             "adjust": "are measured from 0, not from their stratum mean",
             "average": "get the average variance of the other strata of their stage and unit",
         }[design.lonely_psu]
-        note = f"strata with a single PSU ({where}) {what}: lonely_psu={design.lonely_psu!r}"
+        note = (
+            f"strata with a single sampled unit (PSU at stage 1; {where}) {what}: "
+            f"lonely_psu={design.lonely_psu!r}"
+        )
         if np.isnan(se):
             note += (
                 "; SE is NaN: every stratum of a stage within some unit has a single PSU, so "
