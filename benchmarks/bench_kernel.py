@@ -7,7 +7,8 @@ per-table targets and ``--steps`` single-marginal adjustments:
 (b) our batched NumPy kernel (array-API path, Numba dispatch off): factors only;
 (c) our Numba kernel (``raking.kernel.compiled.numba_ipf``, JIT excluded by a warm-up call):
     factors only;
-(d) ``raking.balance`` with automatic dispatch: validation, factors and the balanced tables;
+(d) ``raking.balance`` with automatic dispatch: validation, factors and the balanced tables
+    (on this problem one compiled pass that checks each table, balances it and writes it);
 
 plus the public ``raking.scaling_factors`` (validation and factors) and ``raking.balance`` with the
 Numba dispatch off. All results are checked against (a).
@@ -39,7 +40,7 @@ import numpy as np
 import raking
 import raking.kernel.compiled
 import raking.kernel.ipf
-import raking.kernel.steps
+import raking.validation
 from raking.kernel.ipf import _ipf, apply_scaling
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -331,24 +332,37 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def breakdown(tables: np.ndarray, targets: list, args: argparse.Namespace) -> list:
-    """Times of the stages of ``raking.balance`` on this problem (private kernel functions)."""
+    """Times of the stages of ``raking.balance`` on this problem (private kernel functions).
+
+    The public path: the target checks, then one ``numba_ipf`` call that checks each table,
+    balances it and writes it (``check=True, write=True``). For comparison: the same call
+    without the table checks or without the tables, the complete validation ``_validate``
+    (the path of an invalid input, and of every input before) and ``numba_apply`` (the tables
+    formed in a second pass).
+    """
     validate = raking.kernel.ipf._validate
     xp, table, checked, _ = validate(tables, targets, args.steps, 1e-10, 10_000, False, None)
     factors = raking.kernel.compiled.numba_ipf(table, checked, args.steps).factors
+    numba_ipf = raking.kernel.compiled.numba_ipf
     stages = [
         (
-            "validation (_validate)",
+            "target checks (check_targets)",
+            lambda: raking.validation.check_targets(targets, tables, xp=xp, dtype=tables.dtype),
+        ),
+        ("factors (numba_ipf)", lambda: numba_ipf(table, checked, args.steps)),
+        (
+            "+ table checks (check=True)",
+            lambda: numba_ipf(table, checked, args.steps, check=True),
+        ),
+        (
+            "+ tables (check=True, write=True)",
+            lambda: numba_ipf(table, checked, args.steps, check=True, write=True),
+        ),
+        (
+            "complete validation (_validate)",
             lambda: validate(tables, targets, args.steps, 1e-10, 10_000, False, None),
         ),
-        (
-            "factors (numba_ipf)",
-            lambda: raking.kernel.compiled.numba_ipf(table, checked, args.steps),
-        ),
-        (
-            "table (_apply, dispatched)",
-            lambda: raking.kernel.steps._apply(table, factors, xp=xp, log_domain=False),
-        ),
-        ("table (numba_apply)", lambda: raking.kernel.compiled.numba_apply(table, factors)),
+        ("tables alone (numba_apply)", lambda: raking.kernel.compiled.numba_apply(table, factors)),
     ]
     return [(name, best_time(fn, args.repeats)) for name, fn in stages]
 

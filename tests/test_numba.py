@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 
 import array_api_compat.numpy as xp_numpy
 import numpy as np
@@ -16,10 +17,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import raking.kernel.compiled
+import raking.kernel.ipf
 from raking import balance, balance_result, scaling_factors
+from raking.exceptions import ConvergenceWarning
 from raking.kernel.compiled import numba_apply, numba_ipf, use_numba
 from raking.kernel.ipf import _ipf
 from raking.kernel.steps import _apply
+from raking.validation import check_targets
 
 pytest.importorskip("numba")
 
@@ -196,6 +200,150 @@ def test_numba_apply_equals_the_kernel_apply_bitwise(problem):
     np.testing.assert_array_equal(
         numba_apply(table, factors), _apply(table, factors, xp=xp_numpy, log_domain=False)
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# The public functions' compiled pass: table checks and balanced tables in the same read
+# ------------------------------------------------------------------------------------------------
+
+SPOILS = [
+    "none",
+    "nan",
+    "inf",
+    "-inf",
+    "negative",
+    "tiny negative",
+    "-0.0",
+    "empty row",
+    "empty column",
+    "empty row, zero target",
+    "column only in zero-target rows",
+    "sum overflows",
+]
+
+
+@st.composite
+def spoiled_problems(draw):
+    """A batch of >= 2 positive tables that the loops take, one table spoiled in one way."""
+    n = draw(st.integers(2, 5))
+    m, l = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    table = draw(hnp.arrays(np.float64, (n, m, l), elements=st.floats(0.05, 5.0))).astype(dtype)
+    px, py = (_shares(draw, (n, k), 1.0) for k in (m, l))
+    spoil = draw(st.sampled_from(SPOILS))
+    b, i, j = (draw(st.integers(0, k - 1)) for k in (n, m, l))
+    values = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "negative": -0.5}
+    values |= {"tiny negative": -1e-30, "-0.0": -0.0}
+    if spoil in values:
+        table[b, i, j] = values[spoil]
+    elif spoil.startswith("empty row"):
+        table[b, i, :] = 0.0
+    elif spoil == "empty column":
+        table[b, :, j] = 0.0
+    elif spoil == "column only in zero-target rows":
+        table[b, :, j] = 0.0
+        table[b, i, j] = 1.0
+    elif spoil == "sum overflows":  # finite cells whose sum is inf: valid, rescaled by the kernel
+        table[b] = np.finfo(dtype).max / 1.5
+    if spoil in ("empty row, zero target", "column only in zero-target rows"):
+        px[b, i] = 0.0
+        with np.errstate(invalid="ignore"):  # a 1-row table: 0 / 0, refused by the target checks
+            px[b] /= px[b].sum()
+    shared = draw(st.booleans())  # 1-D targets for every table (unspoiled targets only)
+    if shared and spoil not in ("empty row, zero target", "column only in zero-target rows"):
+        px, py = px[0], py[0]
+    return table, [px, py], draw(st.integers(0, 9)), spoil
+
+
+def _outcome(table, targets, steps):
+    """``balance_result``'s result, or the error it raised."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        try:
+            return balance_result(table, targets, steps=steps)
+        except (TypeError, ValueError) as exc:
+            return exc
+
+
+@settings(max_examples=200, deadline=None)
+@given(spoiled_problems())
+def test_the_compiled_checks_refuse_what_validation_refuses(problem):
+    """Same error (type and message) or same result as the complete validation + NumPy kernel.
+
+    A valid batch is never validated again; a spoiled one goes through ``_validate`` once, which
+    explains (or, for a false alarm such as an overflowing sum or ``-0.0``, lets it run the
+    usual way).
+    """
+    table, targets, steps, spoil = problem
+    calls = []
+    real = raking.kernel.ipf._validate
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(raking.kernel.ipf, "_validate", lambda *a: calls.append(1) or real(*a))
+        fast = _outcome(table, targets, steps)
+    with numba_dispatch_off():
+        slow = _outcome(table, targets, steps)
+    valid = {"none", "empty row, zero target", "column only in zero-target rows"}
+    if table.shape[-1] == 1:  # a row of one huge cell does not overflow
+        valid.add("sum overflows")
+    fast_only = spoil in valid and not isinstance(slow, Exception)  # else the loops flag it
+    assert calls == ([] if fast_only else [1])
+    if isinstance(slow, Exception):
+        assert type(fast) is type(slow) and str(fast) == str(slow)
+        return
+    assert not isinstance(fast, Exception), fast
+    rtol = 1e-12 if table.dtype == np.float64 else 2e-4
+    assert (fast.steps, fast.converged) == (slow.steps, slow.converged)
+    assert fast.table.dtype == table.dtype and fast.table.shape == table.shape
+    np.testing.assert_allclose(fast.table, slow.table, rtol=rtol, atol=0)
+    if spoil == "sum overflows":  # rescaled: factors equal up to a gauge (powers of two)
+        return
+    for f, g in zip(fast.factors, slow.factors, strict=True):
+        np.testing.assert_allclose(f, g, rtol=rtol, atol=0)
+
+
+def test_public_balance_checks_and_writes_in_the_compiled_pass(monkeypatch):
+    """One compiled call (checks and tables included), bitwise the loops' factors and tables."""
+    rng = np.random.default_rng(6)
+    table = rng.uniform(0.1, 1.0, size=(40, 9, 7))
+    targets = [rng.dirichlet(np.ones(9), size=40), rng.dirichlet(np.ones(7), size=40)]
+    checked = check_targets(targets, table, xp=xp_numpy)  # on one total, as the kernel has them
+    expected = numba_ipf(table, checked, 5)
+    tables = numba_apply(table, expected.factors)
+    seen = []
+    real = raking.kernel.compiled.numba_ipf
+
+    def spy(*args, **kwargs):
+        seen.append({k: kwargs[k] for k in ("check", "write")})
+        return real(*args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a valid batch is validated in the compiled pass, not again")
+
+    monkeypatch.setattr(raking.kernel.compiled, "numba_ipf", spy)
+    monkeypatch.setattr(raking.kernel.compiled, "numba_apply", refuse)
+    monkeypatch.setattr(raking.kernel.ipf, "_validate", refuse)
+    result = balance_result(table, targets, steps=5)
+    assert seen == [{"check": True, "write": True}]
+    for f, g in zip(result.factors, expected.factors, strict=True):
+        np.testing.assert_array_equal(f, g)
+    np.testing.assert_array_equal(result.table, tables)
+    scaling_factors(table, targets, steps=5)
+    assert seen[-1] == {"check": True, "write": False}
+
+
+@settings(max_examples=40, deadline=None)
+@given(batched_problems(), st.sampled_from([np.float64, np.float32]))
+def test_tables_written_in_the_loops_equal_numba_apply_bitwise(problem, dtype):
+    table, targets, steps = problem
+    table = table.astype(dtype)
+    targets = [t.astype(dtype) for t in targets]
+    run = numba_ipf(table, targets, steps, check=True, write=True)
+    assert not run.invalid.any() and not run.flagged.any()
+    assert run.table.shape == table.shape and run.table.dtype == dtype
+    np.testing.assert_array_equal(run.table, numba_apply(table, run.factors))
+    plain = numba_ipf(table, targets, steps)
+    assert plain.invalid is None and plain.table is None
+    np.testing.assert_array_equal(run.errors, plain.errors)
 
 
 # ------------------------------------------------------------------------------------------------

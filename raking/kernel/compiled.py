@@ -163,11 +163,16 @@ class NumbaRun(NamedTuple):
     target total), NaN if a term is NaN; ``flagged``: bool ``(n_tables,)``, the tables the
     loops stopped on because their factors left the safe range (their factors and error are
     meaningless: :func:`raking.kernel.ipf.run_steps` balances them again with absorption).
+    ``invalid`` (with ``check=True``, else ``None``): bool ``(n_tables,)``, the tables that
+    failed the input checks and were left. ``table`` (with ``write=True``, else ``None``): the
+    balanced tables, shape and dtype of the input, except those flagged or invalid.
     """
 
     factors: tuple[np.ndarray, np.ndarray]
     errors: np.ndarray
     flagged: np.ndarray
+    invalid: np.ndarray | None = None
+    table: np.ndarray | None = None
 
 
 def numba_ipf(
@@ -176,8 +181,15 @@ def numba_ipf(
     steps: int,
     *,
     bounds: tuple[float, float, float] | None = None,
+    check: bool = False,
+    write: bool = False,
 ) -> NumbaRun:
     """Run exactly ``steps`` balancing steps on a batch of 2-D NumPy tables (compiled loops).
+
+    Each table is read from memory once: its steps, its final error and (``write=True``) its
+    balanced table ``K * f_0 ⊗ f_1`` run while it is in cache, as do the input checks
+    (``check=True``) that the public functions would otherwise make in four more passes over
+    the batch.
 
     Parameters
     ----------
@@ -193,11 +205,21 @@ def numba_ipf(
         ``[low, high]`` after a step, or when its target total over its sum leaves
         ``[1 / ratio, ratio]`` (a finite ratio; NaN is not flagged). ``None``: the bounds of
         :class:`raking.kernel.ipf._Guard` for the table's dtype.
+    check : bool
+        Check each table before its steps, as :func:`raking.validation.check_table` and
+        :func:`raking.validation.raise_on_empty_categories` do: every row sum finite (so no
+        NaN or infinite cell), no negative cell, and no row or column without mass whose
+        target is positive. A table that fails (or whose finite cells sum to infinity) is
+        marked ``invalid`` and left: the caller runs the complete validation, which explains.
+    write : bool
+        Also form the balanced tables, ``(K f_0) f_1`` cell by cell (bitwise equal to
+        :func:`numba_apply`), in a new array returned as ``table``.
 
     Returns
     -------
     NumbaRun
-        The factors, the per-table errors and the flagged tables.
+        The factors, the per-table errors, the flagged (and invalid) tables, the balanced
+        tables.
     """
     *batch, m, l = table.shape
     n_tables = math.prod(batch)
@@ -214,12 +236,24 @@ def numba_ipf(
     f1 = np.empty((n_tables, l), dtype=dtype)
     errors = np.empty(n_tables, dtype=np.float64)
     flagged = np.zeros(n_tables, dtype=np.bool_)
+    invalid = np.zeros(n_tables, dtype=np.bool_)
+    out = np.empty((n_tables, m, l) if write else (1, 1, 1), dtype=dtype)
     compiled = _compiled()
     # A few chunks of tables per thread, each with its own scratch arrays.
     n_chunks = min(n_tables, 4 * compiled.get_num_threads())
     low, high, ratio = (float(b) for b in bounds)
-    compiled.ipf(K, t0, t1, int(steps), n_chunks, low, high, ratio, f0, f1, errors, flagged)
-    return NumbaRun((f0.reshape(*batch, m), f1.reshape(*batch, l)), errors, flagged)
+    bits = K.view(np.int64 if dtype == np.float64 else np.int32)  # the same memory
+    compiled.ipf(
+        K, t0, t1, int(steps), n_chunks, low, high, ratio, bool(check), bool(write), bits,
+        f0, f1, errors, flagged, invalid, out,
+    )  # fmt: skip
+    return NumbaRun(
+        (f0.reshape(*batch, m), f1.reshape(*batch, l)),
+        errors,
+        flagged,
+        invalid if check else None,
+        out.reshape(table.shape) if write else None,
+    )
 
 
 def numba_apply(table: np.ndarray, factors: Sequence[np.ndarray]) -> np.ndarray:
@@ -286,7 +320,8 @@ def _compiled() -> _Compiled:
     names = globals()
     names["prange"] = numba.prange
     helper = numba.njit(cache=True, fastmath=False)
-    for name in ("_transpose", "_reduce", "_rescale", "_max_error"):
+    helpers = ("_transpose", "_rows_pass", "_columns_pass", "_reduce", "_rescale", "_max_error")
+    for name in (*helpers, "_write"):
         names[name] = helper(getattr(names[name], "py_func", names[name]))
     parallel = numba.njit(parallel=True, cache=True, fastmath=False)
     return _Compiled(parallel(_ipf_loops), parallel(_apply_loops), numba.get_num_threads)
@@ -307,6 +342,58 @@ def _transpose(K: np.ndarray, Kt: np.ndarray, row_sums: np.ndarray) -> None:
             Kt[j, i] = v
             s += v
         row_sums[i] = s
+
+
+def _rows_pass(bits: np.ndarray, row_sums: np.ndarray, t0: np.ndarray) -> bool:
+    """Whether a table passes the checks its rows can make (its columns: :func:`_columns_pass`).
+
+    Every row sum is finite (a NaN or infinite cell makes its row's sum NaN or infinite; finite
+    cells whose sum overflows fail too), no row whose target is positive is empty (sum 0), and
+    no cell has its sign bit set (``bits``: the cells' bit patterns as integers, OR-ed together
+    in one vectorised pass; ``-0.0`` fails too). What fails here may still be valid (an
+    overflowing sum, ``-0.0``): the caller's complete validation decides.
+    """
+    for i in range(row_sums.shape[0]):
+        r = row_sums[i]
+        if not (abs(r) < np.inf) or (r <= 0 and t0[i] > 0):
+            return False
+    m, l = bits.shape
+    acc = bits[0, 0] & 0
+    for i in range(m):
+        for j in range(l):
+            acc |= bits[i, j]
+    return acc >= 0
+
+
+def _columns_pass(Kt: np.ndarray, reduced: np.ndarray, t1: np.ndarray, exact: bool) -> bool:
+    """Whether no column of the table (rows of ``Kt``) whose target is positive is empty.
+
+    ``reduced`` is ``K^T f_0`` for factors ``f_0`` that are positive wherever the row target
+    is: a column with mass somewhere there has a positive entry, so only the columns where it
+    is not (mass only in rows with a zero target, or a product that underflows) are scanned.
+    ``exact``: ``reduced`` is not such a reduction (the steps stopped early); scan every column
+    whose target is positive. The cells are already known to be finite and non-negative.
+    """
+    l, m = Kt.shape
+    for j in range(l):
+        if t1[j] > 0 and (exact or not reduced[j] > 0):
+            empty = True
+            for i in range(m):
+                if Kt[j, i] != 0:
+                    empty = False
+                    break
+            if empty:
+                return False
+    return True
+
+
+def _write(K: np.ndarray, f0: np.ndarray, f1: np.ndarray, out: np.ndarray) -> None:
+    """``out = (K * f0[:, None]) * f1[None, :]``, the products of :func:`_apply_loops`."""
+    m, l = K.shape
+    for i in range(m):
+        a = f0[i]
+        for j in range(l):
+            out[i, j] = K[i, j] * a * f1[j]
 
 
 def _reduce(A: np.ndarray, f: np.ndarray, out: np.ndarray) -> None:
@@ -366,17 +453,25 @@ def _ipf_loops(
     low: float,
     high: float,
     ratio: float,
+    check: bool,
+    write: bool,
+    bits: np.ndarray,
     F0: np.ndarray,
     F1: np.ndarray,
     errors: np.ndarray,
     flagged: np.ndarray,
+    invalid: np.ndarray,
+    out: np.ndarray,
 ) -> None:
     """Balance each table ``K[b]`` into ``F0[b]``, ``F1[b]``; its final error into ``errors[b]``.
 
     ``T0``, ``T1`` have one row per table or a single shared row. The batch is cut into
     ``n_chunks`` contiguous chunks run in parallel, each with its own scratch arrays. A table
     whose sum is far from its target total, or whose factors leave ``[low, high]``, is flagged
-    and left (see :func:`numba_ipf`). The error is relative to the target total.
+    and left (see :func:`numba_ipf`). The error is relative to the target total. ``check``:
+    a table that fails :func:`_rows_pass` (``bits``: ``K`` viewed as integers) or
+    :func:`_columns_pass` is marked ``invalid`` and left; ``write``: the balanced table goes to
+    ``out[b]`` while ``K[b]`` is in cache.
     """
     n_tables, m, l = K.shape
     for c in prange(n_chunks):
@@ -390,6 +485,9 @@ def _ipf_loops(
             t0 = T0[0] if T0.shape[0] == 1 else T0[b]
             t1 = T1[0] if T1.shape[0] == 1 else T1[b]
             _transpose(Kb, Kt, r0)  # r0 = K 1: the first X-reduction (f1 = 1)
+            if check and not _rows_pass(bits[b], r0, t0):
+                invalid[b] = True
+                continue
             f0[:] = 1
             f1[:] = 1
             total = 0.0
@@ -400,6 +498,7 @@ def _ipf_loops(
             scale = 1.0 / total
             if mass * ratio < total or total * ratio < mass:  # (NaN: not flagged)
                 flagged[b] = True
+                invalid[b] = check and not _columns_pass(Kt, r1, t1, True)
                 continue
             for k in range(steps):
                 if k % 2 == 0:  # X-step: f0 = t0 / (K f1)
@@ -413,14 +512,20 @@ def _ipf_loops(
                     flagged[b] = True
                     break
             if flagged[b]:
+                invalid[b] = check and not _columns_pass(Kt, r1, t1, True)
                 continue
             # Final error on both axes. The axis stepped last keeps its reduction: the other
-            # factor has not changed since.
+            # factor has not changed since. So r1 = K^T f0 with f0 > 0 where t0 > 0.
             if steps % 2 == 0 and steps > 0:
                 _reduce(Kt, f1, r0)
             if steps % 2 == 1 or steps == 0:
                 _reduce(Kb, f0, r1)
+            if check and not _columns_pass(Kt, r1, t1, False):
+                invalid[b] = True
+                continue
             errors[b] = _max_error(r1, f1, t1, scale, _max_error(r0, f0, t0, scale, 0.0))
+            if write:
+                _write(Kb, f0, f1, out[b])
 
 
 def _apply_loops(K: np.ndarray, F0: np.ndarray, F1: np.ndarray, out: np.ndarray) -> None:

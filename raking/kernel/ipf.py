@@ -242,15 +242,18 @@ def balance_result(
     may then run up to 9 sweeps past the first one within ``tol``, with no host
     synchronisation in between. ``compute_dtype`` as in :func:`balance`.
     """
-    xp, table, targets, config = _validate(
-        table, targets, steps, tol, max_steps, log_domain, check_every, compute_dtype
-    )
-    run = run_steps(table, targets, xp=xp, log_domain=log_domain, **config)
+    args = (table, targets, steps, tol, max_steps, log_domain, check_every, compute_dtype)
+    run = _compiled_door(*args, write=True)
+    if run is not None:
+        balanced = run.table
+    else:
+        xp, table, targets, config = _validate(*args)
+        run = run_steps(table, targets, xp=xp, log_domain=log_domain, **config)
+        # In the table's storage dtype also when the factors of a half-precision table were
+        # absorbed into a working table of the compute dtype.
+        base = storage_of(run.base, targets[0].dtype, xp=xp, d=len(targets))
+        balanced = base.scale(run.factors, log_domain=log_domain, dtype=table.dtype)
     scaling = run.result
-    # In the table's storage dtype also when the factors of a half-precision table were
-    # absorbed into a working table of the compute dtype.
-    base = storage_of(run.base, targets[0].dtype, xp=xp, d=len(targets))
-    balanced = base.scale(run.factors, log_domain=log_domain, dtype=table.dtype)
     return BalanceResult(
         table=balanced,
         factors=scaling.factors,
@@ -292,10 +295,12 @@ def scaling_factors(
     >>> bool(np.allclose(apply_scaling(K, res.factors), balance(K, t, steps=5)))
     True
     """
-    xp, table, targets, config = _validate(
-        table, targets, steps, tol, max_steps, log_domain, check_every, compute_dtype
-    )
-    return run_steps(table, targets, xp=xp, log_domain=log_domain, **config).result
+    args = (table, targets, steps, tol, max_steps, log_domain, check_every, compute_dtype)
+    run = _compiled_door(*args, write=False)
+    if run is None:
+        xp, table, targets, config = _validate(*args)
+        run = run_steps(table, targets, xp=xp, log_domain=log_domain, **config)
+    return run.result
 
 
 def apply_scaling(
@@ -312,11 +317,12 @@ def apply_scaling(
     with two 1-D factors gives :math:`\operatorname{diag}(f_1) K \operatorname{diag}(f_2)` as a
     sparse matrix of the same type and format.
 
-    A table stored in a narrower dtype than the factors (a float16 / bfloat16 table with the float32
-    factors of :func:`scaling_factors`, or a float32 table with float64 factors) gives a result in
-    the table's dtype, formed in blocks of at most :data:`~raking.kernel.storage.HALF_BLOCK_ELEMENTS`
-    cells: each block is cast to the factors' dtype, scaled and rounded back. ``compute_dtype``
-    (``None``: the factors' own dtype; else as in :func:`balance`) casts the factors first.
+    A table stored in a narrower dtype than the factors (a float16 / bfloat16 table with the
+    float32 factors of :func:`scaling_factors`, or a float32 table with float64 factors) gives a
+    result in the table's dtype, formed in blocks of at most
+    :data:`~raking.kernel.storage.HALF_BLOCK_ELEMENTS` cells: each block is cast to the
+    factors' dtype, scaled and rounded back. ``compute_dtype`` (``None``: the factors' own
+    dtype; else as in :func:`balance`) casts the factors first.
     """
     sparse = is_sparse(table)
     xp = sparse_namespace(table, *factors) if sparse else get_xp(table, *factors)
@@ -384,6 +390,58 @@ def _validate(
         ),
     }
     return xp, table, targets, config
+
+
+def _compiled_door(
+    table: Array,
+    targets: Sequence[Array],
+    steps: object,
+    tol: object,
+    max_steps: object,
+    log_domain: bool,
+    check_every: object,
+    compute_dtype: object,
+    *,
+    write: bool,
+) -> _Run | None:
+    """The public functions' run through the compiled loops, which check each table themselves.
+
+    For the NumPy batches that :func:`raking.kernel.compiled.use_numba` sends to the compiled
+    loops (float32 / float64, two balanced axes, a fixed ``steps``), the table checks of
+    :func:`_validate` (finite, non-negative, no empty category with a positive target: four
+    passes over the batch) are made by the loops while each table is in cache for its steps,
+    and ``write`` forms the balanced tables in the same pass. The cheap checks (targets,
+    scalars, dtypes) run here first, as in :func:`_validate`. ``None`` (the caller then takes
+    :func:`_validate` and :func:`run_steps`) when the problem is not one for the loops, or
+    when a check fails: the fast path checks, :func:`_validate` explains, with its message and
+    in its order, and raises.
+    """
+    if log_domain or not isinstance(table, np.ndarray) or table.ndim < 3:
+        return None
+    if table.dtype not in (np.float64, np.float32) or 0 in table.shape:
+        return None
+    try:
+        xp = table_namespace(table)
+        if count_targets(targets) != 2:
+            return None
+        dtype = check_compute_dtype(compute_dtype, table, xp=xp)
+        if dtype != table.dtype:
+            return None
+        checked = check_targets(targets, table, xp=xp, dtype=dtype)
+        steps, tol = check_steps(steps), check_tol(tol)
+        max_steps = check_max_steps(max_steps)
+        check_check_every(check_every, n_axes=2, accelerator=False)
+    except (TypeError, ValueError):  # _validate raises the first error, in its order
+        return None
+    from raking.kernel.compiled import use_numba
+
+    if steps is None or not use_numba(table, checked, steps):
+        return None
+    tol = attainable_tol(tol, checked, xp=xp)
+    run = _numba_run(table, checked, steps, tol, xp=xp, check=True, write=write)
+    if run is not None:
+        _warn(run, steps=steps, max_steps=max_steps, dtype=dtype, stacklevel=4)
+    return run
 
 
 def _axis_error(
@@ -582,6 +640,7 @@ class _Run(NamedTuple):
 
     ``base`` is the table the ``factors`` apply to: the input table, or, after the factors had
     to be absorbed, the working table (compute dtype). ``result.factors`` apply to the input.
+    ``table``: the balanced table where the compiled loops formed it already, else ``None``.
     """
 
     result: ScalingResult
@@ -590,6 +649,7 @@ class _Run(NamedTuple):
     diverged: bool
     stopped_at: int | None
     unrepresentable: int
+    table: Array | None = None
 
 
 def _ipf(
@@ -909,17 +969,32 @@ def _represent(
     return [xp.where(bad[..., None], nan, c) for c in cumulative], count
 
 
-def _numba_run(table: Array, targets: list[Array], steps: int, tol: float, *, xp: Any) -> _Run:
+def _numba_run(
+    table: Array,
+    targets: list[Array],
+    steps: int,
+    tol: float,
+    *,
+    xp: Any,
+    check: bool = False,
+    write: bool = False,
+) -> _Run | None:
     """:func:`run_steps` with the compiled loops; tables whose factors left the safe range redone.
 
     The loops flag a table whose sum is far from its target total or whose factors leave the
     :class:`_Guard` range, and stop on it; those tables (rare: unreachable targets) are
-    balanced again by :func:`_loop`, which absorbs the factors, and merged back.
+    balanced again by :func:`_loop`, which absorbs the factors, and merged back. ``check``:
+    the loops also check each table (:func:`raking.kernel.compiled.numba_ipf`), and ``None``
+    is returned if one fails. ``write``: the balanced tables are formed in the same pass
+    (``_Run.table``).
     """
     from raking.kernel.compiled import numba_ipf
 
     guard = _Guard(targets, xp=xp)
-    out = numba_ipf(table, targets, steps, bounds=(guard.low, guard.high, guard.ratio))
+    bounds = (guard.low, guard.high, guard.ratio)
+    out = numba_ipf(table, targets, steps, bounds=bounds, check=check, write=write)
+    if check and out.invalid.any():
+        return None
     *batch, m, l = table.shape
     f0, f1 = (np.reshape(f, (-1, f.shape[-1])) for f in out.factors)
     errors = out.errors
@@ -953,6 +1028,11 @@ def _numba_run(table: Array, targets: list[Array], steps: int, tol: float, *, xp
         base = np.reshape(base, table.shape)
         diverged, stopped = redo.diverged, redo.stopped_at
         unrepresentable = redo.unrepresentable
+        if write:
+            redone = storage_of(redo.base, targets[0].dtype, xp=xp, d=2)
+            np.reshape(out.table, (n, m, l))[flagged] = redone.scale(
+                redo.factors, log_domain=False
+            )
     error = float(np.max(errors))  # NaN propagates
     shapes = [(*batch, m), (*batch, l)]
     result = ScalingResult(
@@ -964,4 +1044,4 @@ def _numba_run(table: Array, targets: list[Array], steps: int, tol: float, *, xp
         log_domain=False,
     )
     factors = tuple(np.reshape(f, s) for f, s in zip(factors, shapes, strict=True))
-    return _Run(result, base, factors, diverged, stopped, unrepresentable)
+    return _Run(result, base, factors, diverged, stopped, unrepresentable, out.table)

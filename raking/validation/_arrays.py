@@ -321,7 +321,7 @@ def check_targets(
                 t = xp.asarray(target, dtype=dtype, device=table_device(table))
             else:
                 t = xp.asarray(np.asarray(target, dtype=np.float64), device=table_device(table))
-                t = xp.astype(t, dtype)
+                t = xp.astype(t, dtype, copy=False)  # read only: no copy needed
         except (TypeError, ValueError, RuntimeError) as exc:
             raise TypeError(
                 f"{label} could not be converted to the table's array type: {exc}. Pass it as "
@@ -344,7 +344,7 @@ def check_targets(
                 "shares or counts and must be >= 0."
             )
         with np.errstate(over="ignore"):
-            total = t_np.astype(np.float64).sum(axis=-1)
+            total = t_np.astype(np.float64, copy=False).sum(axis=-1)
         if np.any(total <= 0):
             raise ValueError(f"{label} sums to 0; a target marginal needs positive total mass.")
         _check_total_range(total, xp.finfo(dtype), label=label)
