@@ -45,6 +45,11 @@ def _clus2_strata() -> pd.DataFrame:
     return frame
 
 
+def _clus3() -> pd.DataFrame:
+    extra = pd.read_csv(R_DIR / "designs_apiclus2_three.csv")
+    return _clus2().merge(extra, on="snum", how="left", validate="one_to_one")
+
+
 def _strat_lonely() -> pd.DataFrame:
     """apistrat with one high school (R: the one with the smallest snum)."""
     strat = load_api("apistrat")
@@ -105,6 +110,14 @@ CASES = {
         _clus2_strata,
         {"weights": "w", "strata": "dstr", "cluster": ["dnum", "snum"], "fpc": ["fpc1s", "fpc2"]},
     ),
+    "clus3": (
+        _clus3,
+        {
+            "weights": "w",
+            "cluster": ["cnum", "dnum", "snum"],
+            "fpc": ["fpc_county", "fpc_district", "fpc_school"],
+        },
+    ),
     "clus2_nest": (
         _clus2,
         {
@@ -124,6 +137,11 @@ CASES = {
 }
 # R's design weights (from the fpc) of each case: the stages and fpc columns that give them
 FPC_WEIGHTS = {
+    "clus3": (
+        [None, None, None],
+        ["cnum", "dnum", "snum"],
+        ["fpc_county", "fpc_district", "fpc_school"],
+    ),
     "clus2_strat": (["dstr", "stype"], ["dnum", "snum"], ["fpc1s", "fpc2s"]),
     "clus2_strat1": (["dstr", None], ["dnum", "snum"], ["fpc1s", "fpc2"]),
     "clus2_nest": (["stype", None], ["dnum", "snum"], ["fpc1", "fpc2"]),

@@ -2,9 +2,9 @@
 # Generated with: R version 4.2.2 Patched (2022-11-10 r83330), survey 4.1.1.
 # Run from the repository root: Rscript tests/data/r/designs.R
 # Writes tests/data/r/designs_weights.csv (raked weights by case and row),
-# tests/data/r/designs_estimates.csv (estimates and SEs by case, lonely.psu option and statistic)
-# and tests/data/r/designs_apiclus2_strata.csv (design columns derived from apipop for the
-# stratified two-stage case).
+# tests/data/r/designs_estimates.csv (estimates and SEs by case, lonely.psu option and statistic),
+# and the design columns derived from apipop for the stratified two-stage case
+# (designs_apiclus2_strata.csv) and the three-stage case (designs_apiclus2_three.csv).
 suppressMessages(library(survey))
 data(api)
 out <- "tests/data/r"
@@ -117,6 +117,21 @@ dstrat1 <- svydesign(id = ~dnum + snum, strata = ~dstr, fpc = ~fpc1s + fpc2, dat
 rstrat1 <- rake_it(dstrat1)
 add_weights("clus2_strat1", rstrat1, dstrat1)
 add_estimates("clus2_strat1", rstrat1, "fail")
+
+# --- three stages: counties, districts within them, schools (population counts from apipop) --
+three <- apiclus2
+three$fpc_county <- length(unique(apipop$cnum))
+districts <- tapply(apipop$dnum, apipop$cnum, function(x) length(unique(x)))
+three$fpc_district <- as.vector(districts[as.character(three$cnum)])
+schools <- table(paste(apipop$cnum, apipop$dnum))
+three$fpc_school <- as.vector(schools[paste(three$cnum, three$dnum)])
+write.csv(three[, c("snum", "fpc_county", "fpc_district", "fpc_school")],
+          file.path(out, "designs_apiclus2_three.csv"), row.names = FALSE)
+dthree <- svydesign(id = ~cnum + dnum + snum, fpc = ~fpc_county + fpc_district + fpc_school,
+                    data = three)
+rthree <- rake_it(dthree)
+add_weights("clus3", rthree, dthree)
+for (lonely in lonely_options) add_estimates("clus3", rthree, lonely)
 
 # --- nest=TRUE: strata by stype, each district split by stype (lonely PSUs at stage 2) -------
 dnest <- svydesign(id = ~dnum + snum, strata = ~stype, fpc = ~fpc1 + fpc2, nest = TRUE,
