@@ -24,6 +24,12 @@ copy: both reductions then run over contiguous rows and vectorise (``A^T f`` as 
 ``f[j] A[j, :]``, taken left to right), without ``fastmath``. The summation order differs from
 BLAS's, so the factors agree with the kernel's to rounding (about 1e-15 relative), not bitwise.
 
+For the public functions (:func:`raking.kernel.ipf.balance` etc.) the same pass also checks
+each table (``check=True``: what :func:`raking.validation.check_table` and
+:func:`raking.validation.raise_on_empty_categories` check, four passes over the batch
+otherwise) and writes the balanced tables (``write=True``), so that the batch is read from
+memory once: see :func:`numba_ipf`.
+
 This module is imported by :mod:`raking.kernel.ipf` only for NumPy input with a fixed step count,
 and it imports numba only once :func:`use_numba` has decided to use it: balancing one table never
 loads numba (whose import takes 0.1-0.4 s).
