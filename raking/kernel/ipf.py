@@ -553,15 +553,22 @@ class _Guard:
         self.host = host  # host arrays: read scalars one by one; else one read per check
         self.numpy = is_numpy(xp)
         dtype = targets[0].dtype
-        info = xp.finfo(dtype)
-        emax = math.log2(float(info.max))
-        e = math.floor(emax / (2 * max(len(targets) - 1, 1)))
-        self.low, self.high = 2.0**-e, 2.0**e
-        self.tiny = float(info.smallest_normal)
-        self.ratio = 2.0 ** math.floor(emax / 4)
+        self.low, self.high, self.ratio = _Guard.bounds(dtype, len(targets), xp=xp)
+        self.tiny = float(xp.finfo(dtype).smallest_normal)
         self.d = len(targets)
         # Zero targets have zero factors by design: ``pad`` lifts them to 1 for the minimum.
         self.pad = [xp.astype(t == 0, dtype) if bool(xp.any(t == 0)) else None for t in targets]
+
+    @staticmethod
+    def bounds(dtype: Any, d: int, *, xp: Any) -> tuple[float, float, float]:
+        """``(low, high, ratio)``: the factors' range ``2**±e`` and the largest ``T / sum``.
+
+        ``e = floor(emax / (2 (d - 1)))`` and ``ratio = 2**floor(emax / 4)``, with ``emax``
+        the base-2 exponent of the largest number of ``dtype``.
+        """
+        emax = math.log2(float(xp.finfo(dtype).max))
+        e = math.floor(emax / (2 * max(d - 1, 1)))
+        return 2.0**-e, 2.0**e, 2.0 ** math.floor(emax / 4)
 
     def _read(self, values: list[Array]) -> list[float]:
         """0-d arrays as floats: one by one on the host, in one transfer from an accelerator."""
@@ -990,8 +997,7 @@ def _numba_run(
     """
     from raking.kernel.compiled import numba_ipf
 
-    guard = _Guard(targets, xp=xp)
-    bounds = (guard.low, guard.high, guard.ratio)
+    bounds = _Guard.bounds(targets[0].dtype, 2, xp=xp)
     out = numba_ipf(table, targets, steps, bounds=bounds, check=check, write=write)
     if check and out.invalid.any():
         return None
