@@ -428,3 +428,8 @@ def test_trim_with_every_weight_outside():
     res = rake(data, {"s": {"a": 10, "b": 30}})  # weights 1 and 3, average 2
     with pytest.raises(ValueError, match="every one of the 20 weights lies outside"):
         res.trim(lower=1.5, upper=2.5)
+
+
+def test_calibration_matrix_needs_a_categorical_variable():
+    with pytest.raises(ValueError, match="at least one categorical variable"):
+        CalibrationMatrix([], [], np.ones((3, 1)))

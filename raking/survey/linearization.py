@@ -315,14 +315,18 @@ class CalibrationMatrix:
 
     Its :math:`p = \sum_v L_v + q` columns are the level indicators of every categorical
     variable (variable :math:`v`'s :math:`L_v` levels in order, at ``offsets[v]``), then the
-    :math:`q` numeric columns. Products cost :math:`O(n (V + q))` (gathers and
-    ``numpy.bincount``); the Gram matrix :math:`X^\top \operatorname{diag}(v) X` costs one
-    pass per pair of columns blocks, :math:`O(n (V + q)^2)` at most, and is :math:`p \times p`.
+    :math:`q` numeric columns. The indicator part is constant within the :math:`C \le n`
+    non-empty cells of the crossed codes (found once, as :class:`RakingProjection` does), so
+    each product reads the rows once: :math:`X \beta` is one gather of a value per cell (plus
+    the numeric columns), :math:`X^\top v` one ``numpy.bincount`` of ``v`` into the cells, and
+    the Gram matrix :math:`X^\top \operatorname{diag}(v) X` (:math:`p \times p`) :math:`1 + q`
+    of them plus :math:`q(q+1)/2` products of numeric columns; the rest works on the cells.
 
     Parameters
     ----------
     codes : sequence of numpy.ndarray of int, each of shape ``(n,)``
-        Level of each row for each categorical variable.
+        Level of each row for each categorical variable; at least one (the intercept alone is a
+        variable of one level, code 0 for every row).
     n_levels : sequence of int
         :math:`L_v` of each variable.
     numeric : numpy.ndarray of float64, shape ``(n, q)``, optional
@@ -335,62 +339,71 @@ class CalibrationMatrix:
         n_levels: Sequence[int],
         numeric: np.ndarray | None = None,
     ) -> None:
-        self.codes = [np.asarray(c, dtype=np.intp) for c in codes]
+        if len(codes) == 0:
+            raise ValueError(
+                "CalibrationMatrix needs at least one categorical variable; for the intercept "
+                "alone pass codes=[numpy.zeros(n, dtype=int)], n_levels=[1]."
+            )
+        self.codes = [np.asarray(c) for c in codes]
         self.n_levels = [int(x) for x in n_levels]
-        n = self.codes[0].shape[0] if self.codes else np.shape(numeric)[0]
+        self.n_rows = n = self.codes[0].shape[0]
         # column-major: each numeric column is read contiguously
         self.numeric = np.asfortranarray(
             np.zeros((n, 0)) if numeric is None else np.asarray(numeric, dtype=np.float64)
         )
-        self._pairs: list[np.ndarray] | None = None
-        self.n_rows = n
         self.offsets = np.concatenate([[0], np.cumsum(self.n_levels, dtype=np.int64)])
         self.n_categorical = int(self.offsets[-1])
         self.n_columns = self.n_categorical + self.numeric.shape[1]
+        self._cell, cell_codes = _cells(self.codes, self.n_levels)
+        self._cell_codes = [c.astype(np.intp) for c in cell_codes]
+        self.n_cells = int(self._cell_codes[0].size)
+        self._blocks = list(zip(self._cell_codes, self.n_levels, self.offsets[:-1], strict=True))
+        self._pairs = [  # the cross-tabulation key of each pair of variables, on the cells
+            ci * lj + cj
+            for i, (ci, _, _) in enumerate(self._blocks)
+            for cj, lj, _ in self._blocks[i + 1 :]
+        ]
+
+    def _cell_sums(self, v: np.ndarray) -> np.ndarray:
+        return np.bincount(self._cell, weights=v, minlength=self.n_cells)
 
     def dot(self, beta: np.ndarray) -> np.ndarray:
         r""":math:`X \beta`, shape ``(n,)``."""
-        k = self.n_categorical
-        # einsum, not BLAS: a threaded gemv stalls on an oversubscribed machine (see _dot)
-        out = np.einsum("ij,j->i", self.numeric, beta[k:])
-        for c, a, b in zip(self.codes, self.offsets[:-1], self.offsets[1:], strict=True):
-            out += beta[a:b][c]
+        per_cell = np.zeros(self.n_cells)
+        for cc, size, a in self._blocks:
+            per_cell += beta[a : a + size][cc]
+        out = per_cell[self._cell]
+        if self.numeric.shape[1]:
+            # einsum, not BLAS: a threaded gemv stalls on an oversubscribed machine (see _dot)
+            out += np.einsum("ij,j->i", self.numeric, beta[self.n_categorical :])
         return out
 
     def tdot(self, v: np.ndarray) -> np.ndarray:
         r""":math:`X^\top v`, shape ``(p,)``: level sums of ``v``, then the numeric sums."""
         out = np.empty(self.n_columns)
-        for c, size, a, b in zip(
-            self.codes, self.n_levels, self.offsets[:-1], self.offsets[1:], strict=True
-        ):
-            out[a:b] = np.bincount(c, weights=v, minlength=size)
+        sums = self._cell_sums(v)
+        for cc, size, a in self._blocks:
+            out[a : a + size] = np.bincount(cc, weights=sums, minlength=size)
         out[self.n_categorical :] = np.einsum("i,ij->j", v, self.numeric)
         return out
 
     def gram(self, v: np.ndarray) -> np.ndarray:
-        r""":math:`X^\top \operatorname{diag}(v) X`, shape ``(p, p)``, symmetric.
-
-        The cross-tabulation key :math:`c_i L_j + c_j` of each pair of categorical variables is
-        formed on the first call and kept (one integer array of ``n`` per pair).
-        """
+        r""":math:`X^\top \operatorname{diag}(v) X`, shape ``(p, p)``, symmetric."""
         p, k = self.n_columns, self.n_categorical
         out = np.zeros((p, p))
-        blocks = list(zip(self.codes, self.n_levels, self.offsets[:-1], strict=True))
-        if self._pairs is None:
-            self._pairs = [
-                ci * lj + cj for i, (ci, _, _) in enumerate(blocks) for cj, lj, _ in blocks[i + 1 :]
-            ]
-        keys = iter(self._pairs)
+        sums = self._cell_sums(v)
         vx = self.numeric * v[:, None]
-        for i, (ci, li, ai) in enumerate(blocks):
+        numeric_sums = [self._cell_sums(vx[:, j]) for j in range(vx.shape[1])]
+        keys = iter(self._pairs)
+        for i, (ci, li, ai) in enumerate(self._blocks):
             rows = slice(ai, ai + li)
-            out[rows, rows] = np.diag(np.bincount(ci, weights=v, minlength=li))
-            for _, lj, aj in blocks[i + 1 :]:
-                cross = np.bincount(next(keys), weights=v, minlength=li * lj).reshape(li, lj)
+            out[rows, rows] = np.diag(np.bincount(ci, weights=sums, minlength=li))
+            for _, lj, aj in self._blocks[i + 1 :]:
+                cross = np.bincount(next(keys), weights=sums, minlength=li * lj).reshape(li, lj)
                 out[rows, aj : aj + lj] = cross
                 out[aj : aj + lj, rows] = cross.T
-            for j in range(self.numeric.shape[1]):
-                col = np.bincount(ci, weights=vx[:, j], minlength=li)
+            for j, cell_sums in enumerate(numeric_sums):
+                col = np.bincount(ci, weights=cell_sums, minlength=li)
                 out[rows, k + j] = col
                 out[k + j, rows] = col
         out[k:, k:] = np.einsum("ij,ik->jk", vx, self.numeric)
