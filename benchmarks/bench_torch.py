@@ -11,8 +11,8 @@ For each batch size B (``--batch``, default 1024 and 4096) and a seeded ``(B, B)
 
 Methods run round-robin, ``--repeats`` rounds after one untimed warm-up round, so a busy
 machine slows all of them alike; the table gives the best time, the median, the ratio of the
-best times to (a)'s and the range of the per-round ratios (each method against (a) in the same
-round). ``--threads`` fixes ``torch.set_num_threads`` (default 2).
+best times to (a)'s and the median and range of the per-round ratios (each method against (a)
+in the same round). ``--threads`` fixes ``torch.set_num_threads`` (default 2).
 
 Memory: the peak above the state before the call (the leaf ``S`` exists), in units of one
 ``B x B`` matrix of ``S``'s dtype; it includes ``S.grad`` (1 unit). On CUDA
@@ -185,8 +185,8 @@ def run(batch: int, args: argparse.Namespace) -> list[str]:
         f"B = {batch}, {args.dtype}, logits {args.scale} * N(0, 1), {args.device}; "
         f"forward + backward, best of {args.repeats} (round-robin)",
         "",
-        "| method | best (ms) | median (ms) | ratio to (a) | per-round ratio (min-max) "
-        "| peak (B×B) | saved (B×B) |",
+        "| method | best (ms) | median (ms) | ratio of bests to (a) | per-round ratio: median "
+        "(min-max) | peak (B×B) | saved (B×B) |",
         "|---|--:|--:|--:|--:|--:|--:|",
     ]
     for name in names:
@@ -196,7 +196,8 @@ def run(batch: int, args: argparse.Namespace) -> list[str]:
         saved = saved_bytes(losses[name], logits) / unit
         rows.append(
             f"| {name} | {min(t) * 1e3:.0f} | {statistics.median(t) * 1e3:.0f} | "
-            f"{min(t) / min(base):.2f} | {min(per_round):.2f}-{max(per_round):.2f} | "
+            f"{min(t) / min(base):.2f} | {statistics.median(per_round):.2f} "
+            f"({min(per_round):.2f}-{max(per_round):.2f}) | "
             f"{'n/a' if peak is None else f'{peak:.1f}'} | {saved:.1f} |"
         )
     rows += ["", *k1_differences(logits, losses[names[0]]), ""]
