@@ -21,7 +21,8 @@ Every function dispatches on the input's array namespace (NumPy, CuPy, PyTorch, 
 through :mod:`raking._array_api`; leading axes are batch axes and are never looped over in Python. A
 2-D ``scipy.sparse`` (``cupyx.scipy.sparse``) table runs through the same steps with NumPy (CuPy)
 factors: its reductions are the mat-vecs ``table @ f`` and ``table.T @ f``
-(:mod:`raking.kernel.sparse`).
+(:mod:`raking.kernel.sparse`). The loop (:func:`_loop`) is written once against the table's
+:class:`~raking.kernel.storage.Storage` (dense, half-precision blocks or sparse), chosen at entry.
 
 *Storage and compute dtypes.* The table is stored in its own dtype; the factors, targets, reductions
 and errors are in the *compute dtype* (``compute_dtype``): the table's dtype for float32 / float64
