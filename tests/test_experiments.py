@@ -136,7 +136,9 @@ def test_grid_points_are_json_and_self_describing(name, quick):
 
 def test_dependence_grid_defaults_and_s2():
     points = EXPERIMENTS["dependence"].grid(Options())
-    assert len(points) == 40
+    assert len(points) == 120
+    assert [p["h_align"] for p in points[:40]] == [1.0] * 40  # the reference h keeps its seeds
+    assert {p["h_align"] for p in points} == {1.0, 0.5, 0.0}
     assert {p["eps"] for p in points} == {0.0, 0.01, 0.05, 0.1}
     assert len({p["s"] for p in points}) == 10
     assert {p["n"] for p in points} == {1000} and {p["reps"] for p in points} == {2000}
@@ -148,7 +150,61 @@ def test_dependence_grid_defaults_and_s2():
         assert p["s2"] == pytest.approx(p["s"], abs=1e-10)
 
 
+def test_additive_share_is_the_part_of_var_h_that_balancing_removes_at_s_0():
+    """1 - sigma_inf^2 / sigma_0^2 at s = 0 = (Var E[h|X] + Var E[h|Y]) / Var h under P_X P_Y."""
+    from raking.simulation.experiments._dependence import additive_share
+
+    shares = []
+    for a in (0.0, 0.5, 1.0, 2.0):
+        d = build_design({**DEPENDENCE_DESIGN, "h_align": a, "s": 0.0})
+        mean = float(np.sum(d.P * d.h))
+        h_x, h_y = (d.P * d.h).sum(1) / d.p_x, (d.P * d.h).sum(0) / d.p_y
+        var = float(np.sum(d.P * (d.h - mean) ** 2))
+        main = float(d.p_x @ (h_x - mean) ** 2 + d.p_y @ (h_y - mean) ** 2)
+        share = additive_share({**DEPENDENCE_DESIGN, "h_align": a, "s": 0.7})  # s is ignored
+        assert share == pytest.approx(main / var, rel=1e-10)
+        shares.append(share)
+    assert shares == sorted(shares) and 0.1 < shares[0] < 0.2 and shares[-1] > 0.9
+
+
+def test_dependence_ratio_and_its_paired_se():
+    """mse_ratio is MSE / empirical MSE on the same replicates; its s.e. is smaller than the
+    unpaired one, and pure-noise h at s = 0 keeps most of its MSE (little additive part)."""
+    points = EXPERIMENTS["dependence"].grid(Options(reps=400, quick=True))
+    clean = [p for p in points if p["eps"] == 0.0 and p["s"] == 0.0]
+    for i, point in enumerate(clean):
+        rows = dependence_point(point, _seed(i), "numba")
+        emp = _pick(rows, "empirical")
+        assert (emp["mse_ratio"], emp["mse_ratio_se"]) == (1.0, 0.0)
+        bal = _pick(rows, "balanced", 8)
+        assert bal["mse_ratio"] == pytest.approx(bal["mse"] / emp["mse"], rel=1e-12)
+        unpaired = bal["mse_ratio"] * math.hypot(
+            bal["mse_se"] / bal["mse"], emp["mse_se"] / emp["mse"]
+        )
+        assert 0 < bal["mse_ratio_se"] < unpaired
+        assert bal["theory_ratio"] == pytest.approx(bal["theory_mse"] / emp["theory_mse"])
+        # at s = 0 the ratio is 1 - additive share, to a few paired standard errors
+        expected = 1.0 - point["additive_share"]
+        assert abs(bal["mse_ratio"] - expected) < 4 * bal["mse_ratio_se"] + 0.03, point
+
+
+def test_mse_vs_k_paired_gap_matches_theory_and_beats_the_unpaired_one():
+    (point,) = EXPERIMENTS["mse_vs_k"].grid(Options(n=(1000,), reps=4000))
+    assert point["k_ref"] == 60 and point["ks"] == list(range(13))
+    rows = k_sweep_point(point, _seed(), "numba")
+    for r in rows[1:]:
+        assert r["gap_theory"] == pytest.approx(r["sigma2_k"] - r["sigma2_inf"], rel=1e-8)
+        assert abs(r["gap_mc"] - r["gap_theory"]) < 4 * r["gap_mc_se"], r
+        if r["k"] >= 8:  # where the gap is small, pairing removes most of the MC noise
+            assert r["gap_mc_se"] < 0.5 * r["mc_se"]
+        assert r["ratio_se"] == pytest.approx(r["mc_se"] / r["sigma2_k"])
+    assert "gap_mc" not in EXPERIMENTS["theory_vs_mc"].point(
+        EXPERIMENTS["theory_vs_mc"].grid(Options(n=(100,), reps=20))[0], _seed(), "numba"
+    )[0]
+
+
 def test_options_override_reps_and_n():
+    assert [p["n"] for p in EXPERIMENTS["mse_vs_k"].grid(Options())] == [1000, 10_000, 100_000]
     points = EXPERIMENTS["mse_vs_k"].grid(Options(reps=50, n=(300, 400)))
     assert [p["n"] for p in points] == [300, 400]
     assert {p["reps"] for p in points} == {50}
@@ -179,7 +235,9 @@ def dependence_rows():
     """The largest-s points of the default dependence grid at eps = 0 and eps = 0.1."""
     points = EXPERIMENTS["dependence"].grid(Options())
     s_top = max(p["s"] for p in points)
-    chosen = [p for p in points if p["s"] == s_top and p["eps"] in (0.0, 0.1)]
+    chosen = [
+        p for p in points if p["s"] == s_top and p["eps"] in (0.0, 0.1) and p["h_align"] == 1.0
+    ]
     return {p["eps"]: dependence_point(p, _seed(i), "numba") for i, p in enumerate(chosen)}
 
 
@@ -220,7 +278,7 @@ def test_dependence_rows_match_theory(dependence_rows, eps):
 
 
 def test_k_sweep_rows_have_bound_and_efficient_variance():
-    (point,) = EXPERIMENTS["mse_vs_k"].grid(Options(reps=200, quick=True))
+    point = EXPERIMENTS["mse_vs_k"].grid(Options(reps=200, quick=True))[0]
     rows = k_sweep_point(point, _seed(), "numba")
     assert rows[0]["bound"] is None
     for r in rows[1:]:
@@ -272,7 +330,7 @@ def test_illustration_balances_on_the_observed_support():
 
 
 def test_numpy_backend_matches_numba():
-    (point,) = EXPERIMENTS["mse_vs_k"].grid(Options(reps=300, quick=True))
+    point = EXPERIMENTS["mse_vs_k"].grid(Options(reps=300, quick=True))[0]
     a = k_sweep_point(point, _seed(), "numba")
     b = k_sweep_point(point, _seed(), "numpy")
     for ra, rb in zip(a, b, strict=True):
@@ -299,7 +357,8 @@ def test_cupy_backend_without_cupy_says_how_to_install():
 def test_dependence_summary(dependence_rows):
     frame = pd.DataFrame(dependence_rows[0.0] + dependence_rows[0.1])
     table = summarize("dependence", frame)
-    assert list(table["eps"]) == [0.0, 0.1]
+    assert list(table["eps"]) == [0.0, 0.1] and set(table["h_align"]) == {1.0}
+    assert table["ratio_k8_se"].iloc[0] > 0
     assert (table["ratio_balanced_k8_empirical"].iloc[0]) < 0.5
     assert table["bias2_share_balanced"].iloc[1] > 0.8
 

@@ -1,12 +1,22 @@
 r"""The ``dependence`` experiment: MSE vs the dependence level s, one line per noise level.
 
 The empirical, IPWI and balanced (k = 1, 2, 4, 8) estimators on one batch of count tables per
-(s, :math:`\varepsilon`) point, given mixture-misspecified marginals (``theory.md`` §4-5), with
+(h, s, :math:`\varepsilon`) point, given mixture-misspecified marginals (``theory.md`` §4-5), with
 the first-order theory.
+
+Three functions :math:`h = a(\alpha + \beta) + Z` separate the two reasons balancing helps
+[INF]: :math:`a = 1` (the reference design), :math:`a = 0.5` and :math:`a = 0` (pure noise).
+Balancing removes the additive part of h at every s, dependence or not; its share of
+:math:`\mathrm{Var}(h)` under independence is the grid's ``additive_share``,
+:math:`1 - \sigma_\infty^2 / \sigma_0^2` at :math:`s = 0` (0.765 for :math:`a = 1`, 0.499 for
+:math:`a = 0.5`, 0.131 for pure noise, whose own main effects are additive too). The MSE ratio
+to the empirical estimator at :math:`s = 0` measures that share; its change with s measures
+what dependence adds.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -21,33 +31,79 @@ from raking.stats.theory import asymptotic_mse, asymptotic_variance, ipwi_varian
 _EPS = (0.0, 0.01, 0.05, 0.1)
 _DEPENDENCE_KS = (1, 2, 4, 8)
 _S_FRACTION = 0.95  # the s grid ends at 0.95 s_max: the table stays strictly positive
+_H_ALIGNS = (1.0, 0.5, 0.0)
+r"""The weights a of the additive part of :math:`h = a(\alpha + \beta) + Z`: the reference design
+first (so its grid points keep their seeds), then half, then none (pure noise) [INF]."""
+
+
+def additive_share(point: dict) -> float:
+    r"""Share of :math:`\mathrm{Var}(h)` in the additive part of h under independence (unitless).
+
+    .. math::
+
+        1 - \frac{\sigma_\infty^2}{\sigma_0^2}\Big|_{s = 0}
+        = \frac{\mathrm{Var}(E[h \mid X]) + \mathrm{Var}(E[h \mid Y])}{\mathrm{Var}(h)}
+        \quad \text{under } P_X P_Y,
+
+    the part of the variance that balancing removes when X and Y are independent; so at
+    :math:`s = 0` the balanced-to-empirical MSE ratio tends to one minus this share as k and n
+    grow.
+
+    Parameters
+    ----------
+    point : dict
+        Design keys of :func:`~raking.simulation.experiments.build_design` (``s`` is ignored).
+    """
+    design = build_design({**point, "s": 0.0})
+    sigma2_0 = asymptotic_variance(design.P, design.h, 0)
+    return 1.0 - asymptotic_variance(design.P, design.h, math.inf) / sigma2_0
 
 
 def _dependence_grid(options: Options) -> list[dict]:
-    """10 values of s in [0, 0.95 s_max] x 4 noise levels x n (default 1000), 2000 reps."""
+    """3 functions h x 10 values of s in [0, 0.95 s_max] x 4 noise levels x n, 2000 reps.
+
+    The reference h (``h_align`` = 1) comes first, so its points keep the seeds they had before
+    the other two were added.
+    """
     reps = _reps(options, 2000, 300)
     ns = options.n or (1000,)
     s_max = build_design({**DEPENDENCE_DESIGN, "s": 0.0}).s_max
     s_values = np.linspace(0.0, _S_FRACTION * s_max, 5 if options.quick else 10)
     points = []
-    for n in ns:
-        for s in s_values:
-            for eps in _EPS:
-                point = {
-                    "experiment": "dependence",
-                    **DEPENDENCE_DESIGN,
-                    "s": float(s),
-                    "eps": eps,
-                    "noise": "mixture",
-                    "n": int(n),
-                    "reps": reps,
-                    "ks": list(_DEPENDENCE_KS),
-                }
-                design = build_design(point)  # raises unless s_2 = s
-                point["s2"] = design.s2
-                point["s_max"] = design.s_max
-                points.append(point)
+    for align in _H_ALIGNS:
+        fixed = {**DEPENDENCE_DESIGN, "h_align": align}
+        share = additive_share(fixed)
+        for n in ns:
+            for s in s_values:
+                for eps in _EPS:
+                    point = {
+                        "experiment": "dependence",
+                        **fixed,
+                        "s": float(s),
+                        "eps": eps,
+                        "noise": "mixture",
+                        "n": int(n),
+                        "reps": reps,
+                        "ks": list(_DEPENDENCE_KS),
+                    }
+                    design = build_design(point)  # raises unless s_2 = s
+                    point["s2"] = design.s2
+                    point["s_max"] = design.s_max
+                    point["additive_share"] = share
+                    points.append(point)
     return points
+
+
+def _ratio_stats(squared: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    r"""MSE ratio :math:`\overline{e^2} / \overline{e_0^2}` of paired squared errors, its s.e.
+
+    Delta method on the paired replicates: :math:`\mathrm{se} = \mathrm{sd}(e^2 - r e_0^2) /
+    (\sqrt{R}\, \overline{e_0^2})` (unitless).
+    """
+    mean_ref = float(reference.mean())
+    ratio = float(squared.mean()) / mean_ref
+    se = float((squared - ratio * reference).std(ddof=1) / (math.sqrt(squared.size) * mean_ref))
+    return {"mse_ratio": ratio, "mse_ratio_se": se}
 
 
 def dependence_point(point: dict, seed: np.random.SeedSequence, backend: str) -> list[dict]:
@@ -74,8 +130,11 @@ def dependence_point(point: dict, seed: np.random.SeedSequence, backend: str) ->
         One row per estimator (``"empirical"`` with k = 0, ``"ipwi"`` with k = None,
         ``"balanced"`` for each k) with the point's parameters and: ``mse``, ``mse_se`` (Monte
         Carlo standard error of the MSE), ``bias`` (mean - truth), ``variance``,
+        ``mse_ratio`` (MSE / MSE of the empirical estimator on the same replicates) and
+        ``mse_ratio_se`` (its delta-method standard error, 0 for the empirical row),
         ``theory_mse``, ``theory_bias``, ``theory_variance`` (:math:`\sigma^2`, not divided by
-        n), ``theory`` (how exact the theory is) and ``n_fallback``.
+        n), ``theory_ratio`` (``theory_mse`` / the empirical ``theory_mse``), ``theory`` (how
+        exact the theory is) and ``n_fallback``.
 
     Notes
     -----
@@ -103,17 +162,30 @@ def dependence_point(point: dict, seed: np.random.SeedSequence, backend: str) ->
     base = {**_base(point), "truth": truth}
 
     rows = []
+    var_h = asymptotic_variance(P, h, 0)
+    empirical = np.asarray(empirical_estimate(counts, h))
+    empirical_sq = (empirical - truth) ** 2
 
     def add(
         estimator: str, k: int | None, values: np.ndarray, fallbacks: int, **theory: Any
     ) -> None:
         stats = _mc_stats(values, truth)
+        ratio = _ratio_stats((values - truth) ** 2, empirical_sq)
+        if estimator == "empirical":
+            ratio["mse_ratio_se"] = 0.0
+        theory["theory_ratio"] = theory["theory_mse"] / (var_h / n)
         rows.append(
-            {**base, "estimator": estimator, "k": k, **stats, **theory, "n_fallback": fallbacks}
+            {
+                **base,
+                "estimator": estimator,
+                "k": k,
+                **stats,
+                **ratio,
+                **theory,
+                "n_fallback": fallbacks,
+            }
         )
 
-    var_h = asymptotic_variance(P, h, 0)
-    empirical = np.asarray(empirical_estimate(counts, h))
     add(
         "empirical",
         0,

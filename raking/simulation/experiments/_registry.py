@@ -42,7 +42,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     for e in (
         Experiment(
             "dependence",
-            "MSE vs dependence s: empirical, IPWI, balanced k=1,2,4,8; lines = noise eps",
+            "MSE vs dependence s: empirical, IPWI, balanced k=1,2,4,8; lines = eps; 3 h",
             _dependence_grid,
             dependence_point,
             _plotter("dependence"),
@@ -66,7 +66,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         ),
         Experiment(
             "mse_vs_k",
-            "n*MSE vs k=0..12 with sigma_k^2, sigma_inf^2 and the geometric bound",
+            "n*MSE/sigma_k^2 and paired gaps to sigma_inf^2, k=0..12, n=1e3, 1e4, 1e5; bound",
             _mse_vs_k_grid,
             k_sweep_point,
             _plotter("mse_vs_k"),

@@ -28,11 +28,13 @@ def summarize(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        - ``dependence``: per (n, eps), at the largest s, the MSEs of the empirical, IPWI and
-          balanced (largest k) estimators, the ratios to the empirical MSE, the share of the
-          balanced MSE due to the squared bias, and the fallbacks of that point;
+        - ``dependence``: per (n, h, eps), at the largest s, the MSEs of the empirical, IPWI and
+          balanced (largest k) estimators, the ratios to the empirical MSE (the balanced one with
+          its paired standard error, and also at the smallest s), the share of the balanced MSE
+          due to the squared bias, and the fallbacks of that point;
         - ``theory_vs_mc`` and ``mse_vs_k``: per (n, k), ``n_mse``, ``mc_se``, ``sigma2_k``,
-          ``ratio`` (and ``bound`` for ``mse_vs_k``), ``n_fallback``;
+          ``ratio`` (and ``bound``, the paired gaps ``gap_mc`` with ``gap_mc_se`` and
+          ``gap_theory`` for ``mse_vs_k``), ``n_fallback``;
         - ``mse_vs_n``: per k, the least-squares slope of log MSE on log n (-1 for the
           :math:`1/n` rate), the ratio at the largest n, and the fallbacks;
         - ``illustration``: per k, the largest marginal errors against the true marginals, the
@@ -44,31 +46,42 @@ def summarize(name: str, frame: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}.")
     if name == "dependence":
         records = []
-        for (n, eps), group in frame.groupby(["n", "eps"], sort=True):
+        keys = ["n", "h_align", "eps"] if "h_align" in frame else ["n", "eps"]
+        for key, group in frame.groupby(keys, sort=True):
+            n, eps = int(key[0]), float(key[-1])
             top = group[group["s"] == group["s"].max()]
+            low = group[group["s"] == group["s"].min()]
             kmax = int(top.loc[top["estimator"] == "balanced", "k"].max())
             emp = top[top["estimator"] == "empirical"].iloc[0]
             ipw = top[top["estimator"] == "ipwi"].iloc[0]
             bal = top[(top["estimator"] == "balanced") & (top["k"] == kmax)].iloc[0]
-            records.append(
-                {
-                    "n": int(n),
-                    "eps": float(eps),
-                    "s": float(emp["s"]),
-                    "mse_empirical": emp["mse"],
-                    "mse_ipwi": ipw["mse"],
-                    f"mse_balanced_k{kmax}": bal["mse"],
-                    f"ratio_balanced_k{kmax}_empirical": bal["mse"] / emp["mse"],
-                    "ratio_ipwi_empirical": ipw["mse"] / emp["mse"],
-                    "bias2_share_balanced": bal["bias"] ** 2 / bal["mse"],
-                    "n_fallback": int(top["n_fallback"].sum()),
-                }
-            )
+            bal_low = low[(low["estimator"] == "balanced") & (low["k"] == kmax)].iloc[0]
+            record = {"n": n}
+            if "h_align" in frame:
+                record["h_align"] = float(key[1])
+            if "additive_share" in frame:
+                record["additive_share"] = float(emp["additive_share"])
+            record |= {
+                "eps": eps,
+                "s": float(emp["s"]),
+                "mse_empirical": emp["mse"],
+                "mse_ipwi": ipw["mse"],
+                f"mse_balanced_k{kmax}": bal["mse"],
+                f"ratio_balanced_k{kmax}_empirical": bal["mse"] / emp["mse"],
+                "ratio_ipwi_empirical": ipw["mse"] / emp["mse"],
+                "bias2_share_balanced": bal["bias"] ** 2 / bal["mse"],
+                "n_fallback": int(top["n_fallback"].sum()),
+            }
+            if "mse_ratio_se" in frame:
+                record[f"ratio_k{kmax}_se"] = float(bal["mse_ratio_se"])
+                record[f"ratio_k{kmax}_at_s_min"] = float(bal_low["mse_ratio"])
+                record[f"ratio_k{kmax}_at_s_min_se"] = float(bal_low["mse_ratio_se"])
+            records.append(record)
         return pd.DataFrame(records)
     if name in ("theory_vs_mc", "mse_vs_k"):
         cols = ["n", "k", "reps", "n_mse", "mc_se", "sigma2_k", "ratio", "n_fallback"]
         if name == "mse_vs_k":
-            cols.insert(-1, "bound")
+            cols[-1:-1] = ["bound", "gap_mc", "gap_mc_se", "gap_theory"]
         return frame[cols].sort_values(["n", "k"]).reset_index(drop=True)
     if name == "mse_vs_n":
         records = []
