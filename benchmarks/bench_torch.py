@@ -195,7 +195,7 @@ def run(batch: int, args: argparse.Namespace) -> list[str]:
         peak = None if peaks is None else peaks[name] / unit
         saved = saved_bytes(losses[name], logits) / unit
         rows.append(
-            f"| {name} | {min(t) * 1e3:.0f} | {statistics.median(t) * 1e3:.0f} | "
+            f"| {name} | {min(t) * 1e3:.3g} | {statistics.median(t) * 1e3:.3g} | "
             f"{min(t) / min(base):.2f} | {statistics.median(per_round):.2f} "
             f"({min(per_round):.2f}-{max(per_round):.2f}) | "
             f"{'n/a' if peak is None else f'{peak:.1f}'} | {saved:.1f} |"
