@@ -7,13 +7,19 @@ capped target by default) and writes, into ``--out`` (default ``figures/``; ``fi
 which git ignores, with ``--quick``):
 
 - ``curation.csv``: one row per keyword: count, observed share Q_Y, target share P_Y and
-  balanced share Q^(k)_Y;
+  balanced share Q^(k)_Y, and the two curation rules' expected keyword shares (matched pairs
+  per keyword in the curated sample): the notebook's resample from Q^(k)_X and MetaCLIP's rule
+  (keep probability min(1, t / count) per matched pair, each caption kept at most once);
+- ``curation_rules.csv``: the two rules compared over ``--repeats`` seeds
+  (:func:`raking.research.curation.compare_rules`): captions drawn, distinct captions kept and
+  the keyword entropy of the curated sample (mean, 2.5% and 97.5% quantiles), and the total
+  variation between the rules' caption distributions;
 - ``curation.png`` / ``.pdf``: the keyword marginal sorted by count before and after balancing,
   with the target (log scale), and the caption sampling distribution before and after;
 
 and prints the statistics table.
 
-    python simulations/curation.py                   # t = 5, one Y-step, seed 123
+    python simulations/curation.py                   # t = 5, one Y-step, seed 123, 200 repeats
     python simulations/curation.py --t 20 --steps 3  # a looser cap, Y-X-Y
 """
 
@@ -23,6 +29,7 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,10 +39,12 @@ from raking.research.curation import (
     DEFAULT_T,
     CurationResult,
     class_keywords,
+    compare_rules,
     curate,
     load_captions,
     load_synsets,
     match_matrix,
+    metaclip_keep_probability,
 )
 
 QUICK_CAPTIONS = 2000
@@ -74,17 +83,52 @@ def _parser() -> argparse.ArgumentParser:
         help="also use the last word of multi-word class names as keywords [INF]",
     )
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=200,
+        help="curations per rule in the rule comparison (default 200; --quick: 20)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help=f"the first {QUICK_CAPTIONS} captions only"
     )
     return parser
 
 
-def write_csv(result: CurationResult, keywords: list[str], path: Path) -> None:
-    """One row per keyword, by decreasing count."""
+COLUMNS = [
+    "keyword",
+    "count",
+    "observed_share",
+    "target_share",
+    "balanced_share",
+    "notebook_sample_share",
+    "metaclip_keep_probability",
+    "metaclip_sample_share",
+]
+
+
+def _expected_pair_shares(match: Any, caption_weights: np.ndarray) -> np.ndarray:
+    """Expected matched pairs per keyword of a sample with caption weights, normalised."""
+    pairs = np.asarray(match.T @ caption_weights).ravel()
+    return pairs / pairs.sum()
+
+
+def write_csv(result: CurationResult, keywords: list[str], match: Any, path: Path) -> None:
+    """One row per keyword, by decreasing count (:data:`COLUMNS`).
+
+    ``notebook_sample_share`` and ``metaclip_sample_share`` are the expected keyword shares of
+    the curated sample (matched pairs per keyword over all its pairs, as
+    :func:`raking.research.curation.sample_keyword_shares` counts them), weighting each caption
+    by :math:`Q^{(k)}_X` and by MetaCLIP's keep probability; ``metaclip_keep_probability`` is
+    the per-match coin :math:`\\min(1, t / c_y)`.
+    """
     order = np.argsort(-result.keyword_counts, kind="stable")
+    binary = (match != 0).astype(np.float64)
+    notebook = _expected_pair_shares(binary, result.caption_probability)
+    metaclip = _expected_pair_shares(binary, metaclip_keep_probability(match, result.t))
+    coin = result.t / np.maximum(result.keyword_counts, result.t)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["keyword", "count", "observed_share", "target_share", "balanced_share"])
+        writer.writerow(COLUMNS)
         for j in order:
             writer.writerow(
                 [
@@ -93,8 +137,20 @@ def write_csv(result: CurationResult, keywords: list[str], path: Path) -> None:
                     repr(float(result.keyword_observed[j])),
                     repr(float(result.keyword_target[j])),
                     repr(float(result.keyword_balanced[j])),
+                    repr(float(notebook[j])),
+                    repr(float(coin[j])),
+                    repr(float(metaclip[j])),
                 ]
             )
+
+
+def write_rules_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """The rule comparison of :func:`raking.research.curation.compare_rules`, one row per rule."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
 
 
 def plot(result: CurationResult, folder: Path) -> list[Path]:
@@ -192,18 +248,33 @@ def main(argv: list[str] | None = None) -> int:
     captions = data.captions[:QUICK_CAPTIONS] if args.quick else data.captions
     wnids = set(data.wnids) if args.classes == "present" else None
     keywords = class_keywords(load_synsets(), wnids=wnids, head_nouns=args.head_nouns)
+    match = match_matrix(captions, keywords)
+    repeats = 20 if args.quick and args.repeats == 200 else args.repeats
     try:
-        result = curate(
-            match_matrix(captions, keywords), t=args.t, steps=args.steps, seed=args.seed
-        )
+        result = curate(match, t=args.t, steps=args.steps, seed=args.seed)
+        rules = compare_rules(match, t=args.t, seed=args.seed, repeats=repeats)
     except (TypeError, ValueError) as exc:
         print(f"curation: {exc}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(result, keywords, out / "curation.csv")
+    write_csv(result, keywords, match, out / "curation.csv")
+    write_rules_csv(rules, out / "curation_rules.csv")
     paths = plot(result, out)
     print(result.summary())
-    print(f"wrote {out / 'curation.csv'}, {paths[0]}, {paths[1]}")
+    print(
+        f"\nThe two rules (t = {args.t:g}, {repeats} curations each; mean [2.5%, 97.5%]; "
+        "TV = total variation between caption distributions):"
+    )
+    print(f"{'rule':28s}{'drawn':>22s}{'distinct':>22s}{'keyword entropy':>24s}{'TV nb/mc':>14s}")
+    for row in rules:
+        cells = [
+            f"{row[k]:.0f} [{row[k + '_lo']:.0f}, {row[k + '_hi']:.0f}]"
+            for k in ("draws", "distinct")
+        ]
+        entropy = f"{row['entropy']:.3f} [{row['entropy_lo']:.3f}, {row['entropy_hi']:.3f}]"
+        tv = f"{row['tv_notebook']:.3f}/{row['tv_metaclip']:.3f}"
+        print(f"{row['rule']:28s}{cells[0]:>22s}{cells[1]:>22s}{entropy:>24s}{tv:>14s}")
+    print(f"wrote {out / 'curation.csv'}, {out / 'curation_rules.csv'}, {paths[0]}, {paths[1]}")
     return 0
 
 

@@ -19,11 +19,15 @@ from raking.research.curation import (
     DEFAULT_T,
     capped_target,
     class_keywords,
+    compare_rules,
     curate,
     load_captions,
     load_synsets,
     match_matrix,
+    metaclip_keep_probability,
+    metaclip_sample,
     reference_measure,
+    sample_keyword_shares,
     spacing,
 )
 
@@ -266,10 +270,25 @@ def test_script_quick_run_writes_csv_png_pdf(tmp_path, capsys):
     with (tmp_path / "curation.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 997
-    assert list(rows[0]) == ["keyword", "count", "observed_share", "target_share", "balanced_share"]
+    assert list(rows[0]) == [
+        "keyword",
+        "count",
+        "observed_share",
+        "target_share",
+        "balanced_share",
+        "notebook_sample_share",
+        "metaclip_keep_probability",
+        "metaclip_sample_share",
+    ]
     counts = [int(r["count"]) for r in rows]
     assert counts == sorted(counts, reverse=True)
-    for column in ("observed_share", "target_share", "balanced_share"):
+    for column in (
+        "observed_share",
+        "target_share",
+        "balanced_share",
+        "notebook_sample_share",
+        "metaclip_sample_share",
+    ):
         assert sum(float(r[column]) for r in rows) == pytest.approx(1.0, abs=1e-12)
     capped = [min(c, 3) for c in counts]
     np.testing.assert_allclose(
@@ -280,3 +299,111 @@ def test_script_quick_run_writes_csv_png_pdf(tmp_path, capsys):
 def test_script_reports_bad_arguments(tmp_path, capsys):
     assert _script().main(["--quick", "--out", str(tmp_path), "--t", "-1"]) == 2
     assert "t must be a positive finite number" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# MetaCLIP's own rule (balance_sampling of facebookresearch/MetaCLIP)
+# ------------------------------------------------------------------------------------------------
+
+
+def _single_match(counts):
+    """Captions that each match exactly one entry; entry y matched counts[y] times."""
+    rows = np.repeat(np.arange(len(counts)), counts)
+    return sp.csr_matrix(
+        (np.ones(rows.size), (np.arange(rows.size), rows)), shape=(rows.size, len(counts))
+    )
+
+
+def test_metaclip_keeps_min_count_t_per_entry_in_expectation():
+    counts, t = np.array([40, 12, 6, 3, 1]), 6
+    match = _single_match(counts)
+    keep = metaclip_keep_probability(match, t)
+    per_entry = np.asarray(match.T @ keep).ravel()
+    np.testing.assert_allclose(per_entry, np.minimum(counts, t), rtol=1e-14)
+    # Monte Carlo: the kept count per entry averages min(c_y, t); entries under t are kept whole
+    rng = np.random.default_rng(7)
+    kept = np.array(
+        [
+            np.bincount(match[metaclip_sample(match, t=t, seed=rng)].indices, minlength=counts.size)
+            for _ in range(4000)
+        ]
+    )
+    se = kept.std(axis=0, ddof=1) / math.sqrt(kept.shape[0])
+    assert np.all(np.abs(kept.mean(axis=0) - np.minimum(counts, t)) <= 4 * se + 1e-12)
+    assert np.all(kept[:, 2:] == counts[2:])
+    assert kept[:, 0].std() > 0  # the head entry is thinned at random
+
+
+def test_metaclip_keeps_a_caption_if_any_of_its_entries_passes():
+    # caption 0 matches entries 0 (count 4) and 1 (count 2); t = 1
+    match = np.array([[1, 1], [1, 0], [1, 0], [1, 0], [0, 1], [0, 0]])
+    keep = metaclip_keep_probability(match, t=1)
+    np.testing.assert_allclose(keep, [1 - (3 / 4) * (1 / 2), 1 / 4, 1 / 4, 1 / 4, 1 / 2, 0.0])
+    rng = np.random.default_rng(3)
+    hits = np.zeros(6)
+    for _ in range(4000):
+        hits[metaclip_sample(match, t=1, seed=rng)] += 1
+    assert np.all(np.abs(hits / 4000 - keep) < 4 * np.sqrt(keep * (1 - keep) / 4000) + 1e-12)
+
+
+def test_metaclip_sample_is_without_replacement_and_seeded():
+    data = load_captions()
+    match = match_matrix(data.captions[:3000], class_keywords(load_synsets()))
+    first = metaclip_sample(match, t=2, seed=11)
+    assert first.dtype == np.int64 and np.all(np.diff(first) > 0)  # sorted, each caption once
+    assert np.all(np.diff(match.indptr)[first] > 0)  # only matched captions
+    np.testing.assert_array_equal(first, metaclip_sample(match, t=2, seed=11))
+    assert not np.array_equal(first, metaclip_sample(match, t=2, seed=12))
+    res = curate(match, t=2, seed=11, rule="metaclip")
+    np.testing.assert_array_equal(res.samples, first)  # same coins through curate
+    assert res.n_samples == res.n_distinct_sampled == first.size and res.rule == "metaclip"
+    assert "MetaCLIP's rule" in res.summary()
+    notebook = curate(match, t=2, seed=11)
+    assert notebook.n_distinct_sampled < notebook.n_samples  # with replacement: repeats
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.inf, math.nan, True, "5", None])
+def test_bad_thresholds_name_t(bad):
+    match = _single_match([3, 1])
+    for call in (
+        lambda: metaclip_sample(match, t=bad),
+        lambda: metaclip_keep_probability(match, t=bad),
+        lambda: compare_rules(match, t=bad),
+        lambda: curate(match, t=bad, rule="metaclip"),
+    ):
+        with pytest.raises(ValueError, match="t must be a positive finite number"):
+            call()
+
+
+def test_rule_options_are_checked():
+    match = _single_match([3, 1])
+    with pytest.raises(ValueError, match="rule must be one of"):
+        curate(match, rule="meta")
+    with pytest.raises(ValueError, match="n_samples must be None with rule='metaclip'"):
+        curate(match, rule="metaclip", n_samples=3)
+    with pytest.raises(ValueError, match="repeats must be an integer >= 2"):
+        compare_rules(match, repeats=1)
+
+
+def test_sample_keyword_shares_count_pairs():
+    match = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 1]])
+    np.testing.assert_allclose(sample_keyword_shares(match, [0, 0, 2]), [2 / 5, 2 / 5, 1 / 5])
+    with pytest.raises(ValueError, match="no matched caption"):
+        sample_keyword_shares(np.array([[1, 0], [0, 0]]), [1])
+
+
+def test_compare_rules_on_a_small_case():
+    match = _single_match([30, 10, 4, 2])
+    rows = {r["rule"]: r for r in compare_rules(match, t=4, seed=5, repeats=300)}
+    assert list(rows) == ["matched", "notebook", "notebook, MetaCLIP's size", "metaclip"]
+    meta = rows["metaclip"]
+    assert meta["draws"] == meta["distinct"]  # without replacement
+    assert meta["draws"] == pytest.approx(4 + 4 + 4 + 2, abs=0.5)  # sum of min(c_y, t)
+    assert rows["notebook, MetaCLIP's size"]["draws"] == 14
+    assert rows["notebook"]["draws"] == 46 and rows["notebook"]["distinct"] < 46
+    assert rows["matched"]["tv_matched"] == 0.0
+    assert meta["tv_notebook"] == pytest.approx(rows["notebook"]["tv_metaclip"])
+    # single matches: both rules have caption probabilities prop. to min(1, t/c_y)
+    assert meta["tv_notebook"] == pytest.approx(0.0, abs=1e-12)
+    assert meta["entropy"] > rows["matched"]["entropy"]
+    assert meta["entropy_lo"] <= meta["entropy"] <= meta["entropy_hi"]

@@ -128,3 +128,141 @@ def test_a_quick_clip_run_does_not_write_into_figures(tmp_path, monkeypatch):
     argv = ["--quick", "--iters", "2", "--eval-every", "1", "--n", "300", "--n-eval", "100"]
     assert script.main([*argv, "--steps", "1", "--batch-sizes", "16", "--classes", "5"]) == 0
     _assert_quick_layout(tmp_path, "clip_experiment")
+
+
+# ------------------------------------------------------------------------------------------------
+# README numbers come from the committed CSVs, rounded as printed
+# ------------------------------------------------------------------------------------------------
+
+README = ROOT / "README.md"
+FIG = ROOT / "figures"
+
+
+def _readme_table(header_start: str) -> list[list[str]]:
+    """The body rows (cells, stripped) of the README table whose header row starts so."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    (start,) = [i for i, line in enumerate(lines) if line.startswith(header_start)]
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    assert rows, header_start
+    return rows
+
+
+def _same(printed: str, value: float) -> None:
+    """``printed`` is ``value`` rounded to the decimals printed (an integer: rounded to units)."""
+    printed = printed.replace(",", "")
+    decimals = len(printed.split(".")[1]) if "." in printed else 0
+    assert printed == f"{value:.{decimals}f}", (printed, value)
+
+
+def _same_interval(printed: str, value: float, half_width: float) -> None:
+    centre, width = printed.split(" ± ")
+    _same(centre, value)
+    _same(width, half_width)
+
+
+def test_readme_dependence_tables_match_the_csv():
+    frame = pd.read_csv(FIG / "dependence.csv")
+    frame = frame[frame["n"] == 1000]
+    top_s, low_s = frame["s"].max(), frame["s"].min()
+
+    def row(h_align, s, eps, estimator, k=None):
+        sel = frame[
+            (frame["h_align"] == h_align)
+            & (frame["s"] == s)
+            & (frame["eps"] == eps)
+            & (frame["estimator"] == estimator)
+        ]
+        if k is not None:
+            sel = sel[sel["k"] == k]
+        (index,) = sel.index
+        return sel.loc[index]
+
+    table = _readme_table("| ε | MSE empirical |")
+    assert [r[0] for r in table] == ["0", "0.01", "0.05", "0.1"]
+    for cells in table:
+        eps = float(cells[0])
+        emp = row(1.0, top_s, eps, "empirical")
+        bal = row(1.0, top_s, eps, "balanced", 8)
+        _same(cells[1], emp["mse"])
+        _same(cells[2], row(1.0, top_s, eps, "ipwi")["mse"])
+        _same(cells[3], bal["mse"])
+        _same(cells[4], bal["mse"] / emp["mse"])
+        _same(cells[5], bal["bias"] ** 2 / bal["mse"])
+    table = _readme_table("| h | additive share |")
+    assert len(table) == 3
+    for cells, a in zip(table, (1.0, 0.5, 0.0), strict=True):
+        lo, hi = row(a, low_s, 0.0, "balanced", 8), row(a, top_s, 0.0, "balanced", 8)
+        _same(cells[1], lo["additive_share"])
+        _same(cells[2], row(a, low_s, 0.0, "empirical")["mse"])
+        _same(cells[3], row(a, top_s, 0.0, "empirical")["mse"])
+        _same(cells[4], lo["mse"])
+        _same(cells[5], hi["mse"])
+        _same_interval(cells[6], lo["mse_ratio"], 1.96 * lo["mse_ratio_se"])
+        _same_interval(cells[7], hi["mse_ratio"], 1.96 * hi["mse_ratio_se"])
+        gain = lo["mse_ratio"] / hi["mse_ratio"]
+        rel = np.hypot(lo["mse_ratio_se"] / lo["mse_ratio"], hi["mse_ratio_se"] / hi["mse_ratio"])
+        _same_interval(cells[8], gain, 1.96 * gain * rel)
+
+
+def test_readme_theory_vs_mc_and_mse_vs_k_tables_match_the_csv():
+    frame = pd.read_csv(FIG / "theory_vs_mc.csv").set_index(["n", "k"])
+    for cells in _readme_table("| k | σ_k² | ratio n = 100 |"):
+        k = int(cells[0])
+        _same(cells[1], frame.loc[(100, k), "sigma2_k"])
+        for cell, n in zip(cells[2:], (100, 1000, 10000), strict=True):
+            _same(cell, frame.loc[(n, k), "ratio"])
+    frame = pd.read_csv(FIG / "mse_vs_k.csv").set_index(["n", "k"])
+    table = _readme_table("| k | σ_k² − σ_∞² | paired gap")
+    for cells in table:
+        k = int(cells[0])
+        _same(cells[1], frame.loc[(1000, k), "gap_theory"])
+        for cell, n in zip(cells[2:5], (1000, 10_000, 100_000), strict=True):
+            _same_interval(cell, frame.loc[(n, k), "gap_mc"], 2 * frame.loc[(n, k), "gap_mc_se"])
+        first = frame.loc[(1000, k)]
+        _same_interval(cells[5], first["n_mse"] - first["sigma2_inf"], 2 * first["mc_se"])
+    text = README.read_text(encoding="utf-8")
+    for n, label in ((1000, "1,000"), (10_000, "10,000"), (100_000, "100,000")):
+        ratio = frame.loc[n, "ratio"]
+        assert f"{ratio.min():.3f}–{ratio.max():.3f} at n = {label}" in text, n
+    tail = frame.loc[1000].loc[8:]
+    unpaired = (tail["n_mse"] - tail["sigma2_inf"]) / tail["gap_theory"]
+    assert f"lies {unpaired.min():.1f}–{unpaired.max():.1f}× above σ_k² − σ_∞²" in text
+
+
+def _entropy(p: np.ndarray) -> float:
+    q = p[p > 0]
+    return float(-(q * np.log(q)).sum())
+
+
+def test_readme_curation_tables_match_the_csvs():
+    keywords = pd.read_csv(FIG / "curation.csv")  # by decreasing count, ties by index
+    n_top = int(np.ceil(0.1 * (keywords["count"] > 0).sum()))
+    before, after = keywords["observed_share"].to_numpy(), keywords["balanced_share"].to_numpy()
+    entropy, top = _readme_table("| | before (observed Q_Y) |")
+    _same(entropy[1], _entropy(before))
+    _same(entropy[2], _entropy(after))
+    _same(top[1], before[:n_top].sum())
+    _same(top[2], after[:n_top].sum())
+    rules = pd.read_csv(FIG / "curation_rules.csv").set_index("rule")
+    table = _readme_table("| rule | captions drawn |")
+    names = ["matched", "notebook", "notebook, MetaCLIP's size", "metaclip"]
+    assert len(table) == len(names)
+    for cells, name in zip(table, names, strict=True):
+        row = rules.loc[name]
+        for cell, column in zip(cells[1:], ("draws", "distinct", "entropy"), strict=True):
+            centre, *interval = cell.split(" [")
+            _same(centre, row[column])
+            if interval:
+                lo, hi = interval[0].rstrip("]").split(", ")
+                _same(lo, row[f"{column}_lo"])
+                _same(hi, row[f"{column}_hi"])
+            else:  # a single number: every curation gave the same
+                assert row[f"{column}_lo"] == row[f"{column}_hi"]
+    text = README.read_text(encoding="utf-8")
+    assert f"total variation {rules.loc['metaclip', 'tv_notebook']:.3f} between" in text
+    assert f"(each is {rules.loc['metaclip', 'tv_matched']:.2f} from uniform" in text
+    assert f"{rules.loc['notebook', 'tv_matched']:.2f}" == "0.26"
