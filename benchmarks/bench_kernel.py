@@ -10,8 +10,9 @@ per-table targets and ``--steps`` single-marginal adjustments:
 (d) ``raking.balance`` with automatic dispatch: validation, factors and the balanced tables
     (on this problem one compiled pass that checks each table, balances it and writes it);
 
-plus the public ``raking.scaling_factors`` (validation and factors) and ``raking.balance`` with the
-Numba dispatch off. All results are checked against (a).
+plus the public ``raking.scaling_factors`` (validation and factors), ``raking.balance`` with the
+Numba dispatch off, and (d'') the three passes (d) made before (complete validation, factors,
+tables). All results are checked against (a).
 
 ``--rule`` instead times (b) against (c) over a grid of batch and table sizes: the
 measurements behind :func:`raking.kernel.compiled.use_numba`.
@@ -262,8 +263,16 @@ def compare(args: argparse.Namespace) -> int:
         with numba_dispatch(False):
             return raking.balance(tables, targets, steps=steps)
 
+    def three_passes():
+        """(d) as it was before the checks and the tables moved into the compiled pass."""
+        args = (tables, targets, steps, 1e-10, 10_000, False, None)
+        _, table, checked, _ = raking.kernel.ipf._validate(*args)
+        factors = raking.kernel.compiled.numba_ipf(table, checked, steps).factors
+        return raking.kernel.compiled.numba_apply(table, factors)
+
     rows += [
         ("(d') raking.balance, Numba off", "tables", balance_numpy),
+        ("(d'') _validate + numba_ipf + numba_apply", "tables", three_passes),
         (
             "(e) raking.scaling_factors (public)",
             "factors",
