@@ -195,13 +195,19 @@ def run(batch: int, args: argparse.Namespace) -> list[str]:
         peak = None if peaks is None else peaks[name] / unit
         saved = saved_bytes(losses[name], logits) / unit
         rows.append(
-            f"| {name} | {min(t) * 1e3:.3g} | {statistics.median(t) * 1e3:.3g} | "
+            f"| {name} | {_ms(min(t))} | {_ms(statistics.median(t))} | "
             f"{min(t) / min(base):.2f} | {statistics.median(per_round):.2f} "
             f"({min(per_round):.2f}-{max(per_round):.2f}) | "
             f"{'n/a' if peak is None else f'{peak:.1f}'} | {saved:.1f} |"
         )
     rows += ["", *k1_differences(logits, losses[names[0]]), ""]
     return rows
+
+
+def _ms(seconds: float) -> str:
+    """Milliseconds, three significant digits below 100 ms, whole above."""
+    ms = seconds * 1e3
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}"
 
 
 def _git(*cmd: str) -> str:
