@@ -433,3 +433,42 @@ def test_trim_with_every_weight_outside():
 def test_calibration_matrix_needs_a_categorical_variable():
     with pytest.raises(ValueError, match="at least one categorical variable"):
         CalibrationMatrix([], [], np.ones((3, 1)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1),
+    st.floats(0.3, 0.95),
+    st.floats(1.05, 3.0),
+    st.booleans(),
+)
+def test_trim_moves_the_outside_weights_to_the_bounds_and_the_rest_by_one_amount(
+    seed, lo_share, hi_share, strict
+):
+    rng = np.random.default_rng(seed)
+    n = 60
+    data = pd.DataFrame({"s": rng.choice(["a", "b", "c"], size=n), "d": rng.lognormal(size=n)})
+    data.loc[:2, "s"] = ["a", "b", "c"]
+    res = rake(data, {"s": {"a": 30.0, "b": 50.0, "c": 20.0}}, weights="d")
+    w = res.weights.to_numpy()
+    lo, hi = lo_share * w.mean(), hi_share * w.mean()
+    trimmed = res.trim(lower=lo, upper=hi, strict=strict).weights.to_numpy()
+    assert trimmed.sum() == pytest.approx(w.sum(), rel=1e-12)
+    outside = (w < lo) | (w > hi)
+    if strict:
+        assert (trimmed >= lo).all() and (trimmed <= hi).all()
+    elif outside.any():  # one round of R's trimWeights
+        np.testing.assert_array_equal(trimmed[outside], np.clip(w[outside], lo, hi))
+        shift = trimmed[~outside] - w[~outside]
+        np.testing.assert_allclose(shift, shift[0], atol=1e-12 * w.max())
+        assert shift[0] == pytest.approx((w - np.clip(w, lo, hi)).sum() / (~outside).sum())
+    else:
+        np.testing.assert_array_equal(trimmed, w)
+
+
+def test_newton_cut_short_by_max_iter_says_so():
+    with pytest.warns(ConvergenceWarning, match="did not converge in 1 Newton iterations"):
+        res = calibrate(STRAT, BOTH, method="raking", max_iter=1, **STRATA)
+    assert not res.converged and res.iterations == 1
+    assert res.marginal_error > 1e-12
+    assert "did NOT converge" in res.mean("api00").notes[-1]

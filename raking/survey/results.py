@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import html
+import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from raking.exceptions import ConvergenceWarning
 from raking.results import Estimate
 from raking.survey.design import SurveyDesign
 from raking.survey.estimates import EstimateTable
@@ -38,6 +40,7 @@ from raking.validation import check_columns, check_trim_bounds, check_trim_reach
 __all__ = ["EstimateTable", "RakeResult"]
 
 _QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+_MAX_TRIM_ROUNDS = 10_000  # RakeResult.trim(strict=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,14 +277,27 @@ class RakeResult:
         lo, hi = check_trim_bounds(lower, upper)
         s = self._design
         w = s.final.copy()
-        outside = (w < lo) | (w > hi)
+        # a weight within a few ulps of a bound is at it: R's exact test can cycle for ever on
+        # weights that the shared excess keeps pushing one ulp past the bound
+        slack = 4 * np.finfo(np.float64).eps * max(abs(b) for b in (lo, hi) if np.isfinite(b))
+        outside = (w < lo - slack) | (w > hi + slack)
         check_trim_reach(lo, hi, float(w.sum()), w.size, int(w.size - outside.sum()))
         rounds = 0
-        while outside.any() and (strict or rounds == 0):
+        while outside.any() and (strict or rounds == 0) and rounds < _MAX_TRIM_ROUNDS:
             clipped = np.clip(w, lo, hi)
             clipped[~outside] += (w - clipped).sum() / np.count_nonzero(~outside)
             w, rounds = clipped, rounds + 1
-            outside = (w < lo) | (w > hi)
+            outside = (w < lo - slack) | (w > hi + slack)
+        if strict and outside.any():
+            warnings.warn(
+                f"trim(strict=True) stopped after {rounds} rounds with {int(outside.sum())} "
+                f"weight(s) still outside [{lo:.6g}, {hi:.6g}] (the shared excess shrinks "
+                "slowly when nearly every weight is at a bound); widen the bounds.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        elif strict:
+            w = np.clip(w, lo, hi)  # the last ulps
         margins, errors = self._margins_of(w)
         moved = errors.groupby(margins["variable"].to_numpy(), sort=False).max()
         bound = int(np.count_nonzero((w == lo) | (w == hi)))
