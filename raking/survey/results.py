@@ -241,7 +241,9 @@ class RakeResult:
         the same amount to each, not an amount proportional to the weight), so the total of the
         weights is kept. ``strict=False`` does this once, and the shared excess can push weights
         past the bounds again; ``strict=True`` repeats it until every weight is within the
-        bounds (R's recursion; it ends when the excess still to share rounds away).
+        bounds (R's recursion; a weight within 4 ulps of a bound counts as at it, since R's exact
+        test can recurse for ever on weights that the shared excess pushes one ulp past the
+        bound; at most 10,000 rounds, then a :class:`~raking.exceptions.ConvergenceWarning`).
 
         Bounds inside the raking (``bounds=(lo, hi)`` of :func:`raking.rake` or
         :func:`raking.calibrate`) are the recommended way: they bound :math:`g = w / d` while
