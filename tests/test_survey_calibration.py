@@ -472,3 +472,19 @@ def test_newton_cut_short_by_max_iter_says_so():
     assert not res.converged and res.iterations == 1
     assert res.marginal_error > 1e-12
     assert "did NOT converge" in res.mean("api00").notes[-1]
+
+
+def test_lonely_psu_and_the_design_options_pass_through_to_rake():
+    data = STRAT.assign(s=np.where(STRAT.index == 0, "Z", STRAT["stype"]))
+    with pytest.raises(ValueError, match="'Z'"):
+        calibrate(data, ENROLL, weights="pw", strata="s", method="linear")
+    ses = {}
+    for option in ("certainty", "adjust"):
+        res = calibrate(data, ENROLL, weights="pw", strata="s", method="linear", lonely_psu=option)
+        ses[option] = res.mean("api00").se
+        assert np.isfinite(ses[option])
+    assert ses["adjust"] > ses["certainty"]  # the lonely PSU's deviation from the grand mean
+    # on categorical totals, method="raking" is rake with the same design options
+    res = calibrate(data, CATEGORICAL, weights="pw", strata="s", lonely_psu="adjust")
+    ref = rake(data, CATEGORICAL, weights="pw", strata="s", lonely_psu="adjust", tol=1e-12)
+    assert res.mean("api00").se == ref.mean("api00").se

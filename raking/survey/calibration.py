@@ -74,9 +74,11 @@ def calibrate(
     weights: str | Sequence[float] | np.ndarray | None = None,
     method: str = "raking",
     bounds: tuple[float, float] | None = None,
-    strata: str | None = None,
-    cluster: str | None = None,
-    fpc: str | None = None,
+    strata: Hashable | list[Hashable | None] | None = None,
+    cluster: Hashable | list[Hashable] | None = None,
+    fpc: Hashable | list[Hashable | None] | None = None,
+    lonely_psu: str = "error",
+    nest: bool = False,
     total: float | None = None,
     tol: float = 1e-12,
     max_iter: int = 100,
@@ -110,8 +112,13 @@ def calibrate(
         R's ``cal.linear`` / ``cal.raking``. (R rescales the design weights first when every
         total exceeds 20 times its sample estimate, and then reads bounds relative to the rescaled
         weights; here bounds are always relative to ``weights``.)
-    strata, cluster, fpc : column labels, optional
-        The sampling design, for the standard errors, exactly as in :func:`raking.rake`.
+    strata, cluster, fpc : column label or list of them, optional
+        The sampling design, for the standard errors, exactly as in :func:`raking.rake` (one
+        entry per stage for a multi-stage design).
+    lonely_psu : {"error", "certainty", "remove", "adjust", "average"}
+        A stratum with a single PSU, as in :func:`raking.rake` (R's ``survey.lonely.psu``).
+    nest : bool
+        PSU labels numbered within strata, as in :func:`raking.rake` (R's ``nest=TRUE``).
     total : float, optional
         Population size :math:`N` (R's ``(Intercept)`` total). Default: the categorical counts'
         total. Required with only numeric totals (as R needs the intercept in the formula), and
@@ -164,7 +171,13 @@ def calibrate(
     bounds = check_calibration_bounds(bounds, method)
     tol = check_tol(tol)
     max_iter = check_positive_int(max_iter, name="max_iter")
-    design = {"strata": strata, "cluster": cluster, "fpc": fpc}
+    design = {
+        "strata": strata,
+        "cluster": cluster,
+        "fpc": fpc,
+        "lonely_psu": lonely_psu,
+        "nest": nest,
+    }
     if method == "raking" and not numeric:
         return rake(
             data,
