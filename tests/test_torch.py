@@ -387,9 +387,10 @@ def test_kept_and_recomputed_exponentials_give_the_same_bits(steps):
     assert torch.equal(grads[0], grads[1])
 
 
+@pytest.mark.parametrize("first_step", [False, True], ids=["later", "first"])
 @pytest.mark.parametrize("dtype", [torch.float32, DOUBLE])
 @pytest.mark.parametrize("axis", [0, 1])
-def test_chain_reduction_is_the_kernel_reduce_bit_for_bit(axis, dtype):
+def test_chain_reduction_is_the_kernel_reduce_bit_for_bit(axis, dtype, first_step):
     """_chain._reduce_into is raking.kernel.steps.reduce computed in place, NaN/inf lines too."""
     from raking._array_api import get_xp
     from raking.kernel.steps import reduce
@@ -399,12 +400,15 @@ def test_chain_reduction_is_the_kernel_reduce_bit_for_bit(axis, dtype):
     block[1, :] = -math.inf  # an empty row
     block[:, 4] = -math.inf  # an empty column
     block[3, 2], block[5, 0] = math.nan, math.inf  # invalid lines
+    block[6, 3] = -0.0
     other = _logits(1, seed=3, m=6 if axis == 0 else 7)[0].to(dtype)
+    if first_step:  # the neutral potential, which _reduce_into takes as None
+        other = torch.zeros_like(other)
     zeros = torch.zeros(7 if axis == 0 else 6, dtype=dtype)  # the potential being replaced
     factors = [zeros, other] if axis == 0 else [other, zeros]
     expected = reduce(block, factors, axis, xp=get_xp(block), log_domain=True)
     out = torch.empty_like(block)
-    reduced, shift = _reduce_into(out, block, other, axis)
+    reduced, shift = _reduce_into(out, block, None if first_step else other, axis)
     torch.testing.assert_close(reduced, expected, rtol=0, atol=0, equal_nan=True)
     assert torch.isnan(reduced).sum() == 2 and (reduced == -math.inf).sum() == 1
     scaled = block + other.unsqueeze(axis)  # out holds exp(L + phi - shift)

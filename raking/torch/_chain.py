@@ -134,7 +134,7 @@ def clip_chains(
 
 
 def _reduce_into(
-    out: torch.Tensor, block: torch.Tensor, other: torch.Tensor, axis: int
+    out: torch.Tensor, block: torch.Tensor, other: torch.Tensor | None, axis: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r""":func:`raking.kernel.steps.reduce` (log domain) of a 2-D block, keeping its exponentials.
 
@@ -142,13 +142,15 @@ def _reduce_into(
     be a new tensor), where :math:`s` is the line maximum where finite, else 0, and returns
     ``(r, s)`` with :math:`r = s + \log \sum_{\neg a} E` per line of axis ``axis``: ``-inf``
     for a line without mass, NaN for a line holding a NaN or ``+inf`` (the rules of
-    :func:`raking.kernel.steps.logsumexp`, applied to the same sums).
+    :func:`raking.kernel.steps.logsumexp`, applied to the same sums). ``other=None`` is the
+    neutral potential of a chain's first step, whose addition (of zeros) is skipped: it changes
+    no value that reaches :math:`E` or :math:`r`.
     """
     dim = 1 - axis
-    torch.add(block, other.unsqueeze(axis), out=out)
-    top = torch.amax(out, dim=dim, keepdim=True)
+    scaled = block if other is None else torch.add(block, other.unsqueeze(axis), out=out)
+    top = torch.amax(scaled, dim=dim, keepdim=True)
     shift = torch.nan_to_num(top, nan=0.0, posinf=0.0, neginf=0.0)  # top where finite, else 0
-    total = out.sub_(shift).exp_().sum(dim)
+    total = torch.sub(scaled, shift, out=out).exp_().sum(dim)
     top, shift = top.squeeze(dim), shift.squeeze(dim)
     # The kernel's cases in fewer vector operations (the same values, bit for bit): a line
     # without mass has total 0 and shift 0, so log gives -inf; a NaN line has a NaN total;
@@ -212,7 +214,8 @@ class _ClipChains(torch.autograd.Function):
             for t in range(steps):
                 axis = (first + t) % 2
                 out = torch.empty_like(block) if keep else work
-                reduced, shift = _reduce_into(out, block, factors[1 - axis], axis)
+                other = factors[1 - axis] if t > 0 else None
+                reduced, shift = _reduce_into(out, block, other, axis)
                 if axis == 1 and comm is not None:
                     reduced = comm.logsumexp(reduced)
                 factors[axis] = new_factor(reduced, None, targets[axis], xp=xp)
@@ -269,7 +272,6 @@ def _chain_backward(
     n, m = block.shape
     k = len(lines) // 2
     reductions, shifts = lines[0::2], lines[1::2]
-    factors = initial_factors(block, list(targets), xp=xp, log_domain=True)
     produced = []  # the potential each step set, from its reduction (vectors only)
     for t, reduced in enumerate(reductions):
         produced.append(new_factor(reduced, None, targets[(first + t) % 2], xp=xp))
@@ -282,7 +284,7 @@ def _chain_backward(
         if axis == 1 and comm is not None and comm.sum_grads:
             dist.all_reduce(r_bar, group=comm.group)
         bar[axis] = torch.zeros_like(bar[axis])
-        other = produced[t - 1] if t > 0 else factors[1 - axis]
+        other = produced[t - 1] if t > 0 else None
         if matrices is None:
             exps = _reduce_into_exp(work, block, other, shifts[t], axis)
         else:
@@ -302,11 +304,15 @@ def _chain_backward(
 
 
 def _reduce_into_exp(
-    out: torch.Tensor, block: torch.Tensor, other: torch.Tensor, shift: torch.Tensor, axis: int
+    out: torch.Tensor,
+    block: torch.Tensor,
+    other: torch.Tensor | None,
+    shift: torch.Tensor,
+    axis: int,
 ) -> torch.Tensor:
     """Recompute the :math:`E` of :func:`_reduce_into` (the same operations) into ``out``."""
-    torch.add(block, other.unsqueeze(axis), out=out)
-    return out.sub_(shift.unsqueeze(1 - axis)).exp_()
+    scaled = block if other is None else torch.add(block, other.unsqueeze(axis), out=out)
+    return torch.sub(scaled, shift.unsqueeze(1 - axis), out=out).exp_()
 
 
 def _unrolled_gradient(
