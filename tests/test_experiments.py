@@ -170,8 +170,10 @@ def test_additive_share_is_the_part_of_var_h_that_balancing_removes_at_s_0():
 def test_dependence_ratio_and_its_paired_se():
     """mse_ratio is MSE / empirical MSE on the same replicates; its s.e. is smaller than the
     unpaired one, and pure-noise h at s = 0 keeps most of its MSE (little additive part)."""
-    points = EXPERIMENTS["dependence"].grid(Options(reps=400, quick=True))
+    points = EXPERIMENTS["dependence"].grid(Options(reps=400))
     clean = [p for p in points if p["eps"] == 0.0 and p["s"] == 0.0]
+    assert [p["h_align"] for p in clean] == [1.0, 0.5, 0.0]
+    assert {p["h_align"] for p in EXPERIMENTS["dependence"].grid(Options(quick=True))} == {1.0}
     for i, point in enumerate(clean):
         rows = dependence_point(point, _seed(i), "numba")
         emp = _pick(rows, "empirical")
@@ -186,6 +188,20 @@ def test_dependence_ratio_and_its_paired_se():
         # at s = 0 the ratio is 1 - additive share, to a few paired standard errors
         expected = 1.0 - point["additive_share"]
         assert abs(bal["mse_ratio"] - expected) < 4 * bal["mse_ratio_se"] + 0.03, point
+
+
+def test_dependence_figure_draws_the_h_comparison_row(tmp_path):
+    points = EXPERIMENTS["dependence"].grid(Options(reps=30))
+    s_values = sorted({p["s"] for p in points})
+    chosen = [p for p in points if p["s"] in s_values[::9] and p["eps"] in (0.0, 0.1)]
+    frame = pd.DataFrame(
+        [r for i, p in enumerate(chosen) for r in dependence_point(p, _seed(i), "numba")]
+    )
+    assert set(frame["h_align"]) == {1.0, 0.5, 0.0}
+    every = EXPERIMENTS["dependence"].plot(frame, tmp_path / "all")
+    reference = EXPERIMENTS["dependence"].plot(frame[frame["h_align"] == 1.0], tmp_path / "ref")
+    assert [p.name for p in every] == ["dependence.png", "dependence.pdf"]
+    assert every[0].read_bytes() != reference[0].read_bytes()  # the extra row is drawn
 
 
 def test_mse_vs_k_paired_gap_matches_theory_and_beats_the_unpaired_one():
