@@ -206,6 +206,12 @@ def test_readme_dependence_tables_match_the_csv():
         gain = lo["mse_ratio"] / hi["mse_ratio"]
         rel = np.hypot(lo["mse_ratio_se"] / lo["mse_ratio"], hi["mse_ratio_se"] / hi["mse_ratio"])
         _same_interval(cells[8], gain, 1.96 * gain * rel)
+    text = README.read_text(encoding="utf-8")
+    theory = [row(a, low_s, 0.0, "balanced", 8)["theory_ratio"] for a in (1.0, 0.5, 0.0)]
+    assert "(theory {:.3f}, {:.3f},\n  {:.3f})".format(*theory) in text
+    top = row(1.0, top_s, 0.0, "balanced", 8)["mse_ratio"]
+    low = row(1.0, low_s, 0.0, "balanced", 8)["mse_ratio"]
+    assert f"so {1 / top:.1f}× = {1 / low:.1f}× (additivity) × {low / top:.2f}×" in text
 
 
 def test_readme_theory_vs_mc_and_mse_vs_k_tables_match_the_csv():
@@ -225,6 +231,11 @@ def test_readme_theory_vs_mc_and_mse_vs_k_tables_match_the_csv():
         first = frame.loc[(1000, k)]
         _same_interval(cells[5], first["n_mse"] - first["sigma2_inf"], 2 * first["mc_se"])
     text = README.read_text(encoding="utf-8")
+    slopes = [
+        np.polyfit(np.log(g["n"]), np.log(g["mse"]), 1)[0]
+        for _, g in pd.read_csv(FIG / "mse_vs_n.csv").groupby("k")
+    ]
+    assert f"slopes −{-max(slopes):.2f} to −{-min(slopes):.2f}" in text
     for n, label in ((1000, "1,000"), (10_000, "10,000"), (100_000, "100,000")):
         ratio = frame.loc[n, "ratio"]
         assert f"{ratio.min():.3f}–{ratio.max():.3f} at n = {label}" in text, n
