@@ -306,9 +306,10 @@ def test_linear_calibration_warns_about_negative_weights():
 
 def test_unreachable_together_is_a_convergence_warning():
     # each total is reachable within the bounds alone, not together
-    # with g in (0.5, 2) and sum(g) = 20, sum(g x) <= 35 < 50 (alone x reaches [15, 60])
-    data = pd.DataFrame({"s": ["a"] * 20, "x": [1.0] * 10 + [2.0] * 10})
-    totals = {"s": {"a": 20}, "x": 50.0}
+    # every total is reachable alone, and x's with sum(w) = 20 too (up to 36.25), but not with
+    # the level counts: sum(g x) <= 10.75 + 20.75 = 31.5 < 34
+    data = pd.DataFrame({"s": ["a"] * 10 + ["b"] * 10, "x": [1.0, 1.1] * 5 + [2.0, 2.1] * 5})
+    totals = {"s": {"a": 10, "b": 10}, "x": 34.0}
     with pytest.warns(ConvergenceWarning, match="did not converge"):
         res = calibrate(data, totals, method="logit", bounds=(0.5, 2.0), max_iter=30)
     assert not res.converged
@@ -488,3 +489,33 @@ def test_lonely_psu_and_the_design_options_pass_through_to_rake():
     res = calibrate(data, CATEGORICAL, weights="pw", strata="s", lonely_psu="adjust")
     ref = rake(data, CATEGORICAL, weights="pw", strata="s", lonely_psu="adjust", tol=1e-12)
     assert res.mean("api00").se == ref.mean("api00").se
+
+
+@pytest.mark.parametrize(
+    ("method", "bounds", "match"),
+    [
+        ("raking", None, r"can then only lie strictly between .* \(a mean of 0\.0\d+ to 37\.469"),
+        ("logit", (0.5, 3.0), r"with g = w / d in \(0\.5, 3\.0\) while the weights sum"),
+        ("linear", (0.5, 3.0), r"with g = w / d in \(0\.5, 3\.0\) while the weights sum"),
+    ],
+)
+def test_a_numeric_total_out_of_reach_with_the_population_size_is_named(method, bounds, match):
+    # alone (sum(w) free) the total is reachable; with sum(w) = N = 200 it is not: unbounded,
+    # 10 times the sample's mean of x is beyond the largest x (37.5); with g in [0.5, 3], 2.5
+    # times the sample total needs more than 40 rows at g = 3
+    rng = np.random.default_rng(1)
+    data = pd.DataFrame({"s": rng.choice(["a", "b"], 200), "x": rng.gamma(0.5, 10, 200)})
+    multiple = 10.0 if bounds is None else 2.5
+    totals = {"s": {"a": 100, "b": 100}, "x": float(data["x"].sum()) * multiple}
+    with pytest.raises(ValueError, match=match):
+        calibrate(data, totals, method=method, bounds=bounds)
+
+
+def test_reach_with_the_total_is_a_fractional_knapsack():
+    from raking.validation._calibration import numeric_reach_with_total
+
+    x, d = np.array([1.0, 2.0, 3.0, 4.0]), np.ones(4)
+    # g in [0.5, 2], sum g = 4: 0.5 each, then the 2 left over go 1.5 to the smallest x and
+    # 0.5 to the next (lowest: 5 + 1.5 + 1), or to the largest (highest: 5 + 6 + 1.5)
+    assert numeric_reach_with_total(x, d, 4.0, (0.5, 2.0)) == pytest.approx((7.5, 12.5))
+    assert numeric_reach_with_total(x, d, 4.0, None) == pytest.approx((4.0, 16.0))

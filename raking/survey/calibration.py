@@ -51,6 +51,7 @@ from raking.validation import (
     check_option,
     check_positive_int,
     check_tol,
+    raise_if_out_of_reach_with_total,
     raise_on_collinear,
     raise_on_inconsistent_totals,
     raise_on_share_totals,
@@ -146,8 +147,11 @@ def calibrate(
     ValueError
         As :func:`raking.rake` for the categorical totals; a numeric column that is missing,
         not numeric, has missing values, is constant or collinear with the other columns (named),
-        a numeric total out of reach of the bounds, only numeric totals without ``total=``,
-        ``method="logit"`` without bounds, inconsistent totals (linear).
+        a numeric total out of reach of the bounds (checked first, for ``g`` alone), or out of
+        reach once the weights must also sum to :math:`N` (checked when Newton does not
+        converge, :func:`~raking.validation._calibration.numeric_reach_with_total`), only
+        numeric totals without ``total=``, ``method="logit"`` without bounds, inconsistent
+        totals (linear).
 
     Warns
     -----
@@ -228,6 +232,8 @@ def calibrate(
         if method == "linear" and bounds is None:
             worst = np.argsort(-errors)[:5]
             raise_on_inconsistent_totals([names[j] for j in worst], errors[worst].tolist())
+        for j, (key, target) in enumerate(numeric.items()):  # infeasible with sum(w) = N?
+            raise_if_out_of_reach_with_total(key, x[:, j], d, n_total, target, bounds)
         worst = int(np.argmax(errors))
         warnings.warn(
             f"calibrate(method={method!r}) did not converge in {solution.iterations} Newton "

@@ -226,3 +226,51 @@ def check_trim_reach(lower: float, upper: float, total: float, n: int, inside: i
             f"whose average over the {n} rows is {total / n:.6g}, beyond the {side} bound. "
             f"{'Raise' if side == 'upper' else 'Lower'} it past the average weight."
         )
+
+
+def numeric_reach_with_total(
+    x: np.ndarray, design: np.ndarray, n_total: float, bounds: tuple[float, float] | None
+) -> tuple[float, float]:
+    r"""The range of :math:`\sum_i d_i g_i x_i`, :math:`g \in [lo, hi]`, :math:`\sum_i d_i g_i = N`.
+
+    The weights must still sum to the population size, so the reach of one numeric column is
+    narrower than with :math:`g` alone: from :math:`g = lo` everywhere, the remaining
+    :math:`N - lo \sum d` is given to the rows of largest (smallest) :math:`x` first, up to
+    :math:`hi` each (a fractional knapsack: one sort). Unbounded raking (:math:`g > 0`): from
+    :math:`N \min x` to :math:`N \max x`. Used to explain a calibration that did not converge.
+    """
+    lo, hi = (0.0, math.inf) if bounds is None else bounds
+    base = lo * float(np.add.reduce(design * x))
+    budget = n_total - lo * float(design.sum())
+    if not math.isfinite(hi):
+        return base + budget * float(x.min()), base + budget * float(x.max())
+    order = np.argsort(x)
+    out = []
+    for ranked in (order, order[::-1]):
+        room = (hi - lo) * design[ranked]
+        filled = np.minimum(room, np.maximum(budget - (np.cumsum(room) - room), 0.0))
+        out.append(base + float(np.add.reduce(filled * x[ranked])))
+    return out[0], out[1]
+
+
+def raise_if_out_of_reach_with_total(
+    name: Hashable,
+    x: np.ndarray,
+    design: np.ndarray,
+    n_total: float,
+    target: float,
+    bounds: tuple[float, float] | None,
+) -> None:
+    """After a calibration failed: a numeric total out of :func:`numeric_reach_with_total`."""
+    low, high = numeric_reach_with_total(x, design, n_total, bounds)
+    slack = 1e-9 * max(abs(low), abs(high), abs(target))
+    if low + slack < target < high - slack:
+        return
+    where = "with g > 0" if bounds is None else f"with g = w / d in {bounds}"
+    raise ValueError(
+        f"totals[{name!r}] = {target:.10g} is unreachable {where} while the weights sum to the "
+        f"population size {n_total:.10g}: the weighted sum of column {name!r} can then only lie "
+        f"strictly between {low:.10g} and {high:.10g} (a mean of {low / n_total:.6g} to "
+        f"{high / n_total:.6g} per population unit). Check the total (its units, the "
+        "population it refers to)" + (", or widen bounds." if bounds is not None else ".")
+    )
