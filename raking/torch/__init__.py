@@ -12,7 +12,8 @@ measure. This module provides
 - :func:`sinkhorn` (SwAV codes with any cluster prior, e.g. :func:`power_law_prior`) and
   :func:`prior_matching_loss` (PMSN / MSN's mean-entropy regulariser).
 
-Autograd flows through every step; log-sum-exps accumulate in float32 or better under autocast.
+Gradients flow through every step (the CLIP losses in closed form, the others by autograd);
+log-sum-exps accumulate in float32 or better under autocast.
 With ``torch.distributed`` initialised, :func:`sinkhorn` and :func:`prior_matching_loss` complete
 their marginals across ranks (SwAV-style all-reduces) and :class:`BalancedClipLoss` follows its
 ``rank`` / ``world_size`` arguments as open_clip does; in one process the results are identical
