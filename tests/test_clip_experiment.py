@@ -14,11 +14,17 @@ pytest.importorskip("pandas")
 
 from raking.research.clip_experiment import (  # noqa: E402
     SyntheticWorld,
+    authors_gap,
+    authors_results,
     batch_loss,
+    class_groups,
+    final_table,
+    gap_table,
     load_embeddings,
     make_heads,
     mean_per_class_recall,
     power_law_frequencies,
+    recall_metrics,
     train_heads,
 )
 
@@ -65,6 +71,136 @@ def test_mean_per_class_recall_by_hand():
     # class 0: 3/4, class 1: 1/2, class 2: 0/1; class 3 never appears and is not averaged
     assert mean_per_class_recall(labels, preds) == pytest.approx((0.75 + 0.5 + 0.0) / 3)
     assert mean_per_class_recall(labels, labels) == 1.0
+
+
+# training counts 50, 30, 10, 5, 3, 1 for classes 0..5: head = {0, 1}, tail = {4, 5}
+TRAIN = np.repeat(np.arange(6), [50, 30, 10, 5, 3, 1])
+
+
+def test_class_groups_are_the_rarest_and_most_frequent_thirds():
+    tail, head = class_groups(TRAIN, 6)
+    np.testing.assert_array_equal(tail, [4, 5])
+    np.testing.assert_array_equal(head, [0, 1])
+    # ranks follow the counts, not the ids; an unseen class is the rarest; ties: lower id first
+    shuffled = np.repeat([3, 0, 5, 1], [40, 20, 20, 5])
+    tail, head = class_groups(shuffled, 6)
+    np.testing.assert_array_equal(head, [0, 3])
+    np.testing.assert_array_equal(tail, [2, 4])
+    with pytest.raises(ValueError, match="fraction"):
+        class_groups(TRAIN, 6, fraction=0.6)
+
+
+def test_recall_metrics_by_hand():
+    # 2 images per class; classes 0, 1 (head) always right, 2, 3 one of two, 4, 5 (tail) wrong
+    labels = np.repeat(np.arange(6), 2)
+    preds = np.array([0, 0, 1, 1, 2, 0, 3, 0, 0, 0, 0, 0])
+    m = recall_metrics(labels, preds, TRAIN, 6)
+    assert m["recall"] == pytest.approx((1 + 1 + 0.5 + 0.5 + 0 + 0) / 6)
+    assert m["head_recall"] == 1.0
+    assert m["tail_recall"] == 0.0
+    assert m["weighted_acc"] == pytest.approx((50 + 30 + 0.5 * 10 + 0.5 * 5) / 99)
+    assert m["acc1"] == pytest.approx(6 / 12)
+    assert m["recall"] == pytest.approx(mean_per_class_recall(labels, preds))
+
+
+def test_mean_recall_cannot_see_the_long_tail_but_the_new_metrics_do():
+    # the same per-class recalls (head right, tail wrong) on a balanced and a long-tailed set:
+    # mean per-class recall is identical, accuracy is not
+    def evaluation(per_class):
+        labels = np.repeat(np.arange(6), per_class)
+        preds = np.where(labels <= 1, labels, (labels + 1) % 6)
+        return recall_metrics(labels, preds, TRAIN, 6)
+
+    balanced, tailed = evaluation([10] * 6), evaluation([50, 30, 10, 5, 3, 1])
+    assert balanced["recall"] == pytest.approx(tailed["recall"]) == pytest.approx(2 / 6)
+    assert balanced["tail_recall"] == tailed["tail_recall"] == 0.0
+    assert balanced["weighted_acc"] == pytest.approx(80 / 99)
+    assert tailed["acc1"] == pytest.approx(80 / 99) and balanced["acc1"] == pytest.approx(2 / 6)
+
+
+def test_recall_metrics_skip_absent_tail_classes():
+    labels, preds = np.array([0, 1, 1]), np.array([0, 1, 0])
+    m = recall_metrics(labels, preds, TRAIN, 6)
+    assert np.isnan(m["tail_recall"]) and m["head_recall"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("alpha", [-0.5, float("nan"), float("inf")])
+def test_bad_power_law_exponent_is_named(alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        power_law_frequencies(10, alpha)
+    with pytest.raises(ValueError, match="alpha"):
+        SyntheticWorld(10).sample(10, alpha=alpha)
+
+
+def test_script_rejects_a_bad_exponent_before_training(capsys):
+    with pytest.raises(SystemExit):
+        _script().main(["--alpha", "-1", "--out", "/nonexistent-never-written"])
+    assert "alpha" in capsys.readouterr().err
+
+
+def _frame():
+    """Two seeds, k = 0 and 2, two checkpoints; k = 2 ahead by 0.3 then 0.1 (seed 1: +0.02)."""
+    import pandas as pd
+
+    rows = []
+    for seed in (0, 1):
+        for k in (0, 2):
+            for it, base in ((10, 0.2), (20, 0.6)):
+                gain = (0.3 if it == 10 else 0.1) + 0.02 * seed if k == 2 else 0.0
+                value = base + gain
+                rows.append(
+                    {
+                        "dataset": "balanced",
+                        "batch_size": 8,
+                        "steps": k,
+                        "seed": seed,
+                        "iteration": it,
+                        "recall": value,
+                        "tail_recall": value - 0.1,
+                        "head_recall": value + 0.1,
+                        "weighted_acc": value,
+                        "acc1": value,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_gap_table_is_the_per_checkpoint_difference_over_seeds():
+    gaps = gap_table(_frame()).set_index("iteration")
+    assert gaps.loc[10, "recall"] == pytest.approx(0.31)
+    assert gaps.loc[20, "tail_recall"] == pytest.approx(0.11)
+    assert gaps.loc[20, "recall_min"] == pytest.approx(0.10)
+    assert gaps.loc[20, "recall_max"] == pytest.approx(0.12)
+    assert (gaps["seeds"] == 2).all()
+
+
+def test_final_table_reports_the_last_checkpoint_and_the_best():
+    final = final_table(_frame()).set_index("steps")
+    assert final.loc[2, "recall"] == pytest.approx(0.71)  # iteration 20: 0.7 and 0.72
+    assert final.loc[2, "recall_sd"] == pytest.approx(np.std([0.7, 0.72], ddof=1))
+    assert final.loc[0, "recall_best"] == pytest.approx(0.6)
+
+
+def test_authors_results_read_their_json_layout(tmp_path):
+    import json
+
+    values = {("joint", ""): 0.5, ("double", ""): 0.7, ("joint", "_b128"): 0.4}
+    values[("double", "_b128")] = 0.5
+    for (loss, batch), best in values.items():
+        folder = tmp_path / f"{loss}_bert{batch}"
+        folder.mkdir()
+        for it, recall in ((500, best), (1000, best - 0.1)):
+            metrics = {"acc1": recall, "mean_per_class_recall": recall}
+            (folder / f"cifar10_{it}.json").write_text(json.dumps({"metrics": metrics}))
+        (folder / "cifar10.json").write_text(json.dumps({"metrics": metrics}))  # not a checkpoint
+    frame = authors_results(tmp_path)
+    assert len(frame) == 8 and set(frame["batch_size"]) == {128, 512}
+    assert (frame["recall_max"] >= frame["recall"]).all()
+    (row,) = authors_gap(frame).to_dict("records")
+    assert row["gap_512"] == pytest.approx(0.2) and row["gap_128"] == pytest.approx(0.1)
+    assert not row["larger_at_128"]
+    with pytest.raises(ValueError, match="ronakdm/balancing"):
+        authors_results(tmp_path / "cifar10")
 
 
 def _write(folder: Path, n=50, d_img=6, d_txt=4, c=3, **override):
@@ -188,8 +324,26 @@ def test_script_tiny_run_writes_outputs(tmp_path, capsys):
     frame = pd.read_csv(out / "clip_experiment.csv")
     assert set(frame["steps"]) == {0, 2} and set(frame["iteration"]) == {15, 30}
     assert frame["dataset"].nunique() == 2
+    assert {"tail_recall", "head_recall", "weighted_acc", "caption_noise"} <= set(frame)
+    gaps = pd.read_csv(out / "clip_experiment_gap.csv")
+    assert set(gaps["iteration"]) == {15, 30}
+    final = pd.read_csv(out / "clip_experiment_final.csv")
+    assert len(final) == 4 and {"tail_recall_sd", "recall_best"} <= set(final)
     printed = capsys.readouterr().out
     assert "best mean per-class recall" in printed and "wall time" in printed
+
+
+def test_script_caption_noise_grid(tmp_path):
+    out = tmp_path / "figs"
+    argv = ["--quick", "--iters", "4", "--eval-every", "2", "--n", "300", "--n-eval", "100"]
+    argv += ["--classes", "6", "--batch-sizes", "32", "--steps", "0", "2"]
+    assert _script().main([*argv, "--caption-noise", "0.5", "3", "--out", str(out)]) == 0
+    import pandas as pd
+
+    frame = pd.read_csv(out / "clip_experiment.csv")
+    assert sorted(frame["caption_noise"].unique()) == [0.5, 3.0]
+    gaps = pd.read_csv(out / "clip_experiment_gap.csv")
+    assert len(gaps) == 2 * 2 * 2  # noise × dataset × checkpoint
 
 
 def test_script_reads_embedding_folder(tmp_path):

@@ -3,10 +3,13 @@ r"""Zero-shot CLIP experiment of ``theory.md`` §7 on frozen embeddings: data, h
 Two-tower MLP heads (``Linear(in→256)–ReLU–Linear(256→256)–ReLU–Linear(256→128)``, outputs
 L2-normalised, logits :math:`= 100 \times` cosine) are trained on frozen image / caption
 embeddings with the k-step balanced loss :func:`raking.torch.balanced_clip_loss`
-(k = 0 joint softmax, 1 CLIP, 2 doubly centred) and scored by zero-shot **mean per-class
-recall**: each evaluation image is assigned the class whose prompt (text head applied to the
-class-prompt feature) has the largest cosine with the image head's output; recall is averaged
-over the classes present in the evaluation set.
+(k = 0 joint softmax, 1 CLIP, 2 doubly centred) and scored zero-shot: each evaluation image is
+assigned the class whose prompt (text head applied to the class-prompt feature) has the largest
+cosine with the image head's output. Mean per-class recall (the paper's metric) weighs every
+class alike, so its expectation is the same on a balanced and on a long-tailed evaluation set;
+:func:`recall_metrics` therefore also reports the recall of the **tail** (the rarest third of
+the classes in training) and of the **head** (the most frequent third) and the accuracy weighted
+by the training class frequencies, the three numbers that can see a long tail.
 
 Data come either from ``.npy`` files (:func:`load_embeddings`) or from the seeded synthetic
 bimodal generator (:class:`SyntheticWorld`). The script ``gpu/clip_experiment.py`` runs the grid,
@@ -37,15 +40,23 @@ if TYPE_CHECKING:
 __all__ = [
     "BimodalData",
     "SyntheticWorld",
+    "authors_gap",
+    "authors_results",
     "batch_loss",
+    "class_groups",
+    "final_table",
+    "gap_table",
     "load_embeddings",
     "make_heads",
     "mean_per_class_recall",
     "power_law_frequencies",
+    "recall_metrics",
     "split_train_eval",
     "train_heads",
     "zero_shot_predict",
 ]
+
+METRICS = ("recall", "tail_recall", "head_recall", "weighted_acc", "acc1")
 
 LOGIT_SCALE = 100.0
 HIDDEN = 256
@@ -71,11 +82,19 @@ class BimodalData:
 
 
 def power_law_frequencies(n_classes: int, alpha: float) -> np.ndarray:
-    r"""Class probabilities :math:`p_c \propto c^{-\alpha}`, c = 1..C (``alpha=0``: uniform)."""
+    r"""Class probabilities :math:`p_c \propto c^{-\alpha}`, c = 1..C (``alpha=0``: uniform).
+
+    The exponent ``alpha`` (``--alpha`` of the script) sets the long tail of the training
+    captions: at ``alpha = 1`` (the default of :class:`SyntheticWorld`) class 1 is C times as
+    frequent as class C.
+    """
     if n_classes < 1:
         raise ValueError(f"n_classes must be at least 1, got {n_classes}.")
-    if not alpha >= 0:
-        raise ValueError(f"alpha must be a nonnegative number, got {alpha}.")
+    if not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(
+            f"alpha (the power-law exponent, --alpha) must be a finite number >= 0, got "
+            f"{alpha!r}; use 0 for uniform classes and e.g. 1 for p_c ∝ 1/c."
+        )
     p = np.arange(1, n_classes + 1, dtype=np.float64) ** (-float(alpha))
     return p / p.sum()
 
@@ -291,6 +310,67 @@ def mean_per_class_recall(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float(np.mean(hits / counts))
 
 
+def class_groups(
+    train_labels: np.ndarray, n_classes: int, *, fraction: float = 1 / 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(tail, head)`` class ids: the rarest and the most frequent ``fraction`` of the classes.
+
+    Classes are ranked by their count in ``train_labels`` (a class never seen counts 0); each
+    group holds ``max(1, floor(fraction · n_classes))`` classes, ties broken by the class id
+    (the lower id is the more frequent, as in :func:`power_law_frequencies`).
+    """
+    if not 0 < fraction <= 0.5:
+        raise ValueError(
+            f"fraction must be in (0, 0.5] so that tail and head are disjoint, got {fraction}."
+        )
+    counts = np.bincount(np.asarray(train_labels), minlength=n_classes)
+    order = np.lexsort((np.arange(n_classes), -counts))  # most frequent first
+    size = max(1, int(fraction * n_classes))
+    return np.sort(order[-size:]), np.sort(order[:size])
+
+
+def recall_metrics(
+    labels: np.ndarray, predictions: np.ndarray, train_labels: np.ndarray, n_classes: int
+) -> dict[str, float]:
+    r"""Zero-shot metrics of one evaluation set, with the class groups of the training set.
+
+    With :math:`r_c` the recall of class c (hits / images of class c in ``labels``) over the
+    set :math:`\mathcal{C}` of classes present in ``labels``, and :math:`\hat p_c` the class
+    frequency in ``train_labels``:
+
+    - ``recall``: :math:`\frac{1}{|\mathcal{C}|}\sum_{c\in\mathcal{C}} r_c` (the paper's
+      mean per-class recall);
+    - ``tail_recall`` / ``head_recall``: the same mean over the tail / head classes of
+      :func:`class_groups` present in ``labels`` (NaN if none is);
+    - ``weighted_acc``: :math:`\sum_{c\in\mathcal{C}} \hat p_c r_c / \sum_{c\in\mathcal{C}}
+      \hat p_c`, the accuracy expected on images drawn with the training frequencies;
+    - ``acc1``: the plain accuracy of this set (it weighs classes by their frequency *here*).
+
+    All are fractions in [0, 1].
+    """
+    labels = np.asarray(labels)
+    predictions = np.asarray(predictions)
+    hits = np.bincount(labels, weights=(predictions == labels), minlength=n_classes)
+    counts = np.bincount(labels, minlength=n_classes)
+    present = counts > 0
+    recall = np.divide(hits, counts, out=np.zeros(n_classes), where=present)
+    freq = np.bincount(np.asarray(train_labels), minlength=n_classes).astype(np.float64)
+    tail, head = class_groups(train_labels, n_classes)
+
+    def mean_over(group: np.ndarray) -> float:
+        group = group[present[group]]
+        return float(recall[group].mean()) if len(group) else math.nan
+
+    weight = freq * present
+    return {
+        "recall": float(recall[present].mean()),
+        "tail_recall": mean_over(tail),
+        "head_recall": mean_over(head),
+        "weighted_acc": float((weight * recall).sum() / weight.sum()) if weight.sum() else math.nan,
+        "acc1": float(np.mean(predictions == labels)),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # model and training (torch imported inside)
 # ---------------------------------------------------------------------------------------------
@@ -376,10 +456,12 @@ def train_heads(
 
     Initialisation and batch order depend only on ``seed`` (not on ``steps``), so the losses are
     compared on common random numbers. Batches are drawn epoch by epoch without replacement
-    (the last incomplete batch of an epoch is dropped). Returns one row per checkpoint and
-    evaluation set (``dataset, batch_size, steps, seed, iteration, train_loss, recall,
-    recall_max, acc1, seconds``; ``train_loss`` is the mean over the interval, ``recall_max`` the
-    running max over checkpoints) and the trained heads.
+    (the last incomplete batch of an epoch is dropped), so the training pairs' class frequencies
+    (long-tailed for :class:`SyntheticWorld` data) are the frequencies seen in training. Returns
+    one row per checkpoint and evaluation set (``dataset, batch_size, steps, seed, iteration,
+    train_loss, recall, recall_max, tail_recall, head_recall, weighted_acc, acc1, seconds``; see
+    :func:`recall_metrics`; ``train_loss`` is the mean over the interval, ``recall_max`` the
+    running max of ``recall`` over checkpoints) and the trained heads.
     """
     import torch
 
@@ -422,8 +504,8 @@ def train_heads(
             heads.eval()
             for name, (x, y) in evals.items():
                 pred = zero_shot_predict(heads, x, prompts)
-                recall = mean_per_class_recall(y, pred)
-                best[name] = max(best[name], recall)
+                metrics = recall_metrics(y, pred, data.labels, len(data.prompts))
+                best[name] = max(best[name], metrics["recall"])
                 rows.append(
                     {
                         "dataset": name,
@@ -432,9 +514,12 @@ def train_heads(
                         "seed": seed,
                         "iteration": it,
                         "train_loss": train_loss,
-                        "recall": recall,
+                        "recall": metrics["recall"],
                         "recall_max": best[name],
-                        "acc1": float(np.mean(pred == y)),
+                        "tail_recall": metrics["tail_recall"],
+                        "head_recall": metrics["head_recall"],
+                        "weighted_acc": metrics["weighted_acc"],
+                        "acc1": metrics["acc1"],
                         "seconds": time.perf_counter() - start,
                     }
                 )
@@ -448,7 +533,7 @@ def train_heads(
 def plot_clip_experiment(
     frame: Any, folder: str | Path, name: str = "clip_experiment"
 ) -> list[Path]:
-    """Rows = datasets, columns = batch size, one colour per k.
+    """Rows = datasets (× caption noise when it varies), columns = batch size, one colour per k.
 
     Solid: running max over checkpoints of the mean per-class recall (the paper's plot), mean
     over seeds (band: min-max over seeds when there are several). Dotted, same colour: the
@@ -456,6 +541,12 @@ def plot_clip_experiment(
     """
     from matplotlib.figure import Figure
 
+    if "caption_noise" in frame and frame["caption_noise"].nunique() > 1:
+        frame = frame.assign(
+            dataset=[
+                f"{d}, noise {s:g}" for d, s in zip(frame.dataset, frame.caption_noise, strict=True)
+            ]
+        )
     datasets = list(dict.fromkeys(frame["dataset"]))
     batches = sorted(frame["batch_size"].unique())
     ks = sorted(frame["steps"].unique())
@@ -527,3 +618,113 @@ def summary_table(frame: Any) -> Any:
     if {0, 2} <= set(best.columns):
         out["k2-k0"] = (best[2] - best[0]).groupby(level=["dataset", "batch_size"]).mean()
     return pd.DataFrame(out)
+
+
+def _keys(frame: Any) -> list[str]:
+    return [c for c in ("caption_noise", "dataset", "batch_size") if c in frame]
+
+
+def gap_table(frame: Any, metrics: Sequence[str] = METRICS, *, lo: int = 0, hi: int = 2) -> Any:
+    """The ``k = hi`` minus ``k = lo`` gap of each metric at every checkpoint, over seeds.
+
+    One row per (caption noise,) dataset × batch × iteration with, for each metric ``m``,
+    ``m`` (mean over seeds of the per-seed difference at that checkpoint, not the running max),
+    ``m_min`` and ``m_max`` (its range over seeds), and ``seeds``. The rows of the last
+    iteration are the gap at the end of training.
+    """
+    import pandas as pd
+
+    keys = [*_keys(frame), "iteration"]
+    wide = frame.pivot_table(index=[*keys, "seed"], columns="steps", values=list(metrics))
+    diff = pd.DataFrame({m: wide[(m, hi)] - wide[(m, lo)] for m in metrics})
+    g = diff.groupby(level=keys, sort=False)
+    out = g.mean()
+    for m in metrics:
+        out[f"{m}_min"] = g[m].min()
+        out[f"{m}_max"] = g[m].max()
+    out["seeds"] = g.size()
+    return out.reset_index()
+
+
+def final_table(frame: Any, metrics: Sequence[str] = METRICS) -> Any:
+    """Each metric at the last checkpoint, mean and sd over seeds, per dataset × batch × k.
+
+    Columns ``m`` and ``m_sd`` for every metric ``m`` (sd NaN with one seed) and ``recall_best``
+    (mean over seeds of the best ``recall`` over checkpoints, the paper's summary).
+    """
+    keys = [*_keys(frame), "steps"]
+    last = frame[frame["iteration"] == frame.groupby(keys)["iteration"].transform("max")]
+    g = last.groupby(keys, sort=False)
+    out = g[list(metrics)].mean()
+    for m in metrics:
+        out[f"{m}_sd"] = g[m].std()
+    best = frame.groupby([*keys, "seed"], sort=False)["recall"].max()
+    out["recall_best"] = best.groupby(level=keys, sort=False).mean()
+    out["seeds"] = g["seed"].nunique()
+    return out.reset_index()
+
+
+def authors_results(folder: str | Path) -> Any:
+    """The authors' released zero-shot results, one row per model × dataset × checkpoint.
+
+    ``folder`` is the ``results/`` folder of github.com/ronakdm/balancing (``{loss}_{text
+    embedding}{_b128}/{dataset}_{iteration}.json``, written by CLIP_benchmark; loss ``joint``:
+    k = 0, ``clip``: k = 1, ``double``: k = 2; no ``_b128``: batch 512). Columns ``embedding,
+    dataset, batch_size, steps, iteration, recall, recall_max, acc1``, ``recall_max`` being
+    the running max over checkpoints that their figure plots.
+    """
+    import json
+
+    import pandas as pd
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(
+            f"--authors-results {folder} is not a folder; give the results/ folder of a clone "
+            f"of github.com/ronakdm/balancing."
+        )
+    losses = {"joint": 0, "clip": 1, "double": 2}
+    rows = []
+    for path in sorted(folder.glob("*/*_*.json")):
+        loss, _, rest = path.parent.name.partition("_")
+        dataset, _, iteration = path.stem.rpartition("_")
+        if loss not in losses or not iteration.isdigit():
+            continue
+        embedding, _, batch = rest.partition("_")
+        metrics = json.loads(path.read_text(encoding="utf-8"))["metrics"]
+        rows.append(
+            {
+                "embedding": embedding,
+                "dataset": dataset,
+                "batch_size": 128 if batch == "b128" else 512,
+                "steps": losses[loss],
+                "iteration": int(iteration),
+                "recall": metrics["mean_per_class_recall"],
+                "acc1": metrics["acc1"],
+            }
+        )
+    if not rows:
+        raise ValueError(
+            f"{folder} holds no {{loss}}_{{embedding}}/{{dataset}}_{{iteration}}.json files; "
+            f"give the results/ folder of github.com/ronakdm/balancing."
+        )
+    frame = pd.DataFrame(rows).sort_values(
+        ["embedding", "dataset", "batch_size", "steps", "iteration"], ignore_index=True
+    )
+    keys = ["embedding", "dataset", "batch_size", "steps"]
+    frame["recall_max"] = frame.groupby(keys)["recall"].cummax()
+    return frame
+
+
+def authors_gap(frame: Any) -> Any:
+    """Gap k = 2 minus k = 0 of the best mean per-class recall, per text embedding × dataset.
+
+    At batch sizes 128 and 512: columns ``gap_128``, ``gap_512`` and ``larger_at_128``
+    (``gap_128 > gap_512``).
+    """
+    best = frame.groupby(["embedding", "dataset", "batch_size", "steps"])["recall"].max()
+    best = best.unstack("steps")
+    gap = (best[2] - best[0]).unstack("batch_size")
+    out = gap.rename(columns={128: "gap_128", 512: "gap_512"})
+    out["larger_at_128"] = out["gap_128"] > out["gap_512"]
+    return out.reset_index()
