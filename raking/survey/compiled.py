@@ -29,6 +29,13 @@ column arrays, so a loop that both may store into ``w`` and is given the design 
 (issue 11). Hence the group sums without a step are a loop of their own, and
 ``tests/test_weights.py`` runs the passes on read-only, strided and every code dtype.
 
+Replicates (:func:`replicate_design`, :func:`rake_batch`): ``R`` replicates of the same units
+are raked in one call, each thread taking blocks of ``_BLOCK`` (8) replicates and running the
+whole iteration for them with the weights stored unit-major (``(units, 8)``), so that scaling a
+unit and adding it to its level's margin are contiguous 8-wide vector operations, with no
+gathers; 2.5x faster per step than one replicate at a time (1.3 against 3.3 ns per unit and
+replicate, one thread). The bounded twin runs one replicate per iteration of the parallel loop.
+
 numba is imported only by :func:`_compiled`, on the first pass; :mod:`raking.survey.weights` uses
 these loops only for problems of at least 100,000 units (``raking.survey.loops``), so raking a
 survey of a few thousand rows never loads numba. JIT cost: about 2 s for the three loops on first
@@ -61,6 +68,7 @@ prange = range
 
 _ROWS_PER_CHUNK = 32_768  # below this, one chunk: thread start-up costs more than it saves
 _LANES = 4  # accumulator copies per chunk (a power of 2: lane = i & (_LANES - 1))
+_BLOCK = 8  # replicates raked together by one thread (rake_batch; contiguous per unit)
 
 
 @functools.cache
@@ -227,33 +235,53 @@ def dense_cells(
 
 
 def replicate_design(
-    unit_of_row: np.ndarray, group: np.ndarray, d: np.ndarray, multipliers: np.ndarray, n_units: int
+    unit_of_row: np.ndarray,
+    rows_per_unit: np.ndarray,
+    group: np.ndarray,
+    d: np.ndarray,
+    multipliers: np.ndarray,
 ) -> np.ndarray:
     r"""Replicate design weight of every unit: :math:`D_{ru} = \sum_{i \in u} d_i a_r(g_i)`.
 
     Parameters
     ----------
     unit_of_row : numpy.ndarray of int, shape ``(n,)``
-        Unit (cell) of each row, in ``[0, n_units)``.
+        Unit (cell) of each row, in ``[0, C)``.
+    rows_per_unit : numpy.ndarray of int, shape ``(C,)``
+        Rows in each unit (``_Units.rows``).
     group : numpy.ndarray of int64, shape ``(n,)``
         Group (PSU) of each row, a row of ``multipliers``.
     d : numpy.ndarray of float64, shape ``(n,)``
         Design weights.
     multipliers : numpy.ndarray of float64, shape ``(G, R)``
-        :math:`a_r(g)`.
+        :math:`a_r(g)`, C-contiguous.
 
     Returns
     -------
-    numpy.ndarray of float64, shape ``(R, n_units)``
+    numpy.ndarray of float64, shape ``(R, C)``
 
     Notes
     -----
-    Parallel over replicates (each thread owns whole rows of the output: no contention), in
-    blocks of rows so that a block's codes and weights stay in cache across the replicates.
+    The rows are ordered by unit (a counting sort; their PSUs and weights are gathered in that
+    order once), then each thread sums blocks of 8 replicates, unit after unit: per row one
+    8-wide multiply-add of its PSU's multipliers, read from the block's ``(G, 8)`` slice of
+    the multipliers (in cache), and no two threads write the same output. A scatter of the rows
+    into each replicate's row of the result took 1.8-2.0 s for 10^6 rows, 28,537 cells and 100
+    replicates on 2 shared cores.
     """
-    out = np.empty((multipliers.shape[1], n_units))
-    a_t = np.ascontiguousarray(multipliers.T)
-    _compiled().replicate_design(_in(unit_of_row), _in(group), _in(d), _in(a_t), out)
+    compiled = _compiled()
+    starts = np.zeros(rows_per_unit.shape[0] + 1, dtype=np.int64)
+    np.cumsum(rows_per_unit, out=starts[1:])
+    order = np.empty(unit_of_row.shape[0], dtype=np.int64)
+    compiled.order_by_unit(_in(unit_of_row), starts, order)
+    n_rep = multipliers.shape[1]
+    n_blocks = -(-n_rep // _BLOCK)
+    # (blocks, G, 8): one block's multipliers (G x 64 bytes) stay in cache while it is summed
+    a = np.zeros((n_blocks * _BLOCK, multipliers.shape[0]))
+    a[:n_rep] = multipliers.T
+    a = np.ascontiguousarray(a.reshape(n_blocks, _BLOCK, -1).transpose(0, 2, 1))
+    out = np.empty((n_rep, rows_per_unit.shape[0]))
+    compiled.replicate_design(_in(group[order]), _in(d[order]), starts, a, out)
     return out
 
 
@@ -294,7 +322,13 @@ def rake_batch(
         Raked unit weights ``(R, m)``, margins ``(R, sum L)``, and per replicate the steps done,
         convergence, stall and the final error (share of the total).
     """
-    from raking.survey.loops import _NEWTON_MAX, _NEWTON_RTOL, _STALL_GAIN, _STALL_SWEEPS
+    from raking.survey.loops import (
+        _CHECK_MARGIN,
+        _NEWTON_MAX,
+        _NEWTON_RTOL,
+        _STALL_GAIN,
+        _STALL_SWEEPS,
+    )
 
     n_rep = d.shape[0]
     w = np.empty_like(d)
@@ -305,7 +339,7 @@ def rake_batch(
     rule = (-1 if steps is None else steps, tol, max_iter, total, _STALL_SWEEPS, _STALL_GAIN)
     if bounds is None:
         _compiled().rake_batch(
-            _in(codes), offsets, targets, _in(d), *rule, w, margins, k, flags, errors
+            _in(codes), offsets, targets, _in(d), *rule, _CHECK_MARGIN, w, margins, k, flags, errors
         )
     else:
         _compiled().rake_batch_bounded(
@@ -336,6 +370,7 @@ class _Compiled(NamedTuple):
     cell_index: Callable[..., int]
     cell_rows: Callable[..., None]
     replicate_design: Callable[..., None]
+    order_by_unit: Callable[..., None]
     rake_batch: Callable[..., None]
     rake_batch_bounded: Callable[..., None]
     get_num_threads: Callable[[], int]
@@ -347,7 +382,7 @@ def _compiled() -> _Compiled:
     import numba
 
     globals()["prange"] = numba.prange
-    for helper in (_batch_error, _batch_stop):  # called from the batched loops: jit them first
+    for helper in (_batch_error, _batch_stop, _block_sums):  # called from the batched loops
         globals()[helper.__name__] = numba.njit(cache=True)(helper)
     parallel = numba.njit(parallel=True, cache=True, fastmath=False)
     serial = numba.njit(cache=True)
@@ -360,6 +395,7 @@ def _compiled() -> _Compiled:
         serial(_cell_index_loops),
         parallel(_cell_rows_loops),
         parallel(_replicate_design_loops),
+        serial(_order_by_unit_loops),
         parallel(_rake_batch_loops),
         numba.njit(parallel=True, cache=True, error_model="numpy")(_rake_batch_bounded_loops),
         numba.get_num_threads,
@@ -526,23 +562,32 @@ def _cell_rows_loops(
             q = quotient
 
 
-_DESIGN_BLOCK = 32_768  # rows per block of _replicate_design_loops (codes and weights in cache)
-
-
 def _replicate_design_loops(
-    unit_of_row: np.ndarray, group: np.ndarray, d: np.ndarray, a_t: np.ndarray, out: np.ndarray
+    group: np.ndarray, d: np.ndarray, starts: np.ndarray, a: np.ndarray, out: np.ndarray
 ) -> None:
-    n_rep = out.shape[0]
-    n = d.shape[0]
-    for r in prange(n_rep):
-        out[r, :] = 0.0
-    for start in range(0, n, _DESIGN_BLOCK):
-        stop = min(n, start + _DESIGN_BLOCK)
-        for r in prange(n_rep):
-            o = out[r]
-            a = a_t[r]
-            for i in range(start, stop):
-                o[unit_of_row[i]] += d[i] * a[group[i]]
+    n_rep, n_units = out.shape
+    for blk in prange(a.shape[0]):
+        ab = a[blk]
+        r0 = blk * _BLOCK
+        size = min(_BLOCK, n_rep - r0)
+        acc = np.zeros(_BLOCK)
+        for u in range(n_units):
+            acc[:] = 0.0
+            for k in range(starts[u], starts[u + 1]):
+                x = d[k]
+                ag = ab[group[k]]
+                for b in range(_BLOCK):
+                    acc[b] += x * ag[b]
+            for b in range(size):
+                out[r0 + b, u] = acc[b]
+
+
+def _order_by_unit_loops(unit_of_row: np.ndarray, starts: np.ndarray, order: np.ndarray) -> None:
+    pos = starts[:-1].copy()
+    for i in range(unit_of_row.shape[0]):
+        u = unit_of_row[i]
+        order[pos[u]] = i
+        pos[u] += 1
 
 
 def _batch_error(mg: np.ndarray, t: np.ndarray, total: float) -> float:
@@ -599,6 +644,7 @@ def _rake_batch_loops(
     total: float,
     stall_sweeps: int,
     stall_gain: float,
+    check_margin: float,
     w: np.ndarray,
     margins: np.ndarray,
     k_out: np.ndarray,
@@ -607,51 +653,158 @@ def _rake_batch_loops(
 ) -> None:
     n_rep, m = d.shape
     p = codes.shape[0]
+    n_t = t.shape[0]
     fixed = steps >= 0
     limit = steps if fixed else max_iter * p
-    for r in prange(n_rep):
-        wr = w[r]
-        dr = d[r]
-        mg = margins[r]
-        ratio = np.empty(t.shape[0])
-        hist = np.empty(max_iter + 1)
+    n_blocks = (n_rep + _BLOCK - 1) // _BLOCK
+    for blk in prange(n_blocks):
+        r0 = blk * _BLOCK
+        size = min(_BLOCK, n_rep - r0)
+        wb = np.zeros((m, _BLOCK))  # unit-major: a step is contiguous vector work per unit
+        for c in range(m):
+            for b in range(size):
+                wb[c, b] = d[r0 + b, c]
+        acc = np.zeros((_LANES, n_t, _BLOCK))  # lane c & 3: equal codes do not chain the adds
+        mg = np.zeros((n_t, _BLOCK))
+        ratio = np.ones((n_t, _BLOCK))
+        active = np.zeros(_BLOCK, dtype=np.bool_)
+        active[:size] = True
+        need = np.zeros(_BLOCK, dtype=np.bool_)
+        before = np.full((p, _BLOCK), np.inf)  # each variable's error just before its step
+        previous = np.full(_BLOCK, np.inf)
+        proxy = np.full(_BLOCK, np.nan)
+        value = np.zeros(_BLOCK)
+        hist = np.empty((max_iter + 1, _BLOCK))
         nh = 0
-        for i in range(m):
-            wr[i] = dr[i]
-            mg[offsets[0] + codes[0, i]] += dr[i]
+        _block_sums(codes, offsets, wb, acc, mg, 0, 1)
         for k in range(1, limit + 1):
             v = (k - 1) % p
             nxt = k % p
-            for j in range(offsets[v], offsets[v + 1]):
-                ratio[j] = t[j] / mg[j] if mg[j] > 0 else 1.0
             base = offsets[v]
-            if k == limit or (not fixed and nxt == 0):
-                mg[:] = 0.0
-                for i in range(m):
-                    x = wr[i] * ratio[base + codes[v, i]]
-                    wr[i] = x
+            end = k == limit or (not fixed and nxt == 0)
+            for b in range(_BLOCK):
+                need[b] = active[b] and k == limit
+            if not fixed:
+                for b in range(size):
+                    before[v, b] = _batch_error(
+                        mg[base : offsets[v + 1], b], t[base : offsets[v + 1]], total
+                    )
+                if nxt == 0:
+                    for b in range(size):
+                        pr = before[0, b]
+                        for u in range(1, p):
+                            x = before[u, b]
+                            if x != x or (pr == pr and x > pr):  # NaN propagates, as np.max
+                                pr = x
+                        proxy[b] = pr
+                        rate = 1.0
+                        if previous[b] > 0 and previous[b] < np.inf:
+                            rate = min(1.0, pr / previous[b])
+                        if active[b] and (p == 1 or pr * rate <= check_margin * tol):
+                            need[b] = True
+                        previous[b] = pr
+            for j in range(base, offsets[v + 1]):
+                for b in range(_BLOCK):
+                    x = mg[j, b]
+                    ratio[j, b] = t[j] / x if active[b] and x > 0 else 1.0
+            full = False
+            for b in range(_BLOCK):
+                full = full or need[b]
+            first = 0 if full else nxt
+            last = p if full else nxt + 1
+            acc[:, offsets[first] : offsets[last], :] = 0.0
+            if full:
+                for c in range(m):
+                    wc = wb[c]
+                    rc = ratio[base + codes[v, c]]
+                    lane = c & (_LANES - 1)
+                    for b in range(_BLOCK):
+                        wc[b] *= rc[b]
                     for u in range(p):
-                        mg[offsets[u] + codes[u, i]] += x
-                err = _batch_error(mg, t, total)
+                        ac = acc[lane, offsets[u] + codes[u, c]]
+                        for b in range(_BLOCK):
+                            ac[b] += wc[b]
+            else:  # the common step: scale one variable, sum the next (a loop of its own)
+                nb = offsets[nxt]
+                for c in range(m):
+                    wc = wb[c]
+                    rc = ratio[base + codes[v, c]]
+                    ac = acc[c & (_LANES - 1), nb + codes[nxt, c]]
+                    for b in range(_BLOCK):
+                        wc[b] *= rc[b]
+                    for b in range(_BLOCK):
+                        ac[b] += wc[b]
+            for j in range(offsets[first], offsets[last]):
+                for b in range(_BLOCK):
+                    mg[j, b] = acc[0, j, b] + acc[1, j, b] + acc[2, j, b] + acc[3, j, b]
+            if not end:
+                continue
+            any_stop = False
+            for b in range(size):
+                value[b] = _batch_error(mg[:, b], t, total) if need[b] else proxy[b]
+            stops = np.zeros(_BLOCK, dtype=np.bool_)
+            for b in range(size):
+                if not active[b]:
+                    continue
                 stop, conv, stall = _batch_stop(
-                    err, k, limit, fixed, tol, hist, nh, stall_sweeps, stall_gain
+                    value[b],
+                    k,
+                    limit,
+                    fixed,
+                    tol if need[b] else -1.0,
+                    hist[:, b],
+                    nh,
+                    stall_sweeps,
+                    stall_gain,
                 )
                 if stop:
-                    k_out[r] = k
-                    flags[r, 0] = conv
-                    flags[r, 1] = stall
-                    errors[r] = err
+                    stops[b] = True
+                    any_stop = True
+                    flags[r0 + b, 0] = conv
+                    flags[r0 + b, 1] = stall
+            if not fixed:
+                for b in range(_BLOCK):
+                    hist[nh, b] = value[b]
+                nh += 1
+            if any_stop:
+                if not full:  # the margins of every variable, for the replicates that stop
+                    _block_sums(codes, offsets, wb, acc, mg, 0, p)
+                running = False
+                for b in range(size):
+                    if stops[b]:
+                        active[b] = False
+                        k_out[r0 + b] = k
+                        errors[r0 + b] = _batch_error(mg[:, b], t, total)
+                        for j in range(n_t):
+                            margins[r0 + b, j] = mg[j, b]
+                    running = running or active[b]
+                if not running:
                     break
-                if not fixed:
-                    hist[nh] = err
-                    nh += 1
-            else:
-                nb = offsets[nxt]
-                mg[nb : offsets[nxt + 1]] = 0.0
-                for i in range(m):
-                    x = wr[i] * ratio[base + codes[v, i]]
-                    wr[i] = x
-                    mg[nb + codes[nxt, i]] += x
+        for c in range(m):
+            for b in range(size):
+                w[r0 + b, c] = wb[c, b]
+
+
+def _block_sums(
+    codes: np.ndarray,
+    offsets: np.ndarray,
+    wb: np.ndarray,
+    acc: np.ndarray,
+    mg: np.ndarray,
+    first: int,
+    last: int,
+) -> None:
+    """``mg[j, b]``: the margins of variables ``first .. last - 1`` of a block, no scaling."""
+    acc[:, offsets[first] : offsets[last], :] = 0.0
+    for c in range(wb.shape[0]):
+        lane = c & (_LANES - 1)
+        for u in range(first, last):
+            ac = acc[lane, offsets[u] + codes[u, c]]
+            for b in range(_BLOCK):
+                ac[b] += wb[c, b]
+    for j in range(offsets[first], offsets[last]):
+        for b in range(_BLOCK):
+            mg[j, b] = acc[0, j, b] + acc[1, j, b] + acc[2, j, b] + acc[3, j, b]
 
 
 def _rake_batch_bounded_loops(

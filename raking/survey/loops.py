@@ -10,6 +10,11 @@ best below ``_STALL_GAIN`` times the earlier best for ``_STALL_SWEEPS`` sweeps).
 
 The passes are NumPy (``numpy.bincount``) here and compiled in :mod:`raking.survey.compiled`, with
 the same signatures; :func:`_passes` picks one. No validation happens here.
+
+Replicates: :func:`_run_unbounded_batch` and :func:`_run_bounded_batch` rake ``R`` copies of the
+units with their own design weights at once (a leading replicate axis, margins as products with
+one-hot level matrices), with the same steps and, per replicate, the same stopping rule; their
+compiled twin is :func:`raking.survey.compiled.rake_batch`.
 """
 
 from __future__ import annotations
@@ -321,32 +326,43 @@ class _BatchStop:
         self.converged = np.zeros(n_rep, dtype=bool)
         self.stalled = np.zeros(n_rep, dtype=bool)
         self.errors = np.full(n_rep, np.nan)
-        self.history: list[np.ndarray] = []  # errors of the sweeps checked so far
+        self.history: list[np.ndarray] = []  # per sweep: the error, or the proxy, of each
 
-    def check(
-        self, k: int, last: bool, out: np.ndarray, t: np.ndarray, margins: np.ndarray
-    ) -> None:
-        """After the check at step ``k`` (``out``: every margin): stop the replicates that end."""
+    def error(self, out: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Max ``|margin - target|`` over ``total`` of each replicate (NaN propagates)."""
         with np.errstate(invalid="ignore"):
-            error = np.max(np.abs(out - t), axis=1) / self.total
+            return np.max(np.abs(out - t), axis=1) / self.total
+
+    def decide(self, value: np.ndarray, measured: np.ndarray, last: bool) -> np.ndarray:
+        """Replicates that stop after a sweep judged on ``value``, as :func:`_done`.
+
+        ``value``: the error where ``measured`` (it may meet ``tol``), else the sweep's proxy
+        (only NaN or a stall can stop on it); ``last``: the last step allowed.
+        """
         if self.steps is not None:
             stop = self.active.copy() if last else np.zeros_like(self.active)
-            self.converged |= stop & np.isfinite(error)
-        else:
-            tol_ok = error <= self.tol
-            bad = ~np.isfinite(error)
+            self.converged |= stop & np.isfinite(value)
+            return stop
+        with np.errstate(invalid="ignore"):
+            tol_ok = measured & (value <= self.tol)
+            bad = ~np.isfinite(value)
             stall = np.zeros_like(tol_ok)
             if len(self.history) >= _STALL_SWEEPS:
                 past = np.stack(self.history)
-                recent = np.minimum(past[-_STALL_SWEEPS + 1 :].min(axis=0), error)
+                recent = np.minimum(past[-_STALL_SWEEPS + 1 :].min(axis=0), value)
                 stall = recent > _STALL_GAIN * past[: -_STALL_SWEEPS + 1].min(axis=0)
-            ends = tol_ok | bad | stall
-            stop = self.active & (ends | last)
-            self.converged |= self.active & tol_ok
-            self.stalled |= self.active & ~tol_ok & ~bad & stall
-            self.history.append(error)
+        stop = self.active & (tol_ok | bad | stall | last)
+        self.converged |= self.active & tol_ok
+        self.stalled |= self.active & ~tol_ok & ~bad & stall
+        self.history.append(value)
+        return stop
+
+    def record(
+        self, stop: np.ndarray, k: int, out: np.ndarray, t: np.ndarray, margins: np.ndarray
+    ) -> None:
+        """Stop the replicates ``stop`` at step ``k``, with their margins ``out``."""
         self.k[stop] = k
-        self.errors[stop] = error[stop]
+        self.errors[stop] = self.error(out, t)[stop]
         margins[stop] = out[stop]
         self.active &= ~stop
 
@@ -364,9 +380,12 @@ def _run_unbounded_batch(
     """:func:`_run_unbounded` for ``R`` replicates of design weights ``d`` (``(R, m)``) at once.
 
     Vectorised over the ``(R, m)`` matrix (margins as products with the units' one-hot level
-    matrices). The error is measured at the end of every sweep (no proxies); each replicate
-    stops on its own (tolerance, NaN, stall, ``max_iter``); a stopped one is carried with
-    factors 1. The same algorithm as :func:`raking.survey.compiled.rake_batch`.
+    matrices), with the same checks per replicate: each variable's error just before its step,
+    the sweep's proxy and its predicted error, a full check only for the replicates whose
+    prediction is within ``_CHECK_MARGIN * tol`` (all margins are summed when one of them needs
+    it), the stop at ``tol`` decided on the full check, NaN and stalls on the proxies. A stopped
+    replicate is carried with factors 1. The same algorithm as
+    :func:`raking.survey.compiled.rake_batch`.
     """
     p, n_rep = len(targets), d.shape[0]
     t = np.concatenate(targets)
@@ -375,20 +394,43 @@ def _run_unbounded_batch(
     margins = np.zeros((n_rep, t.size))
     stop = _BatchStop(n_rep, steps, tol, total)
     limit = steps if steps is not None else max_iter * p
+    before = np.full((p, n_rep), np.inf)  # each variable's error just before its latest step
+    previous = np.full(n_rep, np.inf)
+    proxy = np.full(n_rep, np.nan)
     margin = w @ onehot[0]
     for k in range(1, limit + 1):
         v, nxt = (k - 1) % p, k % p
+        end = k == limit or (steps is None and nxt == 0)
+        need = stop.active.copy() if k == limit else np.zeros(n_rep, dtype=bool)
+        if steps is None:
+            before[v] = stop.error(margin, targets[v])
+            if nxt == 0:
+                proxy = before.max(axis=0)
+                known = (previous > 0) & (previous < np.inf)
+                with np.errstate(invalid="ignore"):
+                    rate = np.where(known, np.minimum(1.0, proxy / np.where(known, previous, 1)), 1)
+                    need |= stop.active & ((p == 1) | (proxy * rate <= _CHECK_MARGIN * tol))
+                previous = proxy
         ratio = _ratio(np.broadcast_to(targets[v], margin.shape), margin)
         ratio[~stop.active] = 1.0
         w *= np.take(ratio, codes[v], axis=1)
-        if k == limit or (steps is None and nxt == 0):
+        out = None
+        if need.any():
             out = np.concatenate([w @ e for e in onehot], axis=1)
-            stop.check(k, k == limit, out, t, margins)
-            if not stop.active.any():
-                break
             margin = out[:, offsets[nxt] : offsets[nxt + 1]]
         else:
             margin = w @ onehot[nxt]
+        if end:
+            value = proxy.copy()
+            if out is not None:
+                value[need] = stop.error(out, t)[need]
+            ends = stop.decide(value, need, k == limit)
+            if ends.any():
+                if out is None:
+                    out = np.concatenate([w @ e for e in onehot], axis=1)
+                stop.record(ends, k, out, t, margins)
+            if not stop.active.any():
+                break
     return _BatchRun(w, margins, stop.k, stop.converged, stop.stalled, stop.errors)
 
 
@@ -424,7 +466,8 @@ def _run_bounded_batch(
         np.multiply(d, np.clip(q, lo, hi), out=w)
         if k == limit or (steps is None and k % p == 0):
             out = np.concatenate([w @ e for e in onehot], axis=1)
-            stop.check(k, k == limit, out, t, margins)
+            ends = stop.decide(stop.error(out, t), stop.active, k == limit)
+            stop.record(ends, k, out, t, margins)
             if not stop.active.any():
                 break
     return _BatchRun(w, margins, stop.k, stop.converged, stop.stalled, stop.errors)

@@ -45,7 +45,9 @@ as R's ``svrVar`` does, with a note.
 Memory: the re-raked weights are kept as the raking factors of the raked units (:math:`\gamma_r`
 per cell of the crossed codes, an ``(R, C)`` array) with the multipliers; the ``n x R`` matrix
 :math:`w_{ir} = d_i a_r(\mathrm{psu}_i) \gamma_r(\mathrm{cell}_i)` is formed only when asked for
-(``RakeResult.replicate_weights``), and estimates sum it in blocks of rows.
+(``RakeResult.replicate_weights``), and estimates sum it in blocks of rows. When the rows
+themselves are raked (more than ``n / 2`` cells), ``C = n`` and the raking holds a few ``R x n``
+arrays.
 """
 
 from __future__ import annotations
@@ -273,11 +275,16 @@ def replicate_variance(
 
 
 def _psus(strata: np.ndarray | None, cluster: np.ndarray | None, n: int) -> tuple[np.ndarray, ...]:
-    """PSU of each row (codes 0.. in order of first appearance) and the stratum of each PSU."""
+    """PSU of each row and the stratum of each PSU.
+
+    ``cluster``: PSU codes ``0, ..., G - 1`` numbered in order of first appearance (as
+    :func:`pandas.factorize` gives them), each PSU within one stratum; ``None``: rows.
+    """
     psu = np.arange(n, dtype=np.int64) if cluster is None else np.asarray(cluster, np.int64)
     h = np.zeros(n, dtype=np.int64) if strata is None else np.asarray(strata, np.int64)
-    first = np.unique(psu, return_index=True)[1]
-    return psu, h[first]
+    stratum_of_psu = np.empty(int(psu.max()) + 1, dtype=np.int64)
+    stratum_of_psu[psu] = h
+    return psu, stratum_of_psu
 
 
 def jackknife(

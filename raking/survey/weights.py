@@ -533,6 +533,7 @@ def _rake_replicates(
     bounds: tuple[float, float] | None,
     backend: str | None = None,
     shift: int = 0,
+    start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, _BatchRun]:
     r"""Rake ``R`` replicates of the same units in one batched call; their raking factors.
 
@@ -544,6 +545,14 @@ def _rake_replicates(
     replicate stopping on its own. ``R x C`` from 100,000 runs compiled, parallel over
     replicates (:func:`raking.survey.compiled.rake_batch`), else vectorised NumPy
     (:func:`raking.survey.loops._run_unbounded_batch`); ``backend`` forces one.
+
+    ``start`` (unbounded raking to ``tol`` only): a raking factor per unit to start every
+    replicate from, :math:`W^{(0)}_{ru} = D_{ru}\, \gamma_u` -- the full sample's factors,
+    which are near each replicate's. IPF keeps its iterates of the form :math:`D_r \prod_v
+    f_v(\text{level}_v)`, and :math:`\gamma` is of that form, so the limit is the same raking
+    (the KL projection of :math:`D_r` onto the margins), reached in fewer sweeps (10 -> 7 on
+    10^6 rows, 6 variables, 100 bootstrap replicates). Fixed ``steps`` and bounds start
+    from :math:`D_r` (a ``k``-step raking depends on where it starts).
 
     Returns
     -------
@@ -565,7 +574,7 @@ def _rake_replicates(
     elif backend == "numba":
         from raking.survey.compiled import replicate_design
 
-        d_rep = replicate_design(units.cell_of_row, group, design, multipliers, m)
+        d_rep = replicate_design(units.cell_of_row, units.rows, group, design, multipliers)
     else:
         key = units.cell_of_row[:, None].astype(np.int64) * n_rep + np.arange(n_rep)
         summed = np.bincount(key.ravel(), (design[:, None] * multipliers[group]).ravel(), m * n_rep)
@@ -580,22 +589,14 @@ def _rake_replicates(
     elif backend == "numba":
         from raking.survey.compiled import rake_batch
 
+        w0 = d_rep if bounds is not None else _start(d_rep, start, steps)
+        t_all = np.concatenate(targets)
         run = _BatchRun(
-            *rake_batch(
-                units.codes,
-                offsets,
-                np.concatenate(targets),
-                d_rep,
-                total,
-                steps,
-                tol,
-                max_iter,
-                bounds,
-            )
+            *rake_batch(units.codes, offsets, t_all, w0, total, steps, tol, max_iter, bounds)
         )
     elif bounds is None:
         run = _run_unbounded_batch(
-            units.codes, offsets, targets, d_rep, total, steps, tol, max_iter
+            units.codes, offsets, targets, _start(d_rep, start, steps), total, steps, tol, max_iter
         )
     else:
         run = _run_bounded_batch(
@@ -605,6 +606,11 @@ def _rake_replicates(
     if shift:
         factors = np.ldexp(factors, shift)
     return factors, run
+
+
+def _start(d_rep: np.ndarray, start: np.ndarray | None, steps: int | None) -> np.ndarray:
+    r"""Unbounded replicates' starting weights: :math:`D_{ru} \gamma_u` to ``tol``, else D."""
+    return d_rep if start is None or steps is not None else d_rep * start
 
 
 def _warn_not_converged(result: RakingWeights, bounds: tuple[float, float] | None) -> None:
