@@ -198,6 +198,7 @@ def test_authors_results_read_their_json_layout(tmp_path):
     assert (frame["recall_max"] >= frame["recall"]).all()
     (row,) = authors_gap(frame).to_dict("records")
     assert row["gap_512"] == pytest.approx(0.2) and row["gap_128"] == pytest.approx(0.1)
+    assert row["first_512"] == pytest.approx(0.2) and row["first_128"] == pytest.approx(0.1)
     assert not row["larger_at_128"]
     with pytest.raises(ValueError, match="ronakdm/balancing"):
         authors_results(tmp_path / "cifar10")

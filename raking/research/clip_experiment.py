@@ -719,12 +719,16 @@ def authors_results(folder: str | Path) -> Any:
 def authors_gap(frame: Any) -> Any:
     """Gap k = 2 minus k = 0 of the best mean per-class recall, per text embedding × dataset.
 
-    At batch sizes 128 and 512: columns ``gap_128``, ``gap_512`` and ``larger_at_128``
-    (``gap_128 > gap_512``).
+    At batch sizes 128 and 512: columns ``gap_128``, ``gap_512`` (best over all checkpoints,
+    as their figure's last point), ``first_128``, ``first_512`` (at the first checkpoint, where
+    best and current coincide), and ``larger_at_128`` (``gap_128 > gap_512``).
     """
-    best = frame.groupby(["embedding", "dataset", "batch_size", "steps"])["recall"].max()
-    best = best.unstack("steps")
-    gap = (best[2] - best[0]).unstack("batch_size")
-    out = gap.rename(columns={128: "gap_128", 512: "gap_512"})
+    keys = ["embedding", "dataset", "batch_size", "steps"]
+    best = frame.groupby(keys)["recall"].max().unstack("steps")
+    first = frame[frame["iteration"] == frame["iteration"].min()]
+    first = first.set_index(keys)["recall"].unstack("steps")
+    out = (best[2] - best[0]).unstack("batch_size").rename(columns=lambda m: f"gap_{m}")
+    start = (first[2] - first[0]).unstack("batch_size").rename(columns=lambda m: f"first_{m}")
+    out = out.join(start)
     out["larger_at_128"] = out["gap_128"] > out["gap_512"]
     return out.reset_index()
