@@ -13,13 +13,16 @@ vary within levels; see :mod:`raking.survey.linearization`).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from raking.exceptions import ConvergenceWarning
 from raking.results import RakingWeights
+from raking.survey import replicates as replicate_methods
 from raking.survey.codes import (
     _NA,
     _NA_HINT,
@@ -34,7 +37,14 @@ from raking.survey.codes import (
 )
 from raking.survey.design import Coded, SurveyDesign
 from raking.survey.results import RakeResult, _Design
-from raking.survey.weights import _level_sums, _rake_units, _units, design_scale, scaled_targets
+from raking.survey.weights import (
+    _level_sums,
+    _rake_replicates,
+    _rake_units,
+    _units,
+    design_scale,
+    scaled_targets,
+)
 from raking.validation import (
     MIN_LEVEL_ROWS,
     NA_OPTIONS,
@@ -47,6 +57,12 @@ from raking.validation import (
     check_lonely_psu,
     check_option,
     check_positive_int,
+    check_replicate_design,
+    check_replicate_options,
+    check_replicate_scales,
+    check_replicate_weights,
+    check_replicates,
+    check_seed,
     check_steps,
     check_tol,
     check_weights_dtype,
@@ -78,6 +94,13 @@ def rake(
     fpc: Hashable | list[Hashable | None] | None = None,
     lonely_psu: str = "error",
     nest: bool = False,
+    replicates: str | pd.DataFrame | np.ndarray | None = None,
+    n_replicates: int | None = None,
+    seed: int | np.random.Generator | None = None,
+    fay_rho: float | None = None,
+    replicate_scale: float | None = None,
+    replicate_rscales: Sequence[float] | np.ndarray | None = None,
+    replicate_mse: bool = False,
 ) -> RakeResult:
     r"""Rake the rows of ``data`` so that their weighted level counts match ``targets``.
 
@@ -160,6 +183,32 @@ def rake(
         same label in two strata is two units (R's ``nest=TRUE``, for PSUs numbered 1, 2, ...
         in each stratum). ``False`` (R's default): a unit whose rows lie in two strata of its
         stage is an error.
+    replicates : {"jk1", "jkn", "bootstrap", "brr", "fay"}, DataFrame or array, optional
+        Standard errors from replicate weights instead of the linearisation: replicate design
+        weights built from the first-stage design (``strata``, ``cluster``, ``fpc``) as R's
+        ``as.svrepdesign(type=)`` -- ``"jk1"`` (unstratified jackknife), ``"jkn"`` (stratified),
+        ``"bootstrap"`` (Rao--Wu rescaling bootstrap, R's ``"subbootstrap"``), ``"brr"`` and
+        ``"fay"`` (balanced half-samples, two PSUs per stratum, R's Hadamard matrices) -- or a
+        table of replicate design weights you have (``n`` rows x ``R`` columns, a DataFrame
+        aligned on the index; R's ``svrepdesign(repweights=, combined.weights=TRUE)``). Every
+        replicate is raked to the same targets with the same ``steps``, ``tol``, ``max_iter``
+        and ``bounds``, all in one batched call; every estimate then takes its SE from the
+        replicates, :math:`s \sum_r s_r (\hat\theta_r - c)^2` (R's ``svrVar``; see
+        :mod:`raking.survey.replicates` for each method's multipliers and scales). The result's
+        ``replicate_weights`` holds the re-raked replicate weights.
+    n_replicates : int, optional
+        Bootstrap replicates (default 50, as R; >= 2).
+    seed : int or numpy.random.Generator, optional
+        Seed of the bootstrap draws: the same seed gives the same replicates.
+    fay_rho : float, optional
+        Fay's factor :math:`\rho` in (0, 1) for ``replicates="fay"`` (default 0.5).
+    replicate_scale, replicate_rscales : optional
+        For a table of replicate weights: the variance's ``scale`` :math:`s` (default 1) and
+        per-replicate ``rscales`` :math:`s_r` (default 1), as R's ``svrepdesign(scale=,
+        rscales=)`` (JK1: ``(R - 1) / R``; BRR: ``1 / R``; bootstrap: ``1 / (R - 1)``).
+    replicate_mse : bool
+        Centre the replicates on the full-sample estimate (R's ``mse=TRUE``) rather than on
+        their mean.
 
     Returns
     -------
@@ -200,6 +249,16 @@ def rake(
     max_iter = check_positive_int(max_iter, name="max_iter")
     bounds = check_bounds(bounds)
     lonely_psu = check_lonely_psu(lonely_psu)
+    rep_kind = check_replicates(replicates)
+    n_rep, rho = check_replicate_options(
+        rep_kind,
+        n_replicates=n_replicates,
+        seed=seed,
+        fay_rho=fay_rho,
+        replicate_scale=replicate_scale,
+        replicate_rscales=replicate_rscales,
+        replicate_mse=replicate_mse,
+    )
     stage_strata, stage_cluster, stage_fpc = stage_columns(strata, cluster, fpc)
     variables = _parse_targets(targets, data)
     codes = [_code_variable(data, cols, levels, na) for cols, levels, _ in variables.values()]
@@ -246,6 +305,44 @@ def rake(
         full = np.full(len(data), np.nan)
         full[sample_pos] = 0.0
         full[raked] = result.weights
+    columns = _design_columns(
+        data, sample_pos, stage_strata, stage_cluster, stage_fpc, lonely_psu, nest=nest
+    )
+    reraked = None
+    if rep_kind is not None:
+        spec = _replicate_design(
+            data,
+            rep_kind,
+            replicates,
+            columns,
+            stage_strata[0],
+            sample_pos,
+            raked_pos,
+            d,
+            n_replicates=n_rep,
+            seed=seed,
+            rho=rho,
+            scale=replicate_scale,
+            rscales=replicate_rscales,
+            mse=bool(replicate_mse),
+        )
+        factors, run = _rake_replicates(
+            units,
+            d_run,
+            t_run,
+            spec.group,
+            spec.multipliers,
+            steps=steps,
+            tol=tol,
+            max_iter=max_iter,
+            bounds=bounds,
+            shift=shift if bounds is not None else 0,
+            start=_unit_factors(units, result.weights, d_run),
+        )
+        reraked = replicate_methods.RerakedReplicates(
+            spec, factors, units.cell_of_row, run.steps, run.converged, run.stalled, run.errors
+        )
+        _warn_replicates(reraked, steps, bounds)
     design = _Design(
         codes=codes,
         n_levels=tuple(n_levels),
@@ -254,9 +351,8 @@ def rake(
         raked_pos=raked_pos,
         sample_pos=sample_pos,
         steps=steps,
-        **_design_columns(
-            data, sample_pos, stage_strata, stage_cluster, stage_fpc, lonely_psu, nest=nest
-        ),
+        **columns,
+        replicates=reraked,
     )
     return _result(data, variables, result, t, n_rows, sample, full, design, known, bounds)
 
@@ -549,4 +645,117 @@ def _result(
         stalled=result.stalled,
         _design=design,
         _data=data,
+    )
+
+
+def _replicate_design(
+    data: pd.DataFrame,
+    kind: str,
+    replicates: object,
+    columns: dict[str, Any],
+    strata: Hashable | None,
+    sample_pos: np.ndarray,
+    raked_pos: np.ndarray,
+    d: np.ndarray,
+    *,
+    n_replicates: int | None,
+    seed: object,
+    rho: float,
+    scale: object,
+    rscales: object,
+    mse: bool,
+) -> replicate_methods.ReplicateDesign:
+    """The replicate design weights of the raked rows (multipliers of ``d``), checked.
+
+    Built from the first-stage design of the sampled rows: ``strata`` (the first stage's
+    stratum column, whose labels number BRR's strata and name them in messages) and
+    ``columns["cluster"]`` (PSU codes), ``columns["fraction"]``; or the table ``replicates``.
+    """
+    s = sample_pos.size
+    if kind == "given":
+        values = replicates
+        names: tuple = ()
+        if isinstance(values, pd.DataFrame):
+            names = tuple(values.columns)
+            values = values.reindex(data.index).to_numpy(dtype=np.float64, na_value=np.nan)
+        rows = np.zeros(len(data), dtype=bool)
+        rows[sample_pos[raked_pos]] = True
+        arr = check_replicate_weights(values, len(data), rows, data.index)  # type: ignore[arg-type]
+        n_rep = arr.shape[1]
+        names = names or tuple(f"r{j + 1}" for j in range(n_rep))
+        scale_value, rscale_values = check_replicate_scales(scale, rscales, n_rep)
+        return replicate_methods.given(
+            arr[rows], d, names, scale=scale_value, rscales=rscale_values, mse=mse
+        )
+    h, labels, fraction = None, None, columns["fraction"]
+    if strata is not None and columns["strata"] is not None:
+        # strata numbered by first appearance (R's order of the jackknife's replicates)
+        h, codes = pd.factorize(np.asarray(columns["strata"]))
+        first = np.unique(h, return_index=True)[1]
+        labels = column(data, strata, "strata").iloc[sample_pos].to_numpy()[first]
+        fraction = None if fraction is None else np.asarray(fraction)[codes]
+    cluster = columns["cluster"]
+    psu = None if cluster is None else pd.factorize(np.asarray(cluster))[0]
+    stratum_of_psu = replicate_methods._psus(h, psu, s)[1]
+    check_replicate_design(
+        kind,
+        stratum_of_psu,
+        None if labels is None else [_plain(x) for x in labels],
+        strata=strata,
+        cluster=cluster,
+    )
+    if kind in ("jk1", "jkn"):
+        spec = replicate_methods.jackknife(
+            h, psu, fraction, s, stratified=kind == "jkn", mse=mse
+        )
+        if spec.n_replicates == 0:
+            raise ValueError(
+                "every stratum was sampled whole (fpc equal to its sample size): the jackknife "
+                "has no replicate and the variance is 0; drop fpc= or replicates=."
+            )
+    elif kind == "bootstrap":
+        spec = replicate_methods.bootstrap(
+            h, psu, s, n_replicates=n_replicates, rng=check_seed(seed), mse=mse  # type: ignore[arg-type]
+        )
+    else:
+        spec = replicate_methods.brr(h, psu, [_plain(x) for x in labels], s, rho=rho, mse=mse)  # type: ignore[arg-type, union-attr]
+    return spec.restrict(raked_pos)
+
+
+def _unit_factors(units: Any, weights: np.ndarray, d: np.ndarray) -> np.ndarray | None:
+    """The full sample's raking factor :math:`w / d` of each unit (cell or row), if finite."""
+    g = weights / d
+    if not np.isfinite(g).all():
+        return None
+    if units.cell_of_row is None:
+        return g
+    out = np.empty(units.design.shape[0])
+    out[units.cell_of_row] = g
+    return out
+
+
+def _plain(label: object) -> object:
+    """A NumPy scalar label as the Python scalar it holds (for messages and sorting)."""
+    return label.item() if isinstance(label, np.generic) else label
+
+
+def _warn_replicates(
+    reraked: replicate_methods.RerakedReplicates,
+    steps: int | None,
+    bounds: tuple[float, float] | None,
+) -> None:
+    """Warn when some replicates did not converge to ``tol`` when re-raked."""
+    bad = np.flatnonzero(~reraked.converged)
+    if steps is not None or bad.size == 0:
+        return
+    stalled = int(np.count_nonzero(reraked.stalled))
+    warnings.warn(
+        f"{bad.size} of {reraked.design.n_replicates} replicates did not converge when re-raked "
+        f"(replicates {(bad[:10] + 1).tolist()}{' ...' if bad.size > 10 else ''}; max margin "
+        f"error {float(np.nanmax(reraked.errors)):.3g} of the total; {stalled} stalled): a "
+        "replicate that drops the only rows of a target level cannot meet it"
+        + (f", or bounds={bounds} are too tight for it" if bounds else "")
+        + ". Their estimates still enter the SE; merge sparse levels or use another method.",
+        ConvergenceWarning,
+        stacklevel=3,
     )

@@ -35,6 +35,7 @@ from raking.survey.linearization import (
     RakingProjection,
     ResidualNotConverged,
 )
+from raking.survey.replicates import RerakedReplicates, replicate_variance
 from raking.validation import check_columns, check_trim_bounds, check_trim_reach
 
 __all__ = ["EstimateTable", "RakeResult"]
@@ -64,6 +65,8 @@ class _Design:
     trim_note: str = ""  # what trim() did to the margins
     # DESIGNS: every stage and lonely_psu (None: one stage from strata, cluster, fraction)
     sampling: SurveyDesign | None = None
+    # REPLICATES: the re-raked replicates (SEs from them); None: linearisation
+    replicates: RerakedReplicates | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,6 +181,7 @@ class RakeResult:
             f"Kish effective sample size {self.ess:.1f} (design effect of weighting "
             f"{self.deff:.3f})",
             *([self._design.trim_note] if self._design.trim_note else []),
+            *([self._design.replicates.note()] if self._design.replicates is not None else []),
             "margins (shares of the total):",
             self.margins.to_string(
                 index=False,
@@ -434,6 +438,9 @@ class RakeResult:
                 "other and with the sample's cells",
             )
             return self._with_se(estimate, np.nan, domain, w, notes)
+        if s.replicates is not None:
+            se, replicate_notes = self._replicate_se(kind, yd, domain, estimate)
+            return self._with_se(estimate, se, domain, w, notes + replicate_notes)
         # after trim(), R keeps the calibration's projection: z = w_cal R((w / w_cal) u)
         ratio, base = 1.0, s.final
         if s.calibrated is not None:
@@ -455,6 +462,55 @@ class RakeResult:
             se = float(np.sqrt(self._sampling.variance(z)))
             notes += self._lonely_psu_notes(se)
         return self._with_se(estimate, se, domain, w, notes)
+
+    def _replicate_se(
+        self, kind: str, yd: np.ndarray, domain: np.ndarray, estimate: float
+    ) -> tuple[float, tuple[str, ...]]:
+        r"""SE from the re-raked replicates: :math:`\hat\theta_r` with each replicate's weights.
+
+        Totals :math:`\sum_i w_{ir} y_i 1_D(i)`; means divide by :math:`\sum_{i \in D} w_{ir}`
+        (NaN where the domain is empty in replicate ``r``: left out, as R's ``svrVar``).
+        """
+        s = self._design
+        reps = s.replicates
+        rows = s.raked_pos
+        y = np.stack([yd[rows], domain[rows].astype(np.float64)])
+        sums = reps.totals(y, s.design)  # type: ignore[union-attr]
+        if kind == "total":
+            thetas = sums[0]
+        else:
+            thetas = np.full(sums.shape[1], np.nan)
+            np.divide(sums[0], sums[1], out=thetas, where=sums[1] > 0)
+        var, left_out = replicate_variance(thetas, estimate, reps.design)  # type: ignore[union-attr]
+        notes: tuple[str, ...] = ()
+        if left_out:
+            notes = (
+                f"{left_out} of {thetas.size} replicates have no rows of this domain (no "
+                "estimate) and were left out of the variance, as R's svrVar",
+            )
+        if s.trim_note:
+            notes += (
+                "trim() trimmed the full-sample weights only: the replicates are the raked, "
+                "untrimmed ones (R's trimWeights also trims each replicate)",
+            )
+        return float(np.sqrt(var)), notes
+
+    @functools.cached_property
+    def replicate_weights(self) -> pd.DataFrame | None:
+        r"""The re-raked replicate weights :math:`w_{ir}` (``replicates=`` of :func:`raking.rake`).
+
+        One row per row of the data (on its index; NaN and 0 where ``weights`` has them), one
+        column per replicate; R's ``weights(design, "analysis")`` after ``calibrate()``. Formed
+        on first access (``n x R`` floats); ``None`` without replicates.
+        """
+        s = self._design
+        if s.replicates is None:
+            return None
+        full = np.full((len(self.weights), s.replicates.design.n_replicates), np.nan)
+        full[s.sample_pos] = 0.0
+        full[s.sample_pos[s.raked_pos]] = s.replicates.weights(s.design)
+        names = list(s.replicates.design.names)
+        return pd.DataFrame(full, index=self.weights.index, columns=names)
 
     def _with_se(
         self, estimate: float, se: float, domain: np.ndarray, w: np.ndarray, notes: tuple[str, ...]
@@ -575,6 +631,8 @@ class RakeResult:
 
     def _se_method(self) -> str:
         k = self._design.steps
+        if self._design.replicates is not None:
+            return self._design.replicates.note()
         if self._design.calibration is not None:
             return (
                 "linearisation of the calibration: residuals of the design-weighted least "

@@ -14,6 +14,8 @@ Public functions call these once; private functions never validate. Import the c
 - ``_calibration``: :func:`raking.calibrate` (totals by level and numeric totals, bounds of
   the logit distance, singular and inconsistent systems) and ``RakeResult.trim``;
 - ``_design``: the sampling design of survey raking (stages, strata, fpc, lonely PSUs);
+- ``_replicates``: replicate weights of survey raking (``replicates=``, its options, given
+  replicate weights, the design each method needs);
 - ``_survey``: survey raking (targets by level, design weights, bounds, missing and unknown levels),
   shared by :mod:`raking.survey.weights` and the pandas front end :mod:`raking.survey.frontend`;
 - ``_messages``: the message builder they share (:func:`listed`, also used by the statistics
@@ -46,6 +48,7 @@ from raking.validation._calibration import (
     raise_on_collinear,
     raise_on_inconsistent_totals,
     raise_on_share_totals,
+    raise_replicates_not_supported,
     raise_without_population_size,
     split_calibration_totals,
 )
@@ -60,6 +63,14 @@ from raking.validation._design import (
     stage_columns,
 )
 from raking.validation._messages import listed
+from raking.validation._replicates import (
+    REPLICATE_TYPES,
+    check_replicate_design,
+    check_replicate_options,
+    check_replicate_scales,
+    check_replicate_weights,
+    check_replicates,
+)
 from raking.validation._scalars import (
     ACCELERATOR_CHECK_SWEEPS,
     MISSING_POLICIES,
@@ -114,6 +125,7 @@ __all__ = [
     "MISSING_POLICIES",
     "NA_OPTIONS",
     "PROBABILITY_TOL",
+    "REPLICATE_TYPES",
     "SHARE_TOL",
     "UNKNOWN_OPTIONS",
     "as_numbers",
@@ -139,6 +151,11 @@ __all__ = [
     "check_policy",
     "check_positive_int",
     "check_probability",
+    "check_replicate_design",
+    "check_replicate_options",
+    "check_replicate_scales",
+    "check_replicate_weights",
+    "check_replicates",
     "check_seed",
     "check_shape",
     "check_sparse_table",
@@ -168,6 +185,7 @@ __all__ = [
     "raise_on_na",
     "raise_on_share_totals",
     "raise_on_unknown_levels",
+    "raise_replicates_not_supported",
     "raise_single_unit",
     "raise_without_population_size",
     "resolve_total",
