@@ -15,10 +15,11 @@ for a full run and to ``figures/quick/`` (git-ignored) with ``--quick``, so a qu
 overwrites the committed full-run figures; the output folder is checked for writability before
 the run starts. Figures are byte-reproducible (:func:`raking.plotting.save_figure`).
 
-Run times measured on 2 cores shared with other jobs (upper bounds) with
-``/usr/bin/time .venv/bin/raking figures`` (and ``--quick``), after a first run has compiled and
-cached the Numba kernels: 16-21 s for the full run (6-7 s of it the Monte Carlo sweeps) and
-12-14 s with ``--quick``; most of either is start-up and drawing.
+Run times measured twice with ``/usr/bin/time .venv/bin/raking figures`` (and ``--quick``) on
+2 cores shared with other jobs (load average 6.6-7.6 in the second run), after a first run has
+compiled and cached the Numba kernels: the full run 99-118 s wall, 40-43 s CPU (user + system;
+the ``dependence`` sweep 45-66 s of the wall time), and ``--quick`` 36-48 s wall, 20-23 s CPU.
+The wall time follows the load; the CPU time is the steadier figure.
 
 Exit status: 0 on success, 2 for a usage error (such as an unknown experiment or an unwritable
 ``--out``), 1 when a run fails.
@@ -130,8 +131,8 @@ def build_parser(experiments: dict[str, Experiment]) -> argparse.ArgumentParser:
     common.add_argument(
         "--quick",
         action="store_true",
-        help="a small grid per experiment: `raking figures --quick` takes 12-14 s on 2 cores "
-        "(the full run 16-21 s), mostly start-up and drawing",
+        help="a small grid per experiment: `raking figures --quick` takes 20-23 s of CPU time "
+        "(36-48 s wall on 2 shared cores; the full run 40-43 s CPU, 99-118 s wall)",
     )
     common.add_argument(
         "--scheduler",
