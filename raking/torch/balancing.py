@@ -54,7 +54,7 @@ def balance(
     compute_dtype : torch.float32, torch.float64, "float32", "float64" or None
         The dtype of the factors, targets, sums and errors (:func:`raking.kernel.ipf.balance`).
         ``None``: the table's dtype, float32 for bfloat16 / float16 tables, which each step
-        then reads once in blocks of at most :data:`raking.kernel.steps.HALF_BLOCK_ELEMENTS` cells
+        then reads once in blocks of at most :data:`raking.kernel.storage.HALF_BLOCK_ELEMENTS` cells
         cast to float32 (one 16 MiB block of extra memory, never a float32 copy of the table).
         The log domain is handled the same way (block logsumexps in float32).
 
