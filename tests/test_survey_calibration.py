@@ -519,3 +519,26 @@ def test_reach_with_the_total_is_a_fractional_knapsack():
     # 0.5 to the next (lowest: 5 + 1.5 + 1), or to the largest (highest: 5 + 6 + 1.5)
     assert numeric_reach_with_total(x, d, 4.0, (0.5, 2.0)) == pytest.approx((7.5, 12.5))
     assert numeric_reach_with_total(x, d, 4.0, None) == pytest.approx((4.0, 16.0))
+
+
+def test_replicates_are_re_raked_for_raking_on_categorical_totals():
+    res = calibrate(CLUS1, CATEGORICAL, replicates="jk1", **CLUSTER)
+    ref = rake(CLUS1, CATEGORICAL, replicates="jk1", tol=1e-12, **CLUSTER)
+    np.testing.assert_array_equal(
+        res.replicate_weights.to_numpy(), ref.replicate_weights.to_numpy()
+    )
+    assert res.mean("api00").se == ref.mean("api00").se
+    assert res.mean("api00").se_method.startswith("replicate: JK1, R=15, re-raked")
+
+
+@pytest.mark.parametrize(
+    ("totals", "method", "bounds", "match"),
+    [
+        (ENROLL, "raking", None, r"numeric totals \(\['enroll'\]\)"),
+        (CATEGORICAL, "linear", None, "method='linear'"),
+        (CATEGORICAL, "logit", (0.5, 2.0), "method='logit'"),
+    ],
+)
+def test_replicates_are_refused_where_not_implemented(totals, method, bounds, match):
+    with pytest.raises(ValueError, match=rf"replicates= with {match} is not implemented"):
+        calibrate(CLUS1, totals, method=method, bounds=bounds, replicates="jk1", **CLUSTER)

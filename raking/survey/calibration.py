@@ -55,6 +55,7 @@ from raking.validation import (
     raise_on_collinear,
     raise_on_inconsistent_totals,
     raise_on_share_totals,
+    raise_replicates_not_supported,
     raise_without_population_size,
     split_calibration_totals,
 )
@@ -80,6 +81,13 @@ def calibrate(
     fpc: Hashable | list[Hashable | None] | None = None,
     lonely_psu: str = "error",
     nest: bool = False,
+    replicates: str | pd.DataFrame | np.ndarray | None = None,
+    n_replicates: int | None = None,
+    seed: int | np.random.Generator | None = None,
+    fay_rho: float | None = None,
+    replicate_scale: float | None = None,
+    replicate_rscales: Sequence[float] | np.ndarray | None = None,
+    replicate_mse: bool = False,
     total: float | None = None,
     tol: float = 1e-12,
     max_iter: int = 100,
@@ -120,6 +128,11 @@ def calibrate(
         A stratum with a single PSU, as in :func:`raking.rake` (R's ``survey.lonely.psu``).
     nest : bool
         PSU labels numbered within strata, as in :func:`raking.rake` (R's ``nest=TRUE``).
+    replicates, n_replicates, seed, fay_rho, replicate_scale, replicate_rscales, replicate_mse
+        Replicate weights, re-calibrated, exactly as in :func:`raking.rake`: for
+        ``method="raking"`` on categorical totals only (every replicate is raked in one batched
+        call). Re-calibrating replicates to numeric totals, or with the linear or logit distance,
+        is not implemented (an error says so).
     total : float, optional
         Population size :math:`N` (R's ``(Intercept)`` total). Default: the categorical counts'
         total. Required with only numeric totals (as R needs the intercept in the formula), and
@@ -182,6 +195,14 @@ def calibrate(
         "lonely_psu": lonely_psu,
         "nest": nest,
     }
+    replicate_options = {
+        "n_replicates": n_replicates,
+        "seed": seed,
+        "fay_rho": fay_rho,
+        "replicate_scale": replicate_scale,
+        "replicate_rscales": replicate_rscales,
+        "replicate_mse": replicate_mse,
+    }
     if method == "raking" and not numeric:
         return rake(
             data,
@@ -191,8 +212,12 @@ def calibrate(
             max_iter=max_iter,
             bounds=bounds,
             total=total,
+            replicates=replicates,
             **design,
+            **replicate_options,
         )
+    if replicates is not None:
+        raise_replicates_not_supported(method, list(numeric))
     if not categorical:
         if total is None:
             raise_without_population_size(list(numeric))
