@@ -1,10 +1,15 @@
-"""Peak memory of the k-step CLIP loss: unrolled autograd against ``checkpoint=True``.
+"""Peak memory of the k-step CLIP loss: the default backward against ``checkpoint=True``.
 
-Each configuration (batch B, steps k, unrolled or checkpointed) runs in a fresh subprocess:
-features ``(B, D)`` with gradients, logits ``scale * image @ text.T``, then one forward and
-backward of ``raking.torch.balanced_clip_loss``. The peak is measured above the process's state
-just before the logits are formed, so it counts the logits, the loss's saved tensors and the
-backward's temporaries, not the features or the interpreter:
+The loss's backward is in closed form (``theory/ssl.md`` §4). The default ("default (kept
+exponentials)") keeps each step's exponential matrix, 2k B x B matrices for the two chains plus
+the logits; ``checkpoint=True`` ("checkpoint") keeps the logits and two vectors per step and
+recomputes the matrices in backward.
+
+Each configuration (batch B, steps k, variant) runs in a fresh subprocess: features ``(B, D)``
+with gradients, logits ``scale * image @ text.T``, then one forward and backward of
+``raking.torch.balanced_clip_loss``. The peak is measured above the process's state just before
+the logits are formed, so it counts the logits, the loss's saved tensors and the backward's
+temporaries, not the features or the interpreter:
 
 - on CUDA, ``torch.cuda.max_memory_allocated`` (reset before the call);
 - on the CPU, the growth of the resident-set high-water mark (``ru_maxrss``), which is why each
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         for steps in args.steps:
             for checkpoint in (False, True):
                 out = run_one(batch, steps, checkpoint, args.dim, device)
-                variant = "checkpoint" if checkpoint else "unrolled"
+                variant = "checkpoint" if checkpoint else "default (kept exponentials)"
                 if "error" in out:
                     print(f"| {batch} | {steps} | {variant} | {out['error']} | | | |")
                     continue
