@@ -14,8 +14,8 @@ One run prints, for each array library present (``--libs torch cupy numpy``):
 * **half-precision storage** (dense tables): the same table rounded to bfloat16 (torch) or
   float16 (NumPy, CuPy), balanced by the kernel with float32 factors and sums (``_ipf`` on the
   validated half table: each reduction casts blocks of at most
-  ``raking.kernel.storage.HALF_BLOCK_ELEMENTS`` cells to float32 and reduces them there). Its floor is
-  two reads of the *half* table per iteration (half the float32 floor). The block casts add
+  ``raking.kernel.storage.HALF_BLOCK_ELEMENTS`` cells to float32 and reduces them there). Its
+  floor is two reads of the *half* table per iteration (half the float32 floor). The block casts add
   traffic that a fused kernel would not: each block is read in half precision (2 B per cell),
   written in float32 (4 B) and read again by the mat-vec (4 B), so without cache reuse an
   iteration moves up to 5x the bytes of its floor (2.5x the float32 kernel's); blocks of
