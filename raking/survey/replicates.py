@@ -52,6 +52,7 @@ arrays.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -223,9 +224,20 @@ class RerakedReplicates:
 
         ``d``: the design weights the units were raked from (``_Design.design``).
         """
+        if rows == slice(None):  # all rows, formed block by block (no n x R temporaries)
+            out = np.empty((d.shape[0], self.design.n_replicates))
+            for start in range(0, d.shape[0], _ROW_BLOCK):
+                block = slice(start, min(start + _ROW_BLOCK, d.shape[0]))
+                out[block] = self.weights(d, block)
+            return out
         g = self.design.group[rows]
         unit = np.arange(d.shape[0])[rows] if self.unit_of_row is None else self.unit_of_row[rows]
-        return d[rows, None] * self.design.multipliers[g] * self.factors.T[unit]
+        return d[rows, None] * self.design.multipliers[g] * self._unit_major[unit]
+
+    @functools.cached_property
+    def _unit_major(self) -> np.ndarray:
+        """``factors`` transposed to ``(C, R)``, C-contiguous: a unit's factors in one row."""
+        return np.ascontiguousarray(self.factors.T)
 
     def totals(self, y: np.ndarray, d: np.ndarray) -> np.ndarray:
         r""":math:`\sum_i w_{ir} y_{ki}` for each row ``k`` of ``y`` (``(K, m)``): ``(K, R)``."""
@@ -233,7 +245,8 @@ class RerakedReplicates:
         out = np.zeros((y.shape[0], self.design.n_replicates))
         for start in range(0, m, _ROW_BLOCK):
             block = slice(start, min(start + _ROW_BLOCK, m))
-            out += y[:, block] @ self.weights(d, block)
+            # einsum's own loops, not a threaded BLAS gemm (which stalls on a busy machine)
+            out += np.einsum("km,mr->kr", y[:, block], self.weights(d, block))
         return out
 
     def note(self) -> str:

@@ -506,11 +506,15 @@ class RakeResult:
         s = self._design
         if s.replicates is None:
             return None
-        full = np.full((len(self.weights), s.replicates.design.n_replicates), np.nan)
-        full[s.sample_pos] = 0.0
-        full[s.sample_pos[s.raked_pos]] = s.replicates.weights(s.design)
+        rows = s.sample_pos[s.raked_pos]
+        if rows.size == len(self.weights):  # every row raked: no copy into a larger array
+            full = s.replicates.weights(s.design)
+        else:
+            full = np.full((len(self.weights), s.replicates.design.n_replicates), np.nan)
+            full[s.sample_pos] = 0.0
+            full[rows] = s.replicates.weights(s.design)
         names = list(s.replicates.design.names)
-        return pd.DataFrame(full, index=self.weights.index, columns=names)
+        return pd.DataFrame(full, index=self.weights.index, columns=names, copy=False)
 
     def _with_se(
         self, estimate: float, se: float, domain: np.ndarray, w: np.ndarray, notes: tuple[str, ...]
