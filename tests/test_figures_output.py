@@ -277,3 +277,87 @@ def test_readme_curation_tables_match_the_csvs():
     assert f"total variation {rules.loc['metaclip', 'tv_notebook']:.3f} between" in text
     assert f"(each is {rules.loc['metaclip', 'tv_matched']:.2f} from uniform" in text
     assert f"{rules.loc['notebook', 'tv_matched']:.2f}" == "0.26"
+
+
+_CLIP_METRICS = {
+    "mean per-class recall": "recall",
+    "tail recall (rarest 33 classes)": "tail_recall",
+    "head recall (commonest 33 classes)": "head_recall",
+    "accuracy weighted by training frequency": "weighted_acc",
+    "accuracy of the set": "acc1",
+}
+
+
+def _same_gap(cell: str, row: pd.Series, metric: str) -> None:
+    """``"+0.085 [+0.071, +0.093]"``: mean and range over seeds of a k = 2 − k = 0 gap."""
+    centre, interval = cell.replace("−", "-").split(" [")
+    lo, hi = interval.rstrip("]").split(", ")
+    for printed, column in ((centre, metric), (lo, f"{metric}_min"), (hi, f"{metric}_max")):
+        _same(printed.lstrip("+"), row[column])
+
+
+def test_readme_clip_tables_match_the_csvs():
+    old = pd.read_csv(FIG / "clip_experiment.csv")
+    best = old.groupby(["dataset", "batch_size", "steps", "seed"])["recall"].max()
+    table = _readme_table("| evaluation set | batch | k = 0 | k = 1 (CLIP) | k = 2 |")
+    assert len(table) == 4
+    for cells in table:
+        dataset = "balanced" if cells[0] == "balanced classes" else cells[0].replace(" = ", "=")
+        for cell, k in zip(cells[2:], (0, 1, 2), strict=True):
+            per_seed = best.loc[(dataset, int(cells[1]), k)]
+            _same_interval(cell, per_seed.mean(), per_seed.std())
+    tables = (
+        ("clip_longtail", "| evaluation set | "),
+        ("clip_alpha2", "| evaluation set, a = 2 | "),
+    )
+    for stem, header in tables:
+        final = pd.read_csv(FIG / f"{stem}_final.csv").set_index(["dataset", "steps"])
+        gaps = pd.read_csv(FIG / f"{stem}_gap.csv")
+        last = gaps[gaps.iteration == gaps.iteration.max()].set_index("dataset")
+        table = _readme_table(f"{header}metric | k = 0 | k = 2 |")
+        assert len(table) == 2 * len(_CLIP_METRICS)
+        for cells in table:
+            metric = _CLIP_METRICS[cells[1]]
+            for cell, k in zip(cells[2:4], (0, 2), strict=True):
+                row = final.loc[(cells[0], k)]
+                _same_interval(cell, row[metric], row[f"{metric}_sd"])
+            _same_gap(cells[4], last.loc[cells[0]], metric)
+    final = pd.read_csv(FIG / "clip_longtail_final.csv").set_index(["dataset", "steps"])
+    gaps = pd.read_csv(FIG / "clip_longtail_gap.csv")
+    balanced = gaps[gaps.dataset == "balanced"].set_index("iteration")
+    table = _readme_table("| iteration | mean per-class recall | tail recall |")
+    assert len(table) == len(balanced)
+    for cells in table:
+        metrics = ("recall", "tail_recall", "head_recall", "weighted_acc")
+        for cell, metric in zip(cells[1:], metrics, strict=True):
+            _same_gap(cell, balanced.loc[int(cells[0])], metric)
+    noise = pd.read_csv(FIG / "clip_noise_gap.csv")
+    noise_final = pd.read_csv(FIG / "clip_noise_final.csv")
+    table = _readme_table("| caption noise |")
+    assert [c[0] for c in table] == ["0.5", "1.5", "3"]
+    for cells in table:
+        if cells[0] == "1.5":
+            g, f = gaps, final.reset_index()
+        else:
+            g = noise[noise.caption_noise == float(cells[0])]
+            f = noise_final[noise_final.caption_noise == float(cells[0])]
+        g = g[g.dataset == "balanced"].set_index("iteration")
+        f = f[f.dataset == "balanced"].set_index("steps")
+        _same(cells[1], f.loc[0, "recall"])
+        _same(cells[2], f.loc[2, "recall"])
+        _same_gap(cells[3], g.loc[500], "recall")
+        _same_gap(cells[4], g.loc[g.index.max()], "recall")
+        _same_gap(cells[5], g.loc[g.index.max()], "tail_recall")
+    authors = pd.read_csv(FIG / "clip_authors_gap.csv").set_index(["embedding", "dataset"])
+    table = _readme_table("| text embedding | dataset | gap, m = 128 | gap, m = 512 |")
+    assert len(table) == len(authors) == 9
+    for cells in table:
+        row = authors.loc[(cells[0], cells[1])]
+        columns = ("gap_128", "gap_512", "first_128", "first_512")
+        for cell, column in zip(cells[2:], columns, strict=True):
+            _same(cell.replace("−", "-").lstrip("+"), row[column])
+    text = README.read_text(encoding="utf-8")
+    assert f"larger at batch 128 than at 512 in {int(authors['larger_at_128'].sum())} of 9" in text
+    end = authors[["gap_128", "gap_512"]].to_numpy()
+    grew = int((end > authors[["first_128", "first_512"]].to_numpy()).sum())
+    assert f"than at their first checkpoint in {grew} of 18" in text
