@@ -361,3 +361,67 @@ def test_readme_clip_tables_match_the_csvs():
     end = authors[["gap_128", "gap_512"]].to_numpy()
     grew = int((end > authors[["first_128", "first_512"]].to_numpy()).sum())
     assert f"than at their first checkpoint in {grew} of 18" in text
+
+
+_PMSN_ROWS = {
+    "raw input": ("input", "-", None),
+    "untrained encoder": ("untrained", "-", None),
+    "SwAV, uniform": ("swav", "uniform", None),
+    "SwAV, power-law": ("swav", "power-law", None),
+    "MSN, uniform": ("msn", "uniform", 1.0),
+    "MSN, power-law": ("msn", "power-law", 1.0),
+    "MSN, power-law, me-max 3": ("msn", "power-law", 3.0),
+}
+
+
+def test_readme_pmsn_tables_match_the_csv():
+    pytest.importorskip("scipy")
+    from raking.research.pmsn import paired_differences, t_interval
+
+    frame = pd.read_csv(FIG / "pmsn_prior.csv")
+    saliences = sorted(frame["salience"].unique(), reverse=True)
+
+    def runs(label, salience):
+        method, prior, weight = _PMSN_ROWS[label]
+        sel = frame[(frame.method == method) & (frame.prior == prior)]
+        if weight is not None:
+            sel = sel[sel.me_max_weight == weight]
+        return sel[sel.salience == salience].sort_values("seed")
+
+    headers = ("| purity of B |", "| NMI(prototypes, B) |", "| purity of A |")
+    for header, metric in zip(headers, ("purity_b", "nmi_b", "purity_a"), strict=True):
+        table = _readme_table(header)
+        assert len(table) >= 6, header
+        for cells in table:
+            assert len(cells) == 1 + len(saliences), cells
+            for cell, s in zip(cells[1:], saliences, strict=True):
+                _same_interval(cell, *t_interval(runs(cells[0], s)[metric]))
+    diffs = [paired_differences(frame, metric) for metric in ("purity_b", "nmi_b")]
+    table = _readme_table("| power-law − uniform | purity of B, per seed |")
+    assert len(table) == 2 * len(saliences)
+    for cells in table:
+        method, salience = cells[0].split(", salience ")
+        for d, (per_seed, mean) in zip(diffs, (cells[1:3], cells[3:5]), strict=True):
+            d = d.loc[(float(salience), method.lower())].sort_index()
+            per_seed = per_seed.split(" / ")
+            assert len(per_seed) == len(d) == frame.seed.nunique(), cells
+            for printed, value in zip(per_seed, d, strict=True):
+                _same(printed.replace("−", "-").lstrip("+"), value)
+            _same_interval(mean.replace("−", "-").lstrip("+"), *t_interval(d))
+    table = _readme_table("| prototypes used (of 10), per seed |")
+    assert len(table) == 3
+    for cells in table:
+        for cell, s in zip(cells[1:], saliences, strict=True):
+            used = runs(cells[0], s)["clusters_used"].astype(int)
+            assert cell == " ".join(map(str, used)), (cells[0], s)
+    text = " ".join(README.read_text(encoding="utf-8").split())  # line breaks as spaces
+    trained = frame[frame.method.isin(["swav", "msn"])]
+    change = (trained.purity_b - trained.purity_b_half).abs()
+    steps = int(trained.steps.iloc[0])
+    assert f"after {steps // 2} and {steps} steps differs by at most {change.max():.3f}" in text
+    assert f"(mean {change.mean():.3f})" in text
+    assert f"chance {frame.chance_b.mean():.3f}" in text
+    from raking.torch import power_law_prior
+
+    head = -np.log(float(power_law_prior(10, 0.5)[0]))
+    assert f"−log π₁ = {head:.2f} nats" in text

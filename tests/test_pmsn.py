@@ -17,7 +17,10 @@ from raking.research.pmsn import (  # noqa: E402
     chance_purity,
     cluster_nmi,
     knn_purity,
+    paired_differences,
     pmsn_loss,
+    summary_table,
+    t_interval,
     train,
 )
 from raking.torch import power_law_prior  # noqa: E402
@@ -43,6 +46,68 @@ def test_generator_is_reproducible_and_seed_dependent():
     assert not np.array_equal(a.x, c.x)
     assert not np.allclose(a.x, d.x)  # same labels (same sample seed), different world
     np.testing.assert_array_equal(a.a, d.a)
+
+
+def test_salience_scales_only_b_and_keeps_the_original_world_at_one():
+    base = TwoFeatureWorld(seed=2)
+    same = TwoFeatureWorld(seed=2, salience=1.0)
+    half = TwoFeatureWorld(seed=2, salience=0.5)
+    np.testing.assert_array_equal(base.sample(300, seed=1).x, same.sample(300, seed=1).x)
+    np.testing.assert_array_equal(half.centres_a, base.centres_a)
+    np.testing.assert_allclose(half.centres_b, 0.5 * base.centres_b)
+    np.testing.assert_array_equal(half.sample(300, seed=1).b, base.sample(300, seed=1).b)
+    # B's raw-input purity falls with its salience and reaches chance at 0; A's does not fall
+    purity = {}
+    for s in (1.0, 0.3, 0.0):
+        d = TwoFeatureWorld(seed=2, salience=s).sample(1500, seed=3)
+        purity[s] = knn_purity(d.x, d.a), knn_purity(d.x, d.b)
+    assert purity[1.0][1] > purity[0.3][1] + 0.2
+    assert abs(purity[0.0][1] - chance_purity(d.b)) < 0.03
+    assert purity[0.0][0] >= purity[1.0][0] - 0.01
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="salience"):
+            TwoFeatureWorld(salience=bad)
+
+
+def test_t_interval_matches_the_student_t_formula():
+    mean, half = t_interval([0.1, 0.2, 0.6])
+    assert mean == pytest.approx(0.3)
+    # t_{0.975, 2} = 4.302653; sd = sqrt(0.07)
+    assert half == pytest.approx(4.302653 * np.sqrt(0.07) / np.sqrt(3), rel=1e-6)
+    assert t_interval([0.4, np.nan])[0] == 0.4 and np.isnan(t_interval([0.4])[1])
+
+
+def test_summary_and_paired_differences_group_by_salience_and_me_max_weight():
+    rows = []
+    for salience, seed in ((1.0, 0), (1.0, 1), (0.3, 0), (0.3, 1)):
+        for prior, weight, value in (
+            ("uniform", 1.0, 0.5 + seed),
+            ("power-law", 1.0, 0.7 + 2 * seed),
+            ("power-law", 3.0, 9.0),
+        ):
+            rows.append(
+                {
+                    "salience": salience,
+                    "seed": seed,
+                    "method": "msn",
+                    "prior": prior,
+                    "me_max_weight": weight,
+                    "purity_a": 0.0,
+                    "purity_b": value * salience,
+                    "nmi_a": 0.0,
+                    "nmi_b": 0.0,
+                    "clusters_used": 10,
+                }
+            )
+    frame = pd.DataFrame(rows)
+    table = summary_table(frame)
+    assert len(table) == 6 and set(table.n_seeds) == {2}
+    remedy = table[(table.me_max_weight == 3.0) & (table.salience == 0.3)]
+    assert remedy.purity_b.item() == pytest.approx(2.7) and remedy.purity_b_ci.item() == 0
+    diff = paired_differences(frame)  # the remedy rows are left out
+    assert diff.loc[(1.0, "msn", 0)] == pytest.approx(0.2)
+    assert diff.loc[(1.0, "msn", 1)] == pytest.approx(1.2)
+    assert diff.loc[(0.3, "msn", 1)] == pytest.approx(0.36)
 
 
 def test_class_frequencies_follow_the_power_law_and_uniform():
@@ -94,6 +159,13 @@ def test_losses_use_the_prior():
         assert pmsn_loss(scores, scores, uni, method) != pmsn_loss(scores, scores, pl, method)
     with pytest.raises(ValueError, match="method"):
         pmsn_loss(scores, scores, uni, "dino")
+    # MSN's me-max term is weighted; SwAV has none
+    ce = float(pmsn_loss(scores, scores, pl, "msn", me_max_weight=0.0))
+    one = float(pmsn_loss(scores, scores, pl, "msn"))
+    three = float(pmsn_loss(scores, scores, pl, "msn", me_max_weight=3.0))
+    assert three - ce == pytest.approx(3 * (one - ce), rel=1e-5) and one > ce
+    swav = float(pmsn_loss(scores, scores, pl, "swav"))
+    assert float(pmsn_loss(scores, scores, pl, "swav", me_max_weight=3.0)) == swav
 
 
 @pytest.mark.parametrize("method", ["swav", "msn"])
@@ -103,6 +175,13 @@ def test_tiny_training_run_decreases_the_loss(method):
     res = train(data, method=method, prior="power-law", steps=120, batch_size=128, lr=3e-3)
     assert len(res.losses) == 120 and np.all(np.isfinite(res.losses))
     assert np.mean(res.losses[-20:]) < np.mean(res.losses[:20]) - 0.1
+    assert res.halfway == {}
+    # the halfway evaluation leaves the training unchanged (it draws no random numbers)
+    held_out = TwoFeatureWorld(seed=0).sample(200, seed=5)
+    short = {"method": method, "prior": "power-law", "steps": 20, "batch_size": 128}
+    plain, checked = train(data, **short), train(data, **short, halfway=held_out)
+    assert checked.losses == plain.losses and plain.halfway == {}
+    assert 0 <= checked.halfway["purity_b"] <= 1 and 1 <= checked.halfway["clusters_used"] <= 10
 
 
 def test_script_quick_writes_csv_png_pdf(tmp_path):
@@ -111,8 +190,17 @@ def test_script_quick_writes_csv_png_pdf(tmp_path):
     assert rc == 0
     frame = pd.read_csv(tmp_path / "pmsn_prior.csv")
     trained = frame[frame.method.isin(["swav", "msn"])]
-    assert len(trained) == 4 and set(trained.prior) == {"uniform", "power-law"}
-    assert {"purity_a", "purity_b", "chance_a", "chance_b", "nmi_a", "nmi_b"} <= set(frame)
+    # per salience (quick: 1 and 0.3): 2 methods x 2 priors + MSN power-law at me-max 3
+    assert len(trained) == 10 and set(trained.prior) == {"uniform", "power-law"}
+    assert sorted(frame.salience.unique()) == [0.3, 1.0]
+    msn = trained[trained.method == "msn"]
+    assert sorted(msn.me_max_weight) == [1.0] * 4 + [3.0] * 2
+    assert trained[trained.method == "swav"].me_max_weight.isna().all()
+    refs = frame[~frame.method.isin(["swav", "msn"])]
+    assert sorted(refs.method) == ["input"] * 2 + ["untrained"] * 2
+    columns = {"purity_a", "purity_b", "chance_a", "chance_b", "nmi_a", "nmi_b"}
+    assert columns | {"purity_b_half", "clusters_used", "clusters_used_half"} <= set(frame)
+    assert trained.purity_b_half.between(0, 1).all() and refs.purity_b_half.isna().all()
     assert frame[["purity_a", "purity_b"]].apply(lambda c: c.between(0, 1).all()).all()
     for ext in ("png", "pdf"):
         assert (tmp_path / f"pmsn_prior.{ext}").stat().st_size > 1000
