@@ -304,6 +304,48 @@ class SurveyDesign:
             total += float(np.add.reduce(terms.factor * ss))
         return total
 
+    def covariance(self, z: np.ndarray) -> np.ndarray:
+        r"""Estimated covariance of the ``p`` totals :math:`\sum_i z_{ij}` (for several estimates).
+
+        The module docstring's formula with :math:`(Z_c - \bar Z_h)(Z_c - \bar Z_h)^\top` in
+        place of the square; its diagonal is :meth:`variance` of each column.
+
+        Parameters
+        ----------
+        z : numpy.ndarray of float64, shape ``(s, p)``
+            Weighted residuals of ``p`` estimates for every sampled row.
+
+        Returns
+        -------
+        numpy.ndarray of float64, shape ``(p, p)``
+            In the products of the estimates' units; NaN where :meth:`variance` gives NaN.
+        """
+        z = np.asarray(z, dtype=np.float64)
+        p = z.shape[1]
+        total = np.zeros((p, p))
+        for stage, terms in zip(self.stages, self._terms, strict=False):
+            size = stage.stratum.shape[0]
+            h = terms.factor.size
+            if stage.unit is None:
+                x = z
+            else:
+                x = np.stack(
+                    [np.bincount(stage.unit, weights=z[:, j], minlength=size) for j in range(p)],
+                    axis=1,
+                )
+            sums = np.stack(
+                [np.bincount(stage.stratum, weights=x[:, j], minlength=h) for j in range(p)],
+                axis=1,
+            )
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean = sums / stage.n_units[:, None]
+            if terms.uncentred is not None:
+                mean[terms.uncentred] = 0.0
+            dev = x - mean[stage.stratum]
+            # sum_h factor_h sum_{c in h} dev_c dev_c^T = sum_c factor_{h(c)} dev_c dev_c^T
+            total += (dev * terms.factor[stage.stratum][:, None]).T @ dev
+        return total
+
     @property
     def lonely_strata(self) -> tuple[tuple[int, int], ...]:
         """``(stage, count)``, stage 1-based: strata with one sampled unit that the SEs use.

@@ -20,7 +20,7 @@ import html
 import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,9 @@ from raking.survey.linearization import (
 )
 from raking.survey.replicates import RerakedReplicates, replicate_variance
 from raking.validation import check_columns, check_trim_bounds, check_trim_reach
+
+if TYPE_CHECKING:
+    from raking.survey.glm import GLMResult
 
 __all__ = ["EstimateTable", "RakeResult"]
 
@@ -494,6 +497,41 @@ class RakeResult:
                 "untrimmed ones (R's trimWeights also trims each replicate)",
             )
         return float(np.sqrt(var)), notes
+
+    def glm(self, formula: str, family: str = "gaussian") -> GLMResult:
+        r"""A generalised linear model fitted with the raked weights, with design-based SEs.
+
+        Coefficients by design-weighted IRLS; covariance by the sandwich of R ``survey``'s
+        ``svyglm`` (influence functions :math:`w_i x_i (y_i - \mu_i) \mu'_i / V(\mu_i)\,
+        A^{-1}` through the raking's residual operator and the design's covariance of totals),
+        or by refitting with each replicate's re-raked weights; t tests and intervals on
+        ``degf + 1 - p`` degrees of freedom. Equals R ``svyglm(formula, design = raked, family
+        = gaussian() | quasibinomial() | quasipoisson())``. See :mod:`raking.survey.glm`.
+
+        Parameters
+        ----------
+        formula : str
+            A Wilkinson formula read by ``formulaic``, e.g. ``"api00 ~ ell + stype"``
+            (treatment coding, first sorted level as reference); quote names with dots inside
+            expressions in backticks: ``"I(`comp.imp` == 'Yes') ~ ell"``.
+        family : {"gaussian", "binomial", "poisson"}
+            Identity, logit or log link; a binomial response in [0, 1], a Poisson one >= 0.
+
+        Returns
+        -------
+        raking.survey.glm.GLMResult
+            ``params``, ``bse``, ``tvalues``, ``pvalues``, ``conf_int()``, ``cov_params()``,
+            ``summary()``, ``nobs``, ``df_resid`` (statsmodels' names).
+
+        Raises
+        ------
+        ValueError
+            An unknown family, a formula naming a missing column or with missing values, a
+            singular model matrix, a response outside the family's range.
+        """
+        from raking.survey.glm import fit_glm
+
+        return fit_glm(self, formula, family)
 
     @functools.cached_property
     def replicate_weights(self) -> pd.DataFrame | None:

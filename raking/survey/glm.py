@@ -1,0 +1,507 @@
+r"""Generalised linear models on a raked design: :meth:`raking.survey.results.RakeResult.glm`.
+
+The coefficients solve the design-weighted score equations
+
+.. math::
+
+    \sum_i w_i\, x_i\, (y_i - \mu_i)\, \frac{\mu'(\eta_i)}{V(\mu_i)} = 0, \qquad
+    \mu_i = g^{-1}(\eta_i),\ \eta_i = x_i^\top \beta,
+
+with :math:`w_i` the raked weights, found by iteratively reweighted least squares (IRLS, the
+canonical links: identity, logit, log). Their covariance is R ``survey``'s ``svyglm`` sandwich
+(``svy.varcoef``): the influence of row :math:`i` on :math:`\hat\beta` is
+:math:`z_i = w_i\, x_i^\top (y_i - \mu_i) \mu'_i / V_i\, A^{-1}`, :math:`A = X^\top
+\operatorname{diag}(w \mu'^2 / V) X` (the information, R's ``cov.unscaled``), and its
+covariance is that of the :math:`p` estimated totals :math:`\sum_i z_i` under the raking: each
+column :math:`z_{\cdot j} / w` goes through the raking's residual operator (as for a mean:
+:attr:`RakeResult._projection`, R's ``svyrecvar`` with the calibration's ``postStrata``) and
+the design's covariance of totals (:meth:`raking.survey.design.SurveyDesign.covariance`).
+With replicate weights, the model is refitted with every replicate's re-raked weights (one
+batched IRLS over the replicates, started at :math:`\hat\beta`: ``(R, p, p)`` solves, no Python
+loop over replicates) and :math:`\widehat V = s \sum_r s_r (\hat\beta_r - c)(\hat\beta_r -
+c)^\top`, R's ``svyglm`` on a replicate design.
+
+``t`` statistics, p-values and intervals use a t distribution on R's residual degrees of
+freedom, ``degf + 1 - p`` (``degf``: first-stage PSUs minus strata; with replicates the rank of
+the replicate design weights minus 1), as R's ``summary.svyglm`` and ``confint.svyglm``. Gaussian,
+binomial and Poisson are R's ``gaussian()``, ``quasibinomial()`` and ``quasipoisson()``: the
+sandwich needs no dispersion, so the quasi and the plain families give the same coefficients
+and SEs (a binomial response may be a share in [0, 1], a Poisson one any count >= 0).
+
+Formulas are read by ``formulaic`` (imported when a model is fitted): ``"api00 ~ ell +
+stype"``, treatment coding with the first level (sorted) as reference, as R; names with dots
+inside expressions need backticks: ``"I(`comp.imp` == 'Yes') ~ ell"``.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from raking.survey.linearization import ResidualNotConverged
+from raking.survey.replicates import ReplicateDesign
+
+if TYPE_CHECKING:
+    from raking.survey.results import RakeResult
+
+__all__ = ["FAMILIES", "GLMResult", "fit_glm"]
+
+_MAX_ITER = 100
+_TOL = 1e-12  # |dev - dev_old| <= tol (|dev| + 0.1), then one more step (R's rule, tighter)
+
+
+@dataclass(frozen=True)
+class _Family:
+    """A family with its canonical link: inverse link, its derivative, variance, deviance."""
+
+    name: str
+    r_name: str
+    link: Callable[[np.ndarray], np.ndarray]
+    linkinv: Callable[[np.ndarray], np.ndarray]
+    mu_eta: Callable[[np.ndarray], np.ndarray]
+    variance: Callable[[np.ndarray], np.ndarray]
+    start: Callable[[np.ndarray], np.ndarray]
+    unit_deviance: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _logistic(eta: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * eta))  # no overflow warnings
+
+
+def _ylogy(y: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    r""":math:`y \log(y / \mu)`, 0 where :math:`y = 0`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
+
+
+def _clip01(mu: np.ndarray) -> np.ndarray:
+    eps = np.finfo(np.float64).eps
+    return np.clip(mu, eps, 1.0 - eps)
+
+
+FAMILIES: dict[str, _Family] = {
+    "gaussian": _Family(
+        "gaussian",
+        "gaussian()",
+        link=lambda mu: mu,
+        linkinv=lambda eta: eta,
+        mu_eta=np.ones_like,
+        variance=np.ones_like,
+        start=lambda y: y,
+        unit_deviance=lambda y, mu: (y - mu) ** 2,
+    ),
+    "binomial": _Family(
+        "binomial",
+        "quasibinomial()",
+        link=lambda mu: np.log(mu / (1.0 - mu)),
+        linkinv=lambda eta: _clip01(_logistic(eta)),
+        mu_eta=lambda eta: _logistic(eta) * _logistic(-eta),
+        variance=lambda mu: mu * (1.0 - mu),
+        start=lambda y: (y + 0.5) / 2.0,
+        unit_deviance=lambda y, mu: 2.0 * (_ylogy(y, mu) + _ylogy(1.0 - y, 1.0 - mu)),
+    ),
+    "poisson": _Family(
+        "poisson",
+        "quasipoisson()",
+        link=np.log,
+        linkinv=lambda eta: np.maximum(np.exp(eta), np.finfo(np.float64).eps),
+        mu_eta=lambda eta: np.maximum(np.exp(eta), np.finfo(np.float64).eps),
+        variance=lambda mu: mu,
+        start=lambda y: y + 0.1,
+        unit_deviance=lambda y, mu: 2.0 * (_ylogy(y, mu) - (y - mu)),
+    ),
+}
+"""The families of :meth:`RakeResult.glm` (canonical links), by name."""
+
+
+@dataclass(frozen=True, eq=False)
+class GLMResult:
+    r"""A GLM fitted on a raked design, with statsmodels' attribute names.
+
+    Attributes
+    ----------
+    params : pandas.Series
+        The coefficients :math:`\hat\beta`, by the model matrix's column names (formulaic's:
+        ``Intercept``, ``stype[T.H]``, ...).
+    bse : pandas.Series
+        Their standard errors (square roots of the diagonal of :meth:`cov_params`).
+    tvalues, pvalues : pandas.Series
+        ``params / bse`` and the two-sided p-value on a t distribution with ``df_resid``
+        degrees of freedom (NaN when ``df_resid <= 0``).
+    nobs : int
+        Rows in the fit (raked rows, positive weight).
+    df_resid : float
+        R's ``degf + 1 - p``.
+    df_design : float
+        The design's degrees of freedom (R's ``degf``).
+    family, formula : str
+        As given.
+    iterations : int
+        IRLS iterations of the full-sample fit.
+    se_method : str
+        How the covariance was computed.
+    notes : tuple of str
+        The design, the intervals and anything unusual.
+    """
+
+    params: pd.Series
+    bse: pd.Series
+    tvalues: pd.Series
+    pvalues: pd.Series
+    nobs: int
+    df_resid: float
+    df_design: float
+    family: str
+    formula: str
+    iterations: int
+    se_method: str
+    notes: tuple[str, ...]
+    _cov: np.ndarray
+
+    def cov_params(self) -> pd.DataFrame:
+        """The design-based covariance matrix of the coefficients (squared units of ``params``)."""
+        names = list(self.params.index)
+        return pd.DataFrame(self._cov.copy(), index=names, columns=names)
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        r"""Wald intervals :math:`\hat\beta \pm t_{1 - \alpha/2,\ \text{df\_resid}}\, \text{SE}`.
+
+        R's ``confint.svyglm``; columns ``0`` (lower) and ``1`` (upper), as statsmodels. NaN
+        when ``df_resid <= 0``.
+        """
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(
+                f"alpha must be in (0, 1) (e.g. 0.05 for 95% intervals); got {alpha!r}."
+            )
+        q = _t_quantile(1.0 - alpha / 2.0, self.df_resid)
+        lo = self.params - q * self.bse
+        hi = self.params + q * self.bse
+        return pd.DataFrame({0: lo, 1: hi})
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per coefficient: estimate, se, t, p, lower and upper of the 95% interval."""
+        ci = self.conf_int()
+        return pd.DataFrame(
+            {
+                "estimate": self.params,
+                "se": self.bse,
+                "t": self.tvalues,
+                "p": self.pvalues,
+                "lower": ci[0],
+                "upper": ci[1],
+            }
+        )
+
+    def summary(self) -> str:
+        """A coefficient table with the family, the fit, the SE method and the design notes."""
+        table = self.to_frame().rename(
+            columns={
+                "estimate": "coef",
+                "se": "std err",
+                "p": "P>|t|",
+                "lower": "[0.025",
+                "upper": "0.975]",
+            }
+        )
+        lines = [
+            f"Survey GLM: {self.formula}  (family {self.family}; "
+            f"{FAMILIES[self.family].r_name} of R svyglm)",
+            f"{self.nobs} rows, {self.params.size} coefficients, IRLS {self.iterations} "
+            f"iterations; design df {self.df_design:g}, residual df {self.df_resid:g}",
+            table.to_string(float_format="{:.6g}".format),
+            f"SE: {self.se_method}",
+            *(f"note: {n}" for n in self.notes),
+        ]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(self.summary())}</pre>"
+
+
+def fit_glm(result: RakeResult, formula: str, family: str) -> GLMResult:
+    """Fit ``formula`` with the raked weights of ``result`` (see the module docstring)."""
+    if family not in FAMILIES:
+        raise ValueError(
+            f"family={family!r} is not a family of glm(); use one of {sorted(FAMILIES)} "
+            "(R svyglm's gaussian(), quasibinomial(), quasipoisson())."
+        )
+    fam = FAMILIES[family]
+    s = result._design
+    names, x, y = _model(result, formula)
+    _check_response(y, fam, formula)
+    _check_rank(x, names, formula)
+    w = s.final
+    beta, iterations = _irls(x, y, w[None, :], fam, None)
+    b = beta[0]
+    eta = x @ b
+    mu = fam.linkinv(eta)
+    d_mu = fam.mu_eta(eta)
+    info = x.T @ ((w * d_mu**2 / fam.variance(mu))[:, None] * x)
+    a_inv = np.linalg.inv(info)
+    notes = list(result._notes())
+    notes[0] = notes[0].removesuffix("; normal 95% CI")
+    p = b.size
+    if s.replicates is not None:
+        cov, replicate_notes = _replicate_cov(result, x, y, fam, b)
+        notes += replicate_notes
+        df_design = float(_replicate_df(s.replicates.design))
+        se_method = (
+            f"replicate: the model refitted with each replicate's re-raked weights; "
+            f"{s.replicates.note().removeprefix('replicate: ')}; R svyglm on the replicate design"
+        )
+    else:
+        influence = (x * ((y - mu) * d_mu / fam.variance(mu))[:, None]) @ a_inv  # z / w, (m, p)
+        cov, lin_notes = _linearised_cov(result, influence)
+        notes += lin_notes
+        df_design = float(_design_df(result))
+        se_method = (
+            "design-based sandwich (R svyglm's svy.varcoef): influence functions "
+            "w x (y - mu) mu'/V A^-1 through the raking's residual operator, then the design's "
+            "covariance of totals; " + result._se_method()
+        )
+    df_resid = df_design + 1.0 - p
+    notes.append(
+        f"t statistics, p-values and intervals on df = degf + 1 - p = {df_resid:g} (R summary."
+        "svyglm, confint.svyglm)"
+    )
+    bse = np.sqrt(np.diag(cov))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = b / bse
+    return GLMResult(
+        params=pd.Series(b, index=names, name="coef"),
+        bse=pd.Series(bse, index=names, name="bse"),
+        tvalues=pd.Series(t, index=names, name="t"),
+        pvalues=pd.Series(_t_two_sided(t, df_resid), index=names, name="p"),
+        nobs=int(np.count_nonzero(w > 0)),
+        df_resid=df_resid,
+        df_design=df_design,
+        family=family,
+        formula=formula,
+        iterations=iterations,
+        se_method=se_method,
+        notes=tuple(notes),
+        _cov=cov,
+    )
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+def _model(result: RakeResult, formula: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Column names, model matrix ``(m, p)`` and response ``(m,)`` over the raked rows."""
+    from formulaic import model_matrix
+    from formulaic.errors import FormulaicError
+
+    if not isinstance(formula, str) or "~" not in formula:
+        raise ValueError(
+            f"formula={formula!r} needs a response and predictors as text, e.g. "
+            '"api00 ~ ell + meals".'
+        )
+    s = result._design
+    frame = result._data.iloc[s.sample_pos[s.raked_pos]]
+    try:
+        lhs, rhs = model_matrix(formula, frame, na_action="drop")
+    except (FormulaicError, NameError, SyntaxError) as exc:
+        columns = ", ".join(repr(c) for c in list(frame.columns)[:40])
+        raise ValueError(
+            f"formula={formula!r} could not be evaluated on the data: {exc}. Name existing "
+            f"columns (data has {columns}{', ...' if frame.shape[1] > 40 else ''}); inside "
+            "expressions, quote names with dots in backticks: I(`comp.imp` == 'Yes')."
+        ) from exc
+    if lhs.shape[1] != 1:
+        raise ValueError(
+            f"formula={formula!r} has a response of {lhs.shape[1]} columns "
+            f"({list(lhs.columns)}); give one numeric response, e.g. I(column == 'level') "
+            "for a binary one."
+        )
+    if len(rhs) < len(frame):
+        dropped = frame.index.difference(rhs.index)
+        raise ValueError(
+            f"formula={formula!r} uses columns with {len(dropped)} missing value(s) among the "
+            f"raked rows (rows {list(dropped[:10])}); a model needs every value. Fill them, or "
+            "rake without those rows."
+        )
+    x = np.asarray(rhs, dtype=np.float64)
+    y = np.asarray(lhs, dtype=np.float64)[:, 0]
+    return [str(c) for c in rhs.columns], x, y
+
+
+def _check_response(y: np.ndarray, fam: _Family, formula: str) -> None:
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"formula={formula!r}: the response has non-finite values; fill them.")
+    if fam.name == "binomial" and (np.any(y < 0) or np.any(y > 1)):
+        raise ValueError(
+            f"formula={formula!r} with family='binomial' needs a response in [0, 1] (got values "
+            f"from {y.min():.6g} to {y.max():.6g}); use a 0/1 indicator such as "
+            "I(column == 'level'), or a share."
+        )
+    if fam.name == "poisson" and np.any(y < 0):
+        raise ValueError(
+            f"formula={formula!r} with family='poisson' needs a response >= 0 (got a minimum "
+            f"of {y.min():.6g}); use a count, or family='gaussian'."
+        )
+
+
+def _check_rank(x: np.ndarray, names: list[str], formula: str) -> None:
+    """Refuse a model matrix without full column rank, naming the collinear columns."""
+    if x.shape[0] < x.shape[1]:
+        raise ValueError(
+            f"formula={formula!r} has {x.shape[1]} coefficients but only {x.shape[0]} raked "
+            "rows; use fewer predictors."
+        )
+    norms = np.linalg.norm(x, axis=0)
+    scaled = x / np.where(norms > 0, norms, 1.0)
+    _, sv, vt = np.linalg.svd(scaled, full_matrices=False)
+    tol = sv[0] * max(x.shape) * np.finfo(np.float64).eps * 1e3 if sv.size else 0.0
+    null = vt[sv <= tol]
+    if null.size or np.any(norms == 0):
+        weight = np.abs(null).max(axis=0, initial=0.0)
+        involved = [n for n, v, c in zip(names, weight, norms, strict=True) if v > 1e-6 or c == 0]
+        raise ValueError(
+            f"formula={formula!r} gives a singular model matrix (rank {int(np.sum(sv > tol))} "
+            f"of {x.shape[1]} columns): {involved} are collinear on the raked "
+            "rows; drop one of them (or merge levels that occur only together)."
+        )
+
+
+# ------------------------------------------------------------------------------ fitting
+
+
+def _irls(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, fam: _Family, start: np.ndarray | None
+) -> tuple[np.ndarray, int]:
+    r"""IRLS for ``B`` weight vectors at once: ``w`` of shape ``(B, m)``, returns ``(B, p)``.
+
+    Each step solves :math:`(X^\top W_b X) \beta_b = X^\top W_b z_b` for every ``b`` (batched
+    ``(B, p, p)`` solves), :math:`W = w \mu'^2 / V`, :math:`z = \eta + (y - \mu) / \mu'`; it
+    stops one step after every fit's deviance changed by at most ``1e-12 (|dev| + 0.1)``
+    (R's rule with a tighter epsilon), at most 100 steps. A fit whose normal equations are
+    singular (a replicate without the rows of some level) is NaN.
+    """
+    batch = w.shape[0]
+    if start is None:
+        eta = np.broadcast_to(fam.link(fam.start(y)), w.shape).copy()
+    else:
+        eta = start @ x.T
+    dev_old = np.full(batch, np.inf)
+    beta = np.full((batch, x.shape[1]), np.nan)
+    done = np.zeros(batch, dtype=bool)
+    dead = np.zeros(batch, dtype=bool)
+    for it in range(1, _MAX_ITER + 1):
+        eta = np.where(dead[:, None], 0.0, eta)
+        mu = fam.linkinv(eta)
+        d_mu = fam.mu_eta(eta)
+        ww = w * d_mu**2 / fam.variance(mu)
+        z = eta + (y - mu) / d_mu
+        gram = np.einsum("bm,mp,mq->bpq", ww, x, x)
+        rhs = np.einsum("bm,mp->bp", ww * z, x)
+        dead |= np.linalg.matrix_rank(gram) < x.shape[1]
+        beta = np.full_like(rhs, np.nan)
+        beta[~dead] = np.linalg.solve(gram[~dead], rhs[~dead][..., None])[..., 0]
+        eta = beta @ x.T
+        if np.all(done | dead):
+            return beta, it
+        dev = np.einsum("bm,bm->b", w, fam.unit_deviance(y, fam.linkinv(eta)))
+        done |= np.abs(dev - dev_old) <= _TOL * (np.abs(dev) + 0.1)
+        dev_old = dev
+    return beta, _MAX_ITER
+
+
+# ------------------------------------------------------------------------------ covariance
+
+
+def _linearised_cov(result: RakeResult, influence: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    r"""Covariance of :math:`\hat\beta` from the influence values :math:`z / w` (``(m, p)``)."""
+    s = result._design
+    p = influence.shape[1]
+    if result.stalled and s.steps is None:
+        return np.full((p, p), np.nan), [
+            "SEs are NaN: raking stopped because the margins are unreachable together, so "
+            "there are no converged weights to linearise at; make the targets consistent"
+        ]
+    ratio, base = 1.0, s.final
+    if s.calibrated is not None:  # after trim(): z = w_cal R((w / w_cal) u), as for a mean
+        base = s.calibrated
+        ratio = np.divide(s.final, base, out=np.zeros_like(base), where=base != 0)
+    z = np.zeros((s.sample_pos.size, p))
+    for j in range(p):
+        try:
+            e = result._projection.residual(ratio * influence[:, j], s.steps)
+        except ResidualNotConverged as exc:
+            return np.full((p, p), np.nan), [
+                f"SEs are NaN: the least-squares solve of the SE stopped at relative residual "
+                f"{exc.relative_residual:.3g} > {exc.tol:.3g}; the margins are nearly "
+                "collinear: merge levels that occur only together"
+            ]
+        z[s.raked_pos, j] = base * e
+    cov = result._sampling.covariance(z)
+    return cov, list(result._lonely_psu_notes(float(np.sqrt(cov[0, 0]))))
+
+
+def _replicate_cov(
+    result: RakeResult, x: np.ndarray, y: np.ndarray, fam: _Family, beta: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    r""":math:`s \sum_r s_r (\hat\beta_r - c)(\hat\beta_r - c)^\top` of the refitted replicates."""
+    s = result._design
+    reps = s.replicates
+    assert reps is not None
+    weights = reps.weights(s.design)  # (m, R)
+    thetas, _ = _irls(x, y, np.ascontiguousarray(weights.T), fam, beta[None, :])
+    design = reps.design
+    keep = ~np.isnan(thetas).any(axis=1)
+    t, rs = thetas[keep], design.rscales[keep]
+    notes: list[str] = []
+    if not keep.all():
+        notes.append(
+            f"{int((~keep).sum())} of {keep.size} replicates have a singular model matrix (no "
+            "estimate) and were left out of the variance, as R's svrVar"
+        )
+    if s.trim_note:
+        notes.append(
+            "trim() trimmed the full-sample weights only: the replicates are the raked, "
+            "untrimmed ones"
+        )
+    if t.shape[0] == 0 or not np.any(rs > 0):
+        return np.full((beta.size, beta.size), np.nan), notes
+    centre = beta if design.mse else t[rs > 0].mean(axis=0)
+    dev = t - centre
+    return design.scale * np.einsum("r,rp,rq->pq", rs, dev, dev), notes
+
+
+def _design_df(result: RakeResult) -> int:
+    """R's ``degf``: first-stage PSUs (rows without clusters) minus first-stage strata."""
+    stage = result._sampling.stages[0]
+    return int(stage.stratum.size - np.count_nonzero(stage.n_units))
+
+
+def _replicate_df(design: ReplicateDesign) -> int:
+    """R's ``degf`` of a replicate design: the rank of its replicate weights minus 1.
+
+    The rank of :math:`d_i a_r(g_i)` is that of the multipliers of the groups present; R's
+    pivoted QR uses a tolerance of 1e-5, here the singular values above 1e-5 of the largest.
+    """
+    m = design.multipliers[np.unique(design.group)]
+    sv = np.linalg.svd(m, compute_uv=False)
+    return int(np.count_nonzero(sv > 1e-5 * sv[0])) - 1
+
+
+def _t_quantile(q: float, df: float) -> float:
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(q, df)) if df > 0 else np.nan
+
+
+def _t_two_sided(t: np.ndarray, df: float) -> np.ndarray:
+    from scipy.stats import t as student_t
+
+    if df <= 0:
+        return np.full_like(t, np.nan)
+    return 2.0 * student_t.sf(np.abs(t), df)
