@@ -483,5 +483,6 @@ def test_trim_keeps_replicates_and_says_so() -> None:
     res = raked("jk1")
     trimmed = res.trim(upper=60.0)
     est = trimmed.mean("api00")
-    assert any("replicates are the raked, untrimmed ones" in note for note in est.notes)
+    # each replicate is trimmed too, as R's trimWeights (test_survey_calibration_replicates.py)
+    assert "every replicate trimmed" in est.se_method
     assert est.se > 0

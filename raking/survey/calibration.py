@@ -38,9 +38,17 @@ import numpy as np
 import pandas as pd  # noqa: TID253 (applications layer; loaded with raking.calibrate only)
 
 from raking.exceptions import ConvergenceWarning, NegativeWeightWarning
+from raking.survey.calibration_replicates import calibrate_replicates
 from raking.survey.codes import column
-from raking.survey.frontend import _as_float, _design_weights, rake
+from raking.survey.frontend import (
+    _as_float,
+    _design_weights,
+    _replicate_design,
+    _warn_replicates,
+    rake,
+)
 from raking.survey.linearization import CalibrationMatrix, GramInverse
+from raking.survey.replicates import ReplicateDesign, RerakedReplicates
 from raking.survey.results import RakeResult
 from raking.validation import (
     CALIBRATION_HINT,
@@ -50,14 +58,16 @@ from raking.validation import (
     check_numeric_reach,
     check_option,
     check_positive_int,
+    check_replicate_options,
+    check_replicates,
     check_tol,
     raise_if_out_of_reach_with_total,
     raise_on_collinear,
     raise_on_inconsistent_totals,
     raise_on_share_totals,
-    raise_replicates_not_supported,
     raise_without_population_size,
     split_calibration_totals,
+    stage_columns,
 )
 
 __all__ = ["calibrate"]
@@ -129,10 +139,12 @@ def calibrate(
     nest : bool
         PSU labels numbered within strata, as in :func:`raking.rake` (R's ``nest=TRUE``).
     replicates, n_replicates, seed, fay_rho, replicate_scale, replicate_rscales, replicate_mse
-        Replicate weights, re-calibrated, exactly as in :func:`raking.rake`: for
-        ``method="raking"`` on categorical totals only (every replicate is raked in one batched
-        call). Re-calibrating replicates to numeric totals, or with the linear or logit distance,
-        is not implemented (an error says so).
+        Replicate weights, exactly as in :func:`raking.rake`; every replicate's design weights
+        are re-calibrated to the same totals with the same method and bounds (R's
+        ``calibrate()`` on an ``as.svrepdesign``): for ``method="raking"`` on categorical
+        totals by :func:`raking.rake`'s batched re-raking, otherwise by one batched Newton run
+        over all replicates (:mod:`raking.survey.calibration_replicates`). Replicates that do
+        not converge are warned about and counted in the SE's method.
     total : float, optional
         Population size :math:`N` (R's ``(Intercept)`` total). Default: the categorical counts'
         total. Required with only numeric totals (as R needs the intercept in the formula), and
@@ -216,8 +228,8 @@ def calibrate(
             **design,
             **replicate_options,
         )
-    if replicates is not None:
-        raise_replicates_not_supported(method, list(numeric))
+    rep_kind = check_replicates(replicates)
+    n_rep, rho = check_replicate_options(rep_kind, **replicate_options)  # type: ignore[arg-type]
     if not categorical:
         if total is None:
             raise_without_population_size(list(numeric))
@@ -279,7 +291,79 @@ def calibrate(
             NegativeWeightWarning,
             stacklevel=2,
         )
-    return _calibrated_result(base, method, numeric, x, w, solution, errors, names, tol)
+    result = _calibrated_result(base, method, numeric, x, w, solution, errors, names, tol)
+    if rep_kind is None:
+        return result
+    spec = _replicate_design(
+        data,
+        rep_kind,
+        replicates,
+        {"strata": s.strata, "cluster": s.cluster, "fraction": s.fraction},
+        stage_columns(strata, cluster, fpc)[0][0],
+        s.sample_pos,
+        s.raked_pos,
+        d,
+        n_replicates=n_rep,
+        seed=seed,
+        rho=rho,
+        scale=replicate_scale,
+        rscales=replicate_rscales,
+        mse=bool(replicate_mse),
+    )
+    reps = _recalibrate(matrix, spec, d, s.design, t, dist, scale, tol, max_iter)
+    _warn_replicates(reps, None, bounds)
+    return replace(result, _design=replace(result._design, replicates=reps))
+
+
+def _recalibrate(
+    matrix: CalibrationMatrix,
+    spec: ReplicateDesign,
+    d: np.ndarray,
+    d_run: np.ndarray,
+    t: np.ndarray,
+    dist: _Distance,
+    scale: np.ndarray,
+    tol: float,
+    max_iter: int,
+) -> RerakedReplicates:
+    r"""Every replicate of ``spec`` calibrated as the full sample, in one batched Newton run.
+
+    Units are the cells of the crossed codes without numeric columns (unit weights
+    :math:`D_{cr} = \sum_{i \in c} d_i a_r(\mathrm{psu}_i)`), else the rows. The factors kept
+    are :math:`g_{ir} d_i / d^{\text{run}}_i` (``d_run``: the design weights of the result,
+    which :func:`raking.rake` may have rescaled), so that ``RerakedReplicates.weights(d_run)``
+    is :math:`d_i a_r g_{ir}`.
+    """
+    rows_d = d[:, None] * spec.multipliers[spec.group]  # (m, R): d_ir
+    numeric = matrix.numeric if matrix.numeric.shape[1] else None
+    if numeric is None:
+        cells = np.zeros((matrix.n_cells, rows_d.shape[1]))
+        np.add.at(cells, matrix._cell, rows_d)
+        unit_cell, unit_of_row, unit_d = None, matrix._cell, cells
+    else:
+        unit_cell, unit_of_row, unit_d = matrix._cell, None, rows_d
+    run = calibrate_replicates(
+        matrix._cell_codes,
+        matrix.n_levels,
+        unit_cell,
+        numeric,
+        unit_d,
+        t,
+        dist,
+        scale,
+        tol,
+        max_iter,
+    )
+    ratio = float(d[0] / d_run[0])  # d / d_run is one power of two (or 1) for every row
+    return RerakedReplicates(
+        spec,
+        np.ascontiguousarray((run.g * ratio).T),
+        unit_of_row,
+        run.steps,
+        run.converged,
+        run.stalled,
+        run.errors,
+    )
 
 
 class _Distance:

@@ -20,6 +20,7 @@ import html
 import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +28,7 @@ import pandas as pd
 
 from raking.exceptions import ConvergenceWarning
 from raking.results import Estimate
+from raking.survey.calibration_replicates import TrimmedReplicates, trim_columns
 from raking.survey.design import SurveyDesign
 from raking.survey.estimates import EstimateTable
 from raking.survey.linearization import (
@@ -325,6 +327,7 @@ class RakeResult:
             final=w,
             calibrated=s.final if s.calibrated is None else s.calibrated,
             trim_note=note,
+            replicates=self._trimmed_replicates(lo, hi, strict, slack),
         )
         return replace(
             self,
@@ -333,6 +336,33 @@ class RakeResult:
             variable_errors=pd.Series(moved.to_numpy(), index=list(moved.index), name="error"),
             margins=margins,
             _design=design,
+        )
+
+    def _trimmed_replicates(
+        self, lo: float, hi: float, strict: bool, slack: float
+    ) -> RerakedReplicates | None:
+        """Each replicate's weights trimmed by :meth:`trim`'s rule (``None`` without them).
+
+        As R's ``trimWeights`` on a replicate design is documented to do; see
+        :func:`raking.survey.calibration_replicates.trim_columns`.
+        """
+        reps = self._design.replicates
+        if reps is None:
+            return None
+        table, rounds = trim_columns(
+            reps.weights(self._design.design),
+            lo,
+            hi,
+            strict=strict,
+            slack=slack,
+            max_rounds=_MAX_TRIM_ROUNDS,
+        )
+        fields = {f.name: getattr(reps, f.name) for f in dataclass_fields(RerakedReplicates)}
+        return TrimmedReplicates(
+            **fields,
+            table=table,
+            trim_detail=f"[{lo:.6g}, {hi:.6g}], strict={strict}, up to {int(rounds.max())} "
+            "round(s)",
         )
 
     def _margins_of(self, w: np.ndarray) -> tuple[pd.DataFrame, pd.Series]:
@@ -490,11 +520,6 @@ class RakeResult:
             notes = (
                 f"{left_out} of {thetas.size} replicates have no rows of this domain (no "
                 "estimate) and were left out of the variance, as R's svrVar",
-            )
-        if s.trim_note:
-            notes += (
-                "trim() trimmed the full-sample weights only: the replicates are the raked, "
-                "untrimmed ones (R's trimWeights also trims each replicate)",
             )
         return float(np.sqrt(var)), notes
 

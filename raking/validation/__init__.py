@@ -48,7 +48,6 @@ from raking.validation._calibration import (
     raise_on_collinear,
     raise_on_inconsistent_totals,
     raise_on_share_totals,
-    raise_replicates_not_supported,
     raise_without_population_size,
     split_calibration_totals,
 )
@@ -185,7 +184,6 @@ __all__ = [
     "raise_on_na",
     "raise_on_share_totals",
     "raise_on_unknown_levels",
-    "raise_replicates_not_supported",
     "raise_single_unit",
     "raise_without_population_size",
     "resolve_total",

@@ -275,17 +275,3 @@ def raise_if_out_of_reach_with_total(
         "population it refers to)" + (", or widen bounds." if bounds is not None else ".")
     )
 
-
-def raise_replicates_not_supported(method: str, numeric: Sequence[Hashable]) -> None:
-    """``replicates=`` with numeric totals or a distance other than raking (not implemented)."""
-    what = (
-        f"numeric totals ({listed([repr(k) for k in numeric])})"
-        if numeric
-        else f"method={method!r}"
-    )
-    raise ValueError(
-        f"replicates= with {what} is not implemented: calibrate() re-calibrates replicate "
-        "weights only for method='raking' on categorical totals (each replicate raked by "
-        "raking.rake in one batched call). Drop replicates= for linearisation SEs, or calibrate "
-        "to categorical totals with method='raking'."
-    )
