@@ -1,17 +1,106 @@
-"""Several estimates at once -- one per domain or level -- as returned by :class:`RakeResult`."""
+"""Estimates of a survey result: :class:`SurveyEstimate`, and :class:`EstimateTable` of them.
+
+A :class:`SurveyEstimate` is an :class:`~raking.results.Estimate` with the design effect of the
+estimate (R ``svymean(..., deff=TRUE)``, :func:`raking.survey.intervals.srs_variances`) and the
+interval rule of a proportion (:func:`raking.survey.intervals.proportion_interval`). An
+:class:`EstimateTable` holds one per domain, level or column, with their covariance matrix
+``cov`` when they were estimated jointly, and :meth:`EstimateTable.contrast` for a linear
+combination of them (R ``svycontrast``).
+"""
 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
-from dataclasses import dataclass
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from raking.results import Estimate
+from raking.survey.intervals import proportion_interval
+from raking.validation import check_contrast
 
-__all__ = ["EstimateTable"]
+__all__ = ["EstimateTable", "SurveyEstimate"]
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyEstimate(Estimate):
+    r"""An :class:`~raking.results.Estimate` of a survey result, with its design effect.
+
+    Attributes
+    ----------
+    deff : float
+        Variance over the variance of the same estimate under simple random sampling of as
+        many rows **without** replacement (R ``svymean(..., deff=TRUE)``); not the weighting
+        design effect ``RakeResult.deff`` (``1 + CV(w)^2``). NaN where not defined.
+    deff_replace : float
+        The same against SRS **with** replacement (R ``deff="replace"``).
+    ci_method : {"wald", "logit", "beta"}
+        The rule of :meth:`confint` (``"logit"``, ``"beta"``: proportions, R ``svyciprop``).
+    df : float
+        Degrees of freedom of the design (PSUs minus strata; of the domain for a domain), for
+        the ``t`` quantiles of ``"logit"`` and ``"beta"``.
+    rows : int
+        Rows of the design (``"beta"``'s ``n``, as R's ``nrow(design)``).
+    logit_se : float
+        SE of :math:`\operatorname{logit} \hat p` for ``"logit"``: from the replicates' logits
+        on a replicate design (R's ``svyglm`` there); NaN: the delta method ``se / (p (1 - p))``.
+    """
+
+    deff: float = math.nan
+    deff_replace: float = math.nan
+    ci_method: str = "wald"
+    df: float = math.nan
+    rows: int = 0
+    logit_se: float = math.nan
+
+    def confint(self, level: float = 0.95) -> tuple[float, float]:
+        """The interval of ``ci_method`` at ``level`` (normal ``estimate ± z se`` for "wald")."""
+        if self.ci_method == "wald":
+            return Estimate.confint(self, level)
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level!r}; e.g. 0.95.")
+        return proportion_interval(
+            self.estimate, self.se, self.ci_method, level, self.df, self.rows, self.logit_se
+        )
+
+    def summary(self) -> str:
+        """As :meth:`Estimate.summary`, with the interval rule and the design effects."""
+        text = Estimate.summary(self)
+        if self.ci_method != "wald":
+            text = text.replace("95% CI:", f"95% CI ({self.ci_method}, df {self.df:g}):", 1)
+        first, rest = text.split("\n", 1)
+        return (
+            f"{first}\ndesign effect: {self.deff:.4g} (vs SRS without replacement), "
+            f"{self.deff_replace:.4g} (with replacement)\n{rest}"
+        )
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_dict(self) -> dict[str, float | int | str | bool | None]:
+        """:meth:`Estimate.to_dict` with ``deff``, ``deff_replace`` and ``ci_method``."""
+        out = Estimate.to_dict(self)
+        out.update(deff=self.deff, deff_replace=self.deff_replace, ci_method=self.ci_method)
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row: estimate, SE, CI, n, deff, deff_replace (as :meth:`EstimateTable.to_frame`)."""
+        lo, hi = self.ci
+        return pd.DataFrame(
+            {
+                "estimate": [self.estimate],
+                "se": [self.se],
+                "ci_low": [lo],
+                "ci_high": [hi],
+                "n": [self.n],
+                "deff": [self.deff],
+                "deff_replace": [self.deff_replace],
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -28,12 +117,56 @@ class EstimateTable:
     estimates : tuple of Estimate
     index_name : hashable
         Name of the labels (the ``by`` column, or the pair of columns).
+    cov : numpy.ndarray, shape ``(len, len)``, or None
+        Covariance matrix of the estimates, in the order of ``labels`` (``mean([a, b])``,
+        ``mean(y, by=...)``; R ``vcov`` of ``svymean(~a+b)`` or ``svyby(..., covmat=TRUE)``);
+        its diagonal is ``se ** 2``. ``None`` where the estimates were not made jointly.
     """
 
     name: str
     labels: tuple[Any, ...]
     estimates: tuple[Estimate, ...]
     index_name: Any
+    cov: np.ndarray | None = field(default=None, compare=False)
+
+    def contrast(self, weights: Mapping[Any, float], *, name: str | None = None) -> SurveyEstimate:
+        r"""The linear combination :math:`\sum_j c_j \hat\theta_j` with its SE (R ``svycontrast``).
+
+        :math:`SE = \sqrt{c^\top V c}` with :math:`V` = ``cov``; labels left out have weight 0.
+
+        Parameters
+        ----------
+        weights : mapping
+            Label -> coefficient, e.g. ``{"E": 1, "H": -1}`` for the difference of two domains.
+        name : str, optional
+            How the result is named in its notes (default: the combination written out).
+
+        Raises
+        ------
+        ValueError
+            No ``cov`` (estimates not made jointly), a label not in the table, or no weights.
+        """
+        c = check_contrast(weights, self.labels, self.cov is not None, self.name)
+        estimate = float(np.dot(c, self.estimate.to_numpy()))
+        se = math.sqrt(max(float(c @ self.cov @ c), 0.0))  # type: ignore[operator]
+        used = [e for e, cj in zip(self.estimates, c, strict=True) if cj != 0]
+        what = name or " ".join(
+            f"{cj:+g} [{lab!r}]" for lab, cj in zip(self.labels, c, strict=True) if cj != 0
+        )
+        notes = tuple(dict.fromkeys(n for e in used for n in e.notes))
+        return SurveyEstimate(
+            estimate=estimate,
+            se=se,
+            se_method=used[0].se_method,
+            n=max(e.n for e in used),
+            steps=used[0].steps,
+            converged=all(e.converged for e in used),
+            marginal_error=used[0].marginal_error,
+            notes=(
+                f"contrast {what} of {self.name}: SE sqrt(c' V c) from the joint covariance",
+                *notes,
+            ),
+        )
 
     def _index(self) -> pd.Index:
         if self.labels and isinstance(self.labels[0], tuple):
@@ -69,11 +202,25 @@ class EstimateTable:
     def __iter__(self) -> Iterator[Any]:
         return iter(self.labels)
 
-    def to_frame(self) -> pd.DataFrame:
-        """Estimate, SE, CI and n per label."""
+    @property
+    def deff(self) -> pd.Series:
+        """Design effect of each estimate (vs SRS without replacement; R ``deff=TRUE``)."""
+        return pd.Series([getattr(e, "deff", np.nan) for e in self.estimates], index=self._index())
+
+    @property
+    def deff_replace(self) -> pd.Series:
+        """Design effect of each estimate vs SRS with replacement (R ``deff="replace"``)."""
+        values = [getattr(e, "deff_replace", np.nan) for e in self.estimates]
+        return pd.Series(values, index=self._index())
+
+    def to_frame(self, *, deff: bool = False) -> pd.DataFrame:
+        """Estimate, SE, CI and n per label; ``deff=True`` adds ``deff`` and ``deff_replace``."""
         frame = pd.DataFrame({"estimate": self.estimate, "se": self.se})
         frame[["ci_low", "ci_high"]] = self.ci.to_numpy()
         frame["n"] = [e.n for e in self.estimates]
+        if deff:
+            frame["deff"] = self.deff
+            frame["deff_replace"] = self.deff_replace
         return frame
 
     def summary(self) -> str:
@@ -82,8 +229,20 @@ class EstimateTable:
         A note that holds for some labels only (an SE that could not be computed) names them.
         """
         first = self.estimates[0]
-        lines = [self.name, self.to_frame().to_string(float_format=lambda x: f"{x:.6g}")]
+        survey = all(isinstance(e, SurveyEstimate) for e in self.estimates)
+        frame = self.to_frame(deff=survey)
+        lines = [self.name, frame.to_string(float_format=lambda x: f"{x:.6g}")]
         lines.append(f"SE method: {first.se_method}")
+        methods = {getattr(e, "ci_method", "wald") for e in self.estimates}
+        if methods != {"wald"}:
+            lines.append(f"CI: {', '.join(sorted(methods))} (R svyciprop), t on the design's df")
+        if self.cov is not None:
+            lines.append("covariance of the estimates (.cov):")
+            lines.append(
+                pd.DataFrame(self.cov, index=self._index(), columns=self._index()).to_string(
+                    float_format=lambda x: f"{x:.6g}"
+                )
+            )
         notes = self._notes()
         lines += [f"  [{i}] {note}" for i, note in enumerate(notes, start=1)]
         return "\n".join(lines)

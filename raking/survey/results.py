@@ -28,9 +28,11 @@ import pandas as pd
 
 from raking.exceptions import ConvergenceWarning
 from raking.results import Estimate
+from raking.survey import ratios
 from raking.survey.calibration_replicates import TrimmedReplicates, trim_columns
 from raking.survey.design import SurveyDesign
-from raking.survey.estimates import EstimateTable
+from raking.survey.estimates import EstimateTable, SurveyEstimate
+from raking.survey.intervals import srs_variances
 from raking.survey.linearization import (
     CalibrationMatrix,
     CalibrationProjection,
@@ -38,7 +40,7 @@ from raking.survey.linearization import (
     ResidualNotConverged,
 )
 from raking.survey.replicates import RerakedReplicates, replicate_variance
-from raking.validation import check_columns, check_trim_bounds, check_trim_reach
+from raking.validation import check_ci, check_columns, check_trim_bounds, check_trim_reach
 
 if TYPE_CHECKING:
     from raking.survey.glm import GLMResult
@@ -392,22 +394,35 @@ class RakeResult:
 
     # ---------------------------------------------------------------- estimators
 
-    def mean(self, column: Hashable, *, by: Hashable | None = None) -> Estimate | EstimateTable:
+    def mean(
+        self, column: Hashable | list[Hashable], *, by: Hashable | None = None
+    ) -> Estimate | EstimateTable:
         r"""Raked mean :math:`\sum_i w_i y_i / \sum_i w_i` of ``column``, with its SE.
 
         ``by``: one estimate per level of that column (domain means, ratio estimators); then an
         :class:`EstimateTable`. Influence values :math:`u_i = 1_D(i)(y_i - \hat y_D) / \sum_D w`.
+        ``column`` a list of columns: their joint estimates, an :class:`EstimateTable`. A table
+        (a list, or ``by``) has the covariance matrix of its estimates as ``.cov`` (R ``vcov`` of
+        ``svymean(~a+b)``, ``svyby(covmat=TRUE)``) and ``.contrast({"E": 1, "H": -1})`` (R
+        ``svycontrast``); see :mod:`raking.survey.ratios`. Every estimate has ``deff`` and
+        ``deff_replace`` (R ``svymean(deff=TRUE)``, ``deff="replace"``), distinct from the
+        weighting design effect :attr:`deff`.
         When raking to ``tol`` stalled (``stalled``: margins unreachable together) every SE of
         :meth:`mean`, :meth:`total` and :meth:`proportion` is NaN with a note: the weights where
         it stopped are an artefact of where it stopped (their linearisation can be 0), as in
         :func:`raking.estimate`. A run cut short by ``max_iter`` keeps its SE, with a note.
         """
+        if isinstance(column, list) or by is not None:
+            return ratios.joint(self, "mean", column if isinstance(column, list) else [column], by)
         return self._estimate("mean", column, by)
 
-    def total(self, column: Hashable, *, by: Hashable | None = None) -> Estimate | EstimateTable:
+    def total(
+        self, column: Hashable | list[Hashable], *, by: Hashable | None = None
+    ) -> Estimate | EstimateTable:
         r"""Raked total :math:`\sum_i w_i y_i` of ``column`` (per domain with ``by``), with its SE.
 
         Needs a known population total (count targets, or ``total=`` in :func:`raking.rake`).
+        A list of columns, or ``by``: a table with ``.cov`` and ``.contrast``, as :meth:`mean`.
         """
         if not self.total_known:
             raise ValueError(
@@ -415,10 +430,70 @@ class RakeResult:
                 "were shares and no total= was given (the weights sum to the sample's own "
                 f"{self.weight_total:.6g}). Rake with targets as population counts or pass total=N."
             )
+        if isinstance(column, list) or by is not None:
+            return ratios.joint(self, "total", column if isinstance(column, list) else [column], by)
         return self._estimate("total", column, by)
 
-    def proportion(self, column: Hashable, *, by: Hashable | None = None) -> EstimateTable:
-        """Raked share of each level of ``column`` (within each level of ``by``), with SEs."""
+    def ratio(
+        self, numerator: Hashable, denominator: Hashable, *, by: Hashable | None = None
+    ) -> Estimate | EstimateTable:
+        r"""Ratio of raked totals :math:`\hat R = \sum_i w_i y_i / \sum_i w_i x_i` (R ``svyratio``).
+
+        Linearised SE from the influence values :math:`(y_i - \hat R x_i) / \hat X` through the
+        raking's projection (or from the re-raked replicates); ``by``: one ratio per domain, an
+        :class:`EstimateTable` with ``.cov``. ``deff`` as R ``svyratio(deff=TRUE)``: that of the
+        total of the influence values. See :mod:`raking.survey.ratios`.
+
+        Raises
+        ------
+        ValueError
+            A non-numeric column, a denominator whose weighted total is 0 (in some domain), a
+            domain without rows of positive weight.
+        """
+        return ratios.ratio(self, numerator, denominator, by)
+
+    def proportion(
+        self, column: Hashable, *, by: Hashable | None = None, ci: str = "wald"
+    ) -> EstimateTable:
+        r"""Raked share of each level of ``column`` (within each level of ``by``), with SEs.
+
+        ``ci``: the interval of :meth:`~raking.survey.estimates.SurveyEstimate.confint` (and
+        ``ci``, ``to_frame``), R ``svyciprop(method=)`` with the design's degrees of freedom
+        (PSUs minus strata of the first stage, of the domain for ``by``):
+
+        - ``"wald"``: normal, :math:`\hat p \pm 1.96\, SE` (can cross 0 or 1);
+        - ``"logit"``: Wald on the logit scale with a :math:`t` quantile, mapped back;
+        - ``"beta"``: Korn-Graubard's Clopper-Pearson interval at the effective sample size.
+
+        For small proportions (or small domains) prefer ``"beta"``: its coverage stays near
+        nominal where the SE is poorly estimated, at the cost of a slightly wider interval;
+        ``"logit"`` also stays in (0, 1) and is R's default. Formulas:
+        :mod:`raking.survey.intervals`.
+        """
+        ci = check_ci(ci)
+        if ci != "wald":
+            table = self.proportion(column, by=by)
+            logit_se = [np.nan] * len(table)
+            if ci == "logit" and self._design.replicates is not None:
+                labels, codes = self._levels(column)
+                logit_se = ratios.logit_ses(self, codes, len(labels), by)
+            return replace(
+                table,
+                estimates=tuple(
+                    replace(  # type: ignore[call-arg]
+                        e,
+                        ci_method=ci,
+                        logit_se=logit,
+                        notes=tuple(
+                            n.replace(
+                                "normal 95% CI", f"{ci} CI (R svyciprop, t on {e.df:g} df)"
+                            )
+                            for n in e.notes
+                        ),
+                    )
+                    for e, logit in zip(table.estimates, logit_se, strict=True)
+                ),
+            )
         labels, codes = self._levels(column)
         per_level = [
             self._estimate("mean", (codes == j).astype(np.float64), by, name=column)
@@ -454,6 +529,7 @@ class RakeResult:
     def _one(self, kind: str, y: np.ndarray, w: np.ndarray, domain: np.ndarray) -> Estimate:
         s = self._design
         yd = np.where(domain, y, 0.0)
+        vsrs = srs_variances(kind, y, w, domain)
         if kind == "total":
             estimate, u = float(np.dot(w, yd)), yd
         else:
@@ -470,17 +546,12 @@ class RakeResult:
                 "converged weights to linearise at; make the targets consistent with each "
                 "other and with the sample's cells",
             )
-            return self._with_se(estimate, np.nan, domain, w, notes)
+            return self._with_se(estimate, np.nan, domain, w, notes, vsrs)
         if s.replicates is not None:
             se, replicate_notes = self._replicate_se(kind, yd, domain, estimate)
-            return self._with_se(estimate, se, domain, w, notes + replicate_notes)
-        # after trim(), R keeps the calibration's projection: z = w_cal R((w / w_cal) u)
-        ratio, base = 1.0, s.final
-        if s.calibrated is not None:
-            base = s.calibrated
-            ratio = np.divide(s.final, base, out=np.zeros_like(base), where=base != 0)
+            return self._with_se(estimate, se, domain, w, notes + replicate_notes, vsrs)
         try:
-            e = self._projection.residual(ratio * u[s.raked_pos], s.steps)
+            z = self._linearised(u)
         except ResidualNotConverged as exc:
             se = np.nan  # never an SE from a residual that did not converge
             notes += (
@@ -490,11 +561,26 @@ class RakeResult:
                 "only together, or drop a nearly redundant margin",
             )
         else:
-            z = np.zeros(w.size)
-            z[s.raked_pos] = base * e
             se = float(np.sqrt(self._sampling.variance(z)))
             notes += self._lonely_psu_notes(se)
-        return self._with_se(estimate, se, domain, w, notes)
+        return self._with_se(estimate, se, domain, w, notes, vsrs)
+
+    def _linearised(self, u: np.ndarray) -> np.ndarray:
+        r"""The linearised total :math:`z` of influence values ``u`` (sampled rows), for the SEs.
+
+        :math:`z = w\, R(u)` on the raked rows (0 elsewhere), :math:`R` the residual on the
+        raking margins; after ``trim()`` R keeps the calibration's projection, :math:`z =
+        w^\text{cal} R((w / w^\text{cal}) u)`. Raises ``ResidualNotConverged``.
+        """
+        s = self._design
+        ratio, base = 1.0, s.final
+        if s.calibrated is not None:
+            base = s.calibrated
+            ratio = np.divide(s.final, base, out=np.zeros_like(base), where=base != 0)
+        e = self._projection.residual(ratio * u[s.raked_pos], s.steps)
+        z = np.zeros(s.sample_pos.size)
+        z[s.raked_pos] = base * e
+        return z
 
     def _replicate_se(
         self, kind: str, yd: np.ndarray, domain: np.ndarray, estimate: float
@@ -580,10 +666,21 @@ class RakeResult:
         return pd.DataFrame(full, index=self.weights.index, columns=names, copy=False)
 
     def _with_se(
-        self, estimate: float, se: float, domain: np.ndarray, w: np.ndarray, notes: tuple[str, ...]
-    ) -> Estimate:
-        """The :class:`Estimate` of one domain, with this result's method and convergence."""
-        return Estimate(
+        self,
+        estimate: float,
+        se: float,
+        domain: np.ndarray,
+        w: np.ndarray,
+        notes: tuple[str, ...],
+        vsrs: tuple[float, float] = (np.nan, np.nan),
+    ) -> SurveyEstimate:
+        """The :class:`SurveyEstimate` of one domain, with this result's method and convergence.
+
+        ``vsrs``: the SRS variances without and with replacement (the design effects' bases).
+        """
+        with np.errstate(divide="ignore", invalid="ignore"):
+            deff, deff_replace = (float(np.float64(se) ** 2 / v) for v in vsrs)
+        return SurveyEstimate(
             estimate=estimate,
             se=se,
             se_method=self._se_method(),
@@ -592,7 +689,20 @@ class RakeResult:
             converged=self.converged,
             marginal_error=self.marginal_error,
             notes=notes,
+            deff=deff,
+            deff_replace=deff_replace,
+            df=self._degrees_of_freedom(domain & (w > 0)),
+            rows=int(np.count_nonzero(domain))
+            if self._design.replicates is not None
+            else self._design.sample_pos.size,
         )
+
+    def _degrees_of_freedom(self, rows: np.ndarray) -> float:
+        """PSUs minus strata of the first stage among ``rows`` (R ``degf`` of the domain)."""
+        s = self._design
+        psus = rows.nonzero()[0] if s.cluster is None else np.unique(s.cluster[rows])
+        strata = 1 if s.strata is None else np.unique(s.strata[rows]).size
+        return float(psus.size - strata)
 
     def _lonely_psu_notes(self, se: float) -> tuple[str, ...]:
         """What the SE did with strata of a single PSU (``lonely_psu=``), or why it is NaN.

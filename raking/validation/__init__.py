@@ -14,6 +14,7 @@ Public functions call these once; private functions never validate. Import the c
 - ``_calibration``: :func:`raking.calibrate` (totals by level and numeric totals, bounds of
   the logit distance, singular and inconsistent systems) and ``RakeResult.trim``;
 - ``_design``: the sampling design of survey raking (stages, strata, fpc, lonely PSUs);
+- ``_estimates``: the estimators of a survey result (ratio columns, domains, contrasts, ``ci=``);
 - ``_replicates``: replicate weights of survey raking (``replicates=``, its options, given
   replicate weights, the design each method needs);
 - ``_survey``: survey raking (targets by level, design weights, bounds, missing and unknown levels),
@@ -60,6 +61,14 @@ from raking.validation._design import (
     raise_not_nested,
     raise_single_unit,
     stage_columns,
+)
+from raking.validation._estimates import (
+    CI_OPTIONS,
+    check_ci,
+    check_contrast,
+    check_ratio_dtype,
+    raise_empty_domain,
+    raise_zero_denominator,
 )
 from raking.validation._messages import listed
 from raking.validation._replicates import (
@@ -118,6 +127,7 @@ __all__ = [
     "ACCELERATOR_CHECK_SWEEPS",
     "CALIBRATION_HINT",
     "CALIBRATION_METHODS",
+    "CI_OPTIONS",
     "LONELY_PSU_HINT",
     "LONELY_PSU_OPTIONS",
     "MIN_LEVEL_ROWS",
@@ -132,9 +142,11 @@ __all__ = [
     "check_bounds",
     "check_calibration_bounds",
     "check_check_every",
+    "check_ci",
     "check_codes",
     "check_columns",
     "check_compute_dtype",
+    "check_contrast",
     "check_counts",
     "check_design_weights",
     "check_function",
@@ -150,6 +162,7 @@ __all__ = [
     "check_policy",
     "check_positive_int",
     "check_probability",
+    "check_ratio_dtype",
     "check_replicate_design",
     "check_replicate_options",
     "check_replicate_scales",
@@ -173,6 +186,7 @@ __all__ = [
     "find_empty_categories",
     "is_half",
     "listed",
+    "raise_empty_domain",
     "raise_fpc_not_constant",
     "raise_fpc_out_of_range",
     "raise_if_out_of_reach_with_total",
@@ -186,6 +200,7 @@ __all__ = [
     "raise_on_unknown_levels",
     "raise_single_unit",
     "raise_without_population_size",
+    "raise_zero_denominator",
     "resolve_total",
     "split_calibration_totals",
     "stage_columns",
