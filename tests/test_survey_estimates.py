@@ -23,7 +23,7 @@ from raking.survey.estimates import EstimateTable, SurveyEstimate
 R = pd.read_csv(Path(__file__).parent / "data" / "r" / "estimates.csv")
 MARGINS = api_population_margins()
 TWO = {"stype": MARGINS["stype"], "sch.wide": MARGINS["sch.wide"]}
-CASES = ["clus1", "strat", "clus2", "jkn"]
+CASES = ["clus1", "strat", "clus2", "jkn", "jk1"]
 RTOL = 1e-6
 
 
@@ -43,6 +43,7 @@ def raked(case: str) -> raking.survey.results.RakeResult:
             "strat": ("apistrat", {"strata": "stype", "fpc": "fpc"}),
             "clus2": ("apiclus2", {"cluster": ["dnum", "snum"], "fpc": ["fpc1", "fpc2"]}),
             "jkn": ("apistrat", {"strata": "stype", "fpc": "fpc", "replicates": "jkn"}),
+            "jk1": ("apiclus1", {"cluster": "dnum", "fpc": "fpc", "replicates": "jk1"}),
         }
         name, kwargs = options[case]
         frame = load_api(name).assign(
@@ -56,6 +57,7 @@ def raked(case: str) -> raking.survey.results.RakeResult:
 
 
 def ratio_columns(case: str) -> tuple[str, str]:
+    """apiclus2 has missing enroll: api00 / api99 there (as the R script)."""
     return ("api00", "api99") if case == "clus2" else ("api.stu", "enroll")
 
 
@@ -118,10 +120,12 @@ def test_proportion_intervals_equal_r_svyciprop(case: str, method: str) -> None:
     assert p.deff == pytest.approx(r_values(case, "prop.deff")[0], rel=RTOL)
     by = res.proportion("sch.wide", by="stype", ci=method)
     ci = by.ci.loc[[(s, "No") for s in ("E", "H", "M")]].to_numpy()
+    dfs = [by[(s, "No")].df for s in ("E", "H", "M")]
+    np.testing.assert_array_equal(dfs, r_values(case, "degf_by"))
     # R: svyby(~I(sch.wide == "No"), ~stype, svyciprop): lower bounds, then upper bounds
     np.testing.assert_allclose(ci.T.ravel(), r_values(case, f"ciprop_by_{method}.ci"), rtol=RTOL)
     assert (ci > 0).all() and (ci < 1).all()
-    assert f"{method} CI" in by.summary()
+    assert f"{method} CI (R svyciprop, t on {dfs[1]:g} df)" in by.summary()
 
 
 def test_wald_proportion_unchanged_and_small_share_intervals_stay_in_unit_interval() -> None:

@@ -41,8 +41,8 @@ class SurveyEstimate(Estimate):
     ci_method : {"wald", "logit", "beta"}
         The rule of :meth:`confint` (``"logit"``, ``"beta"``: proportions, R ``svyciprop``).
     df : float
-        Degrees of freedom of the design (PSUs minus strata; of the domain for a domain), for
-        the ``t`` quantiles of ``"logit"`` and ``"beta"``.
+        Degrees of freedom of the design (PSUs minus strata; of the domain for a domain; set by
+        ``proportion(ci="logit" | "beta")``), for the ``t`` quantiles of those intervals.
     rows : int
         Rows of the design (``"beta"``'s ``n``, as R's ``nrow(design)``).
     logit_se : float

@@ -43,7 +43,7 @@ from raking.validation import (
 if TYPE_CHECKING:
     from raking.survey.results import RakeResult
 
-__all__ = ["Ratio", "covariance", "joint", "logit_ses", "ratio"]
+__all__ = ["Ratio", "covariance", "degrees_of_freedom", "joint", "logit_ses", "ratio"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,6 +132,57 @@ def _replicate_thetas(result: RakeResult, parts: Sequence[Ratio]) -> np.ndarray:
     thetas = np.full(top.shape, np.nan)  # (K, R)
     np.divide(top, bottom, out=thetas, where=bottom != 0)
     return thetas
+
+
+def degrees_of_freedom(result: RakeResult, by: Hashable | None) -> list[tuple[float, int]]:
+    r"""R ``degf`` and ``nrow`` of the design (of each domain of ``by``), for :mod:`.intervals`.
+
+    Linearisation: first-stage PSUs minus strata among the domain's rows of positive weight
+    (R ``degf.survey.design2`` on ``subset(design, ...)``), and every sampled row (a subset of
+    a calibrated design keeps its rows). Replicates: the whole design's PSUs minus strata (R
+    ``as.svrepdesign`` keeps them), and for a domain the rank of its rows' replicate weights
+    minus 1 (R ``degf.svyrep.design``: ``qr(weights(design, "analysis"), tol=1e-5)$rank - 1``)
+    with the domain's rows (R drops the other rows of a replicate design).
+    """
+    s = result._design
+    w = np.zeros(s.sample_pos.size)
+    w[s.raked_pos] = s.final
+    if by is None:
+        domains = [np.ones(w.size, dtype=bool)]
+    else:
+        _, codes = result._levels(by)
+        domains = [codes == i for i in range(int(codes.max()) + 1)]
+    out = []
+    for domain in domains:
+        rows = domain & (w > 0)
+        if s.replicates is not None and by is not None:
+            in_raked = rows[s.raked_pos]
+            weights = s.replicates.weights(s.design)[in_raked]
+            out.append((float(_qr_rank(weights) - 1), int(np.count_nonzero(domain))))
+            continue
+        psus = np.count_nonzero(rows) if s.cluster is None else np.unique(s.cluster[rows]).size
+        strata = 1 if s.strata is None else np.unique(s.strata[rows]).size
+        out.append((float(psus - strata), s.sample_pos.size))
+    return out
+
+
+def _qr_rank(a: np.ndarray, tol: float = 1e-5) -> int:
+    """Rank as R's ``qr(a, tol)`` (LINPACK ``dqrdc2``).
+
+    A column is dropped when its norm orthogonal to the kept columns falls below ``tol`` times
+    its own norm.
+    """
+    basis: list[np.ndarray] = []
+    for column in a.T:
+        norm = float(np.linalg.norm(column))
+        r = column.astype(np.float64)
+        for _ in range(2):  # twice is enough (Kahan)
+            for q in basis:
+                r = r - np.dot(q, r) * q
+        rest = float(np.linalg.norm(r))
+        if norm > 0 and rest >= tol * norm:
+            basis.append(r / rest)
+    return len(basis)
 
 
 def logit_ses(

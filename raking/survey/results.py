@@ -473,10 +473,11 @@ class RakeResult:
         ci = check_ci(ci)
         if ci != "wald":
             table = self.proportion(column, by=by)
+            labels, codes = self._levels(column)
             logit_se = [np.nan] * len(table)
             if ci == "logit" and self._design.replicates is not None:
-                labels, codes = self._levels(column)
                 logit_se = ratios.logit_ses(self, codes, len(labels), by)
+            dfs = [d for d in ratios.degrees_of_freedom(self, by) for _ in labels]
             return replace(
                 table,
                 estimates=tuple(
@@ -484,14 +485,14 @@ class RakeResult:
                         e,
                         ci_method=ci,
                         logit_se=logit,
+                        df=df,
+                        rows=rows,
                         notes=tuple(
-                            n.replace(
-                                "normal 95% CI", f"{ci} CI (R svyciprop, t on {e.df:g} df)"
-                            )
+                            n.replace("normal 95% CI", f"{ci} CI (R svyciprop, t on {df:g} df)")
                             for n in e.notes
                         ),
                     )
-                    for e, logit in zip(table.estimates, logit_se, strict=True)
+                    for e, logit, (df, rows) in zip(table.estimates, logit_se, dfs, strict=True)
                 ),
             )
         labels, codes = self._levels(column)
@@ -691,18 +692,7 @@ class RakeResult:
             notes=notes,
             deff=deff,
             deff_replace=deff_replace,
-            df=self._degrees_of_freedom(domain & (w > 0)),
-            rows=int(np.count_nonzero(domain))
-            if self._design.replicates is not None
-            else self._design.sample_pos.size,
         )
-
-    def _degrees_of_freedom(self, rows: np.ndarray) -> float:
-        """PSUs minus strata of the first stage among ``rows`` (R ``degf`` of the domain)."""
-        s = self._design
-        psus = rows.nonzero()[0] if s.cluster is None else np.unique(s.cluster[rows])
-        strata = 1 if s.strata is None else np.unique(s.strata[rows]).size
-        return float(psus.size - strata)
 
     def _lonely_psu_notes(self, se: float) -> tuple[str, ...]:
         """What the SE did with strata of a single PSU (``lonely_psu=``), or why it is NaN.

@@ -9,6 +9,7 @@
 #   strat: apistrat, id = ~1, strata = ~stype, weights = ~pw, fpc = ~fpc
 #   clus2: apiclus2, id = ~dnum + snum, weights = ~pw, fpc = ~fpc1 + fpc2 (two stages)
 #   jkn:   as.svrepdesign(strat design, type = "JKn"), then raked (every replicate re-raked)
+#   jk1:   as.svrepdesign(clus1 design, type = "JK1"), then raked
 suppressMessages(library(survey))
 data(api)
 cat(R.version.string, "survey", as.character(packageVersion("survey")), "\n")
@@ -22,6 +23,9 @@ designs <- list(
   clus2 = rake_it(svydesign(id = ~dnum + snum, weights = ~pw, fpc = ~fpc1 + fpc2, data = apiclus2)),
   jkn = rake_it(as.svrepdesign(
     svydesign(id = ~1, strata = ~stype, weights = ~pw, fpc = ~fpc, data = apistrat), type = "JKn"
+  )),
+  jk1 = rake_it(as.svrepdesign(
+    svydesign(id = ~dnum, weights = ~pw, fpc = ~fpc, data = apiclus1), type = "JK1"
   ))
 )
 rows <- list()
@@ -82,6 +86,7 @@ for (case in names(designs)) {
     put(case, paste0("ciprop_by_", method, ".ci"), cbind(pb[["ci_l"]], pb[["ci_u"]]))
   }
   put(case, "degf", degf(d))
+  put(case, "degf_by", sapply(c("E", "H", "M"), function(s) degf(subset(d, stype == s))))
   pm <- svymean(~as.numeric(yr.rnd == "Yes"), d, deff = TRUE)
   put(case, "prop.se", SE(pm)); put(case, "prop.deff", deff(pm))
 }
