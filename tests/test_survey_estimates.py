@@ -47,8 +47,7 @@ def raked(case: str) -> raking.survey.results.RakeResult:
         }
         name, kwargs = options[case]
         frame = load_api(name).assign(
-            yr_rnd_yes=lambda f: (f["yr.rnd"] == "Yes").astype(float),
-            sch_wide_no=lambda f: (f["sch.wide"] == "No").astype(float),
+            api_diff=lambda f: f["api00"] - f["api99"],
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", raking.exceptions.SparseLevelWarning)
@@ -213,3 +212,20 @@ def test_empty_domain_raises_for_ratio() -> None:
         )
     with pytest.raises(ValueError, match=r"by='stype'.*'Z' has no row"):
         res2.ratio("api.stu", "enroll", by="stype")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_contrast_of_joint_means_equals_mean_of_the_difference(case: str) -> None:
+    # independent of the covariance code: the difference of two means over the same rows is the
+    # mean of the difference, whose SE the single-column path computes
+    res = raked(case)
+    both = res.mean(["api00", "api99"])
+    diff = both.contrast({"api00": 1, "api99": -1})
+    direct = res.mean("api_diff")
+    assert diff.estimate == pytest.approx(direct.estimate, rel=1e-12)
+    assert diff.se == pytest.approx(direct.se, rel=1e-9)
+    totals = res.total("api00", by="stype")
+    np.testing.assert_allclose(np.diag(totals.cov), totals.se.to_numpy() ** 2, rtol=1e-9)
+    assert totals.contrast({"E": 1, "H": 1, "M": 1}).estimate == pytest.approx(
+        res.total("api00").estimate, rel=1e-12
+    )
