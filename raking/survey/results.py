@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import html
 import warnings
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ from raking.survey.linearization import (
     RakingProjection,
     ResidualNotConverged,
 )
+from raking.survey.quantiles import QuantileTable, survey_quantiles
 from raking.survey.replicates import RerakedReplicates, replicate_variance
 from raking.validation import check_ci, check_columns, check_trim_bounds, check_trim_reach
 
@@ -512,6 +513,55 @@ class RakeResult:
             for j in range(len(labels))
         )
         return EstimateTable(f"proportions of {column} by {by}", keys, estimates, (by, column))
+
+    def quantile(
+        self,
+        column: Hashable,
+        q: float | Sequence[float],
+        *,
+        by: Hashable | None = None,
+        qrule: str = "math",
+        alpha: float = 0.05,
+    ) -> QuantileTable:
+        r"""Quantiles of ``column`` with Woodruff intervals, equal to R ``svyquantile(ci=TRUE)``.
+
+        The estimate is the weighted quantile rule ``qrule`` (R's names; default ``"math"``,
+        R survey >= 4.1's: the smallest value whose raked CDF reaches ``q``). The interval is
+        Woodruff's: the raked mean of :math:`1\{y \le \hat q\}` (the CDF at the estimate)
+        with its SE -- linearised through the raking, or from the re-raked replicates, as
+        :meth:`mean` -- gives :math:`\hat F \pm t_{1-\alpha/2,\nu} s_F`, mapped back
+        through the rule; :math:`\operatorname{SE} = (U - L) / (2 t_{1-\alpha/2,\nu})` in
+        the units of ``column``, :math:`\nu` R's ``degf`` (PSUs minus strata; see
+        :mod:`raking.survey.quantiles`).
+
+        Parameters
+        ----------
+        column : hashable
+            A numeric column without missing values among the raked rows.
+        q : float or sequence of float
+            Probabilities in :math:`[0, 1]` (0.5: the median).
+        by : hashable, optional
+            One set of quantiles per level of this column (R ``svyby(..., svyquantile)``).
+        qrule : str
+            ``"math"``, ``"school"``, ``"shahvaish"`` or ``"hf1"`` ... ``"hf9"`` (R's
+            ``qrule``).
+        alpha : float
+            The intervals cover :math:`1 - \alpha`.
+
+        Returns
+        -------
+        QuantileTable
+            ``frame`` (and ``to_frame()``): quantile, interval, SE, the CDF and its SE, the
+            degrees of freedom and n per (domain,) probability; printing shows the rule and the
+            design in its notes.
+
+        Raises
+        ------
+        ValueError
+            ``q`` outside :math:`[0, 1]`, a non-numeric column, an unknown ``qrule``, ``alpha``
+            outside :math:`(0, 1)`, a domain without rows of positive weight, or missing values.
+        """
+        return survey_quantiles(self, column, q, by=by, qrule=qrule, alpha=alpha)
 
     def _estimate(
         self, kind: str, column: Any, by: Hashable | None, name: Hashable | None = None

@@ -13,6 +13,8 @@ Public functions call these once; private functions never validate. Import the c
 - ``_statistics``: the statistics layer's NumPy inputs (count tables, codes, ``h``, pmfs);
 - ``_calibration``: :func:`raking.calibrate` (totals by level and numeric totals, bounds of
   the logit distance, singular and inconsistent systems) and ``RakeResult.trim``;
+- ``_quantiles``: ``RakeResult.quantile`` (probabilities, quantile rule, ``alpha``, the column
+  and empty domains);
 - ``_design``: the sampling design of survey raking (stages, strata, fpc, lonely PSUs);
 - ``_estimates``: the estimators of a survey result (ratio columns, domains, contrasts, ``ci=``);
 - ``_replicates``: replicate weights of survey raking (``replicates=``, its options, given
@@ -71,6 +73,15 @@ from raking.validation._estimates import (
     raise_zero_denominator,
 )
 from raking.validation._messages import listed
+from raking.validation._quantiles import (
+    QUANTILE_RULE_HINT,
+    QUANTILE_RULES,
+    check_alpha,
+    check_quantile_levels,
+    check_quantile_rule,
+    raise_non_numeric_quantile_column,
+    raise_on_empty_domain,
+)
 from raking.validation._replicates import (
     REPLICATE_TYPES,
     check_replicate_design,
@@ -134,10 +145,13 @@ __all__ = [
     "MISSING_POLICIES",
     "NA_OPTIONS",
     "PROBABILITY_TOL",
+    "QUANTILE_RULES",
+    "QUANTILE_RULE_HINT",
     "REPLICATE_TYPES",
     "SHARE_TOL",
     "UNKNOWN_OPTIONS",
     "as_numbers",
+    "check_alpha",
     "check_bounded_levels",
     "check_bounds",
     "check_calibration_bounds",
@@ -162,6 +176,8 @@ __all__ = [
     "check_policy",
     "check_positive_int",
     "check_probability",
+    "check_quantile_levels",
+    "check_quantile_rule",
     "check_ratio_dtype",
     "check_replicate_design",
     "check_replicate_options",
@@ -190,9 +206,11 @@ __all__ = [
     "raise_fpc_not_constant",
     "raise_fpc_out_of_range",
     "raise_if_out_of_reach_with_total",
+    "raise_non_numeric_quantile_column",
     "raise_not_nested",
     "raise_on_collinear",
     "raise_on_empty_categories",
+    "raise_on_empty_domain",
     "raise_on_empty_levels",
     "raise_on_inconsistent_totals",
     "raise_on_na",
