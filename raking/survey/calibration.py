@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd  # noqa: TID253 (applications layer; loaded with raking.calibrate only)
 
 from raking.exceptions import ConvergenceWarning, NegativeWeightWarning
-from raking.survey.calibration_replicates import calibrate_replicates
+from raking.survey.calibration_replicates import calibrate_replicates, group_sums
 from raking.survey.codes import column
 from raking.survey.frontend import (
     _as_float,
@@ -310,6 +310,7 @@ def calibrate(
         rscales=replicate_rscales,
         mse=bool(replicate_mse),
     )
+    spec = replace(spec, detail=f"each calibrated by method={method!r}")
     reps = _recalibrate(matrix, spec, d, s.design, t, dist, scale, tol, max_iter)
     _warn_replicates(reps, None, bounds)
     return replace(result, _design=replace(result._design, replicates=reps))
@@ -337,8 +338,7 @@ def _recalibrate(
     rows_d = d[:, None] * spec.multipliers[spec.group]  # (m, R): d_ir
     numeric = matrix.numeric if matrix.numeric.shape[1] else None
     if numeric is None:
-        cells = np.zeros((matrix.n_cells, rows_d.shape[1]))
-        np.add.at(cells, matrix._cell, rows_d)
+        cells = group_sums(matrix._cell, matrix.n_cells, rows_d)
         unit_cell, unit_of_row, unit_d = None, matrix._cell, cells
     else:
         unit_cell, unit_of_row, unit_d = matrix._cell, None, rows_d
@@ -397,9 +397,13 @@ def _distance(method: str, bounds: tuple[float, float] | None) -> _Distance:
         def softplus(u: np.ndarray) -> np.ndarray:
             return np.logaddexp(0.0, amp * u + shift) - np.logaddexp(0.0, shift)
 
+        def slope(u: np.ndarray) -> np.ndarray:
+            s = sigmoid(u)
+            return (hi - lo) * amp * s * (1.0 - s)
+
         return _Distance(
             lambda u: lo + (hi - lo) * sigmoid(u),
-            lambda u: (hi - lo) * amp * sigmoid(u) * (1.0 - sigmoid(u)),
+            slope,
             lambda u: lo * u + (hi - lo) / amp * softplus(u),
         )
     if method == "linear":

@@ -32,7 +32,13 @@ from raking.survey.replicates import RerakedReplicates
 if TYPE_CHECKING:
     from raking.survey.calibration import _Distance
 
-__all__ = ["ReplicateCalibration", "TrimmedReplicates", "calibrate_replicates", "trim_columns"]
+__all__ = [
+    "ReplicateCalibration",
+    "TrimmedReplicates",
+    "calibrate_replicates",
+    "group_sums",
+    "trim_columns",
+]
 
 _RTOL = 1e-12  # eigenvalues below this share of the largest are dropped (GramInverse's rtol)
 _HALVINGS = 50
@@ -54,6 +60,11 @@ class _Groups:
         if self.order.size:
             out[self.present] = np.add.reduceat(values[self.order], self.starts, axis=0)
         return out
+
+
+def group_sums(keys: np.ndarray, size: int, values: np.ndarray) -> np.ndarray:
+    """Sums of the rows of ``values`` (``(n, ...)``) by ``keys`` in ``[0, size)``."""
+    return _Groups(keys, size)(values)
 
 
 @dataclass(frozen=True)
@@ -134,14 +145,14 @@ class _Problem:
             cross = groups(sums).reshape(li, lj, r).transpose(2, 0, 1)
             out[:, ai : ai + li, aj : aj + lj] = cross
             out[:, aj : aj + lj, ai : ai + li] = cross.transpose(0, 2, 1)
-        if self.q:
-            vx = v[:, :, None] * self.numeric[:, None, :]  # (U, R, q)
+        for j in range(self.q):  # one numeric column at a time: (U, R) temporaries only
+            vx = v * self.numeric[:, j, None]
             cell_vx = self._cell_sums(vx)
             for groups, a, size in zip(self.levels, self.offsets[:-1], self.n_levels, strict=True):
-                block = groups(cell_vx).transpose(1, 0, 2)  # (R, L, q)
-                out[:, a : a + size, self.k :] = block
-                out[:, self.k :, a : a + size] = block.transpose(0, 2, 1)
-            out[:, self.k :, self.k :] = np.einsum("urj,uk->rjk", vx, self.numeric)
+                block = groups(cell_vx).T  # (R, L)
+                out[:, a : a + size, self.k + j] = block
+                out[:, self.k + j, a : a + size] = block
+            out[:, self.k + j, self.k :] = np.einsum("ur,uk->rk", vx, self.numeric)
         return out
 
 
@@ -203,16 +214,19 @@ def calibrate_replicates(
     steps = np.zeros(n_rep, dtype=np.int64)
     stalled = np.zeros(n_rep, dtype=bool)
 
-    def dual(lam_s: np.ndarray, u_s: np.ndarray, w_s: np.ndarray) -> np.ndarray:
-        return np.einsum("ur->r", w_s * dist.psi(u_s)) - lam_s @ totals
+    def cols(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return a if idx.size == n_rep else a[:, idx]  # no copy when every replicate is in
+
+    def dual(idx: np.ndarray, lam_s: np.ndarray, u_s: np.ndarray) -> np.ndarray:
+        return np.einsum("ur->r", cols(weights, idx) * dist.psi(u_s)) - lam_s @ totals
 
     for _ in range(max_iter):
         active = np.flatnonzero((err > tol) & ~stalled)
         if active.size == 0:
             break
-        d_a = weights[:, active]
-        step = _solve(problem.gram(d_a * dist.dg(u[:, active])), misfit[active])
-        phi[active] = dual(lam[active], u[:, active], d_a)
+        v = cols(weights, active) * dist.dg(cols(u, active))
+        step = _solve(problem.gram(v), misfit[active])
+        del v
         alpha = np.ones(active.size)
         pending = np.ones(active.size, dtype=bool)
         for _ in range(_HALVINGS):
@@ -221,15 +235,26 @@ def calibrate_replicates(
             lam_new = lam[rep] + alpha[sel, None] * step[sel]
             u_new = problem.dot(lam_new)
             g_new = dist.g(u_new)
-            misfit_new = totals - problem.tdot(weights[:, rep] * g_new)
+            misfit_new = totals - problem.tdot(cols(weights, rep) * g_new)
             err_new = np.max(np.abs(misfit_new) / scale, axis=1)
-            with np.errstate(invalid="ignore", over="ignore"):
-                phi_new = dual(lam_new, u_new, weights[:, rep])
-                ok = np.isfinite(err_new) & ((err_new < err[rep]) | (phi_new < phi[rep]))
-            done = rep[ok]
-            lam[done], u[:, done], g[:, done] = lam_new[ok], u_new[:, ok], g_new[:, ok]
-            misfit[done], err[done] = misfit_new[ok], err_new[ok]
-            steps[done] += 1
+            finite = np.isfinite(err_new)
+            ok = finite & (err_new < err[rep])
+            phi_new = np.full(rep.size, np.nan)
+            need = np.flatnonzero(finite & ~ok)  # the dual decides (evaluated only then)
+            if need.size:
+                unknown = need[np.isnan(phi[rep[need]])]
+                if unknown.size:
+                    phi[rep[unknown]] = dual(rep[unknown], lam[rep[unknown]], u[:, rep[unknown]])
+                with np.errstate(invalid="ignore", over="ignore"):
+                    phi_new[need] = dual(rep[need], lam_new[need], u_new[:, need])
+                ok[need] = phi_new[need] < phi[rep[need]]
+            if ok.all() and rep.size == n_rep:
+                lam, u, g, misfit, err, phi = lam_new, u_new, g_new, misfit_new, err_new, phi_new
+            else:
+                done = rep[ok]
+                lam[done], u[:, done], g[:, done] = lam_new[ok], u_new[:, ok], g_new[:, ok]
+                misfit[done], err[done], phi[done] = misfit_new[ok], err_new[ok], phi_new[ok]
+            steps[rep[ok]] += 1
             pending[sel[ok]] = False
             alpha[sel[~ok]] *= 0.5
             if not pending.any():
