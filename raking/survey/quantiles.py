@@ -235,23 +235,23 @@ def rank(matrix: np.ndarray, tol: float = _RANK_TOL) -> int:
     return kept
 
 
-def _design_df(result: RakeResult, rows: np.ndarray) -> float:
+def _design_df(result: RakeResult, rows: np.ndarray) -> int:
     """R's ``degf`` of a linearisation design: PSUs minus strata among the sampled ``rows``."""
     s = result._design
     psu = rows if s.cluster is None else s.cluster[rows]
     strata = np.zeros(rows.size, dtype=np.int64) if s.strata is None else s.strata[rows]
-    return float(np.unique(psu).size - np.unique(strata).size)
+    return int(np.unique(psu).size - np.unique(strata).size)
 
 
-def _replicate_df(result: RakeResult, raked_rows: np.ndarray | None) -> float:
+def _replicate_df(result: RakeResult, raked_rows: np.ndarray | None) -> int:
     """R's ``degf`` of a replicate design (all rows), or of its subset to some raked rows."""
     reps = result._design.replicates
     assert reps is not None
     if raked_rows is None:  # as.svrepdesign: the rank of the replicate design weights
-        return float(rank(reps.design.multipliers) - 1)
+        return rank(reps.design.multipliers) - 1
     s = result._design
     weights = reps.weights(s.design)[raked_rows]
-    return float(rank(weights) - 1)
+    return rank(weights) - 1
 
 
 # ------------------------------------------------------------------------------ the result
