@@ -165,7 +165,39 @@ def _shorten_array_like(
     return shorten(signature), shorten(return_annotation)
 
 
+_documenting: list[str] = []  # the module whose members autodoc is listing now
+
+
+def _note_module(
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    """Remember the module being documented (autodoc lists its members right after this)."""
+    if what == "module":
+        _documenting[:] = [name]
+
+
+def _skip_reexport(
+    app: Sphinx, what: str, name: str, obj: Any, skip: bool, options: Any
+) -> bool | None:
+    """Describe each class and function once, at the module that defines it.
+
+    autodoc documents every name of a module's ``__all__``, re-exports included, so a class that
+    ``raking.survey.results`` re-exports from ``raking.survey.estimates`` would be described
+    twice (and every annotation naming it would find two targets). A package page that shows
+    its re-exports on purpose (``raking.torch``, ``raking.validation``,
+    ``raking.simulation.experiments``) says ``:imported-members:``.
+    """
+    if what != "module" or not _documenting or getattr(options, "imported_members", False):
+        return None
+    owner = getattr(obj, "__module__", None)
+    if isinstance(owner, str) and owner.startswith("raking") and owner != _documenting[0]:
+        return True
+    return None
+
+
 def setup(app: Sphinx) -> None:
-    """Register the re-export resolver and the ``ArrayLike`` shortening."""
+    """Register the re-export resolver and skipper, and the ``ArrayLike`` shortening."""
     app.connect("missing-reference", _resolve_reexport)
     app.connect("autodoc-process-signature", _shorten_array_like)
+    app.connect("autodoc-process-docstring", _note_module)
+    app.connect("autodoc-skip-member", _skip_reexport)
