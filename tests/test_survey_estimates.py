@@ -229,3 +229,15 @@ def test_contrast_of_joint_means_equals_mean_of_the_difference(case: str) -> Non
     assert totals.contrast({"E": 1, "H": 1, "M": 1}).estimate == pytest.approx(
         res.total("api00").estimate, rel=1e-12
     )
+
+
+def test_new_results_print_se_method_and_design() -> None:
+    ratio = raked("clus2").ratio("api00", "api99")
+    text = str(ratio)
+    assert "SE method: linearisation" in text and "2-stage design" in text
+    assert "design effect" in text and "ratio api00 / api99" in text
+    assert set(ratio.to_frame().columns) >= {"estimate", "se", "ci_low", "ci_high", "deff"}
+    table = raked("jkn").mean(["api00", "api99"])
+    assert "replicate: JKn" in str(table) and "covariance of the estimates" in str(table)
+    by = raked("jkn").ratio("api.stu", "enroll", by="stype")
+    assert list(by.to_frame().index) == ["E", "H", "M"] and "replicate: JKn" in str(by)
