@@ -3,7 +3,7 @@
 tests/data/r/glm.R writes glm_estimates.csv: svyglm on apiclus1 (one-stage cluster, fpc),
 apistrat (stratified, fpc), apiclus2 (two-stage, fpc per stage) raked by calibrate(calfun =
 "raking") to stype + sch.wide, and on JKn (apistrat, three margins) and JK1 (apiclus1) replicate
-designs raked the same way; gaussian, quasibinomial and quasipoisson families.
+designs raked the same way, and a linear calibration with numeric totals; gaussian, quasibinomial and quasipoisson families.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ MODELS = {
     "binomial": ("I(`comp.imp` == 'Yes') ~ ell + meals", "binomial"),
     "poisson": ("api.stu ~ ell + stype", "poisson"),
 }
-CASES = ["clus1", "strat", "clus2", "jkn", "jk1"]
+CASES = ["clus1", "strat", "strat_linear", "clus2", "jkn", "jk1"]
+NUMERIC = {"enroll": 3811472.0, "api99": 3914069.0}  # apipop totals (glm.R)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,9 @@ def raked(case: str) -> raking.survey.results.RakeResult:
         _RAKED[case] = {
             "clus1": lambda: raking.rake(load_api("apiclus1"), TWO, **clus1),
             "strat": lambda: raking.rake(load_api("apistrat"), TWO, **strat),
+            "strat_linear": lambda: raking.calibrate(
+                load_api("apistrat"), {**TWO, **NUMERIC}, method="linear", **strat
+            ),
             "clus2": lambda: raking.rake(
                 load_api("apiclus2"),
                 TWO,

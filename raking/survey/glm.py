@@ -52,18 +52,18 @@ if TYPE_CHECKING:
 __all__ = ["FAMILIES", "GLMResult", "fit_glm"]
 
 _MAX_ITER = 100
+_ROW_BLOCK = 16_384  # rows per block of the batched Gram matrices
 _TOL = 1e-12  # |dev - dev_old| <= tol (|dev| + 0.1), then one more step (R's rule, tighter)
 
 
 @dataclass(frozen=True)
 class _Family:
-    """A family with its canonical link: inverse link, its derivative, variance, deviance."""
+    r"""A family with its canonical link (:math:`\mu'(\eta) = V(\mu)`): link, inverse, variance."""
 
     name: str
     r_name: str
     link: Callable[[np.ndarray], np.ndarray]
     linkinv: Callable[[np.ndarray], np.ndarray]
-    mu_eta: Callable[[np.ndarray], np.ndarray]
     variance: Callable[[np.ndarray], np.ndarray]
     start: Callable[[np.ndarray], np.ndarray]
     unit_deviance: Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -90,7 +90,6 @@ FAMILIES: dict[str, _Family] = {
         "gaussian()",
         link=lambda mu: mu,
         linkinv=lambda eta: eta,
-        mu_eta=np.ones_like,
         variance=np.ones_like,
         start=lambda y: y,
         unit_deviance=lambda y, mu: (y - mu) ** 2,
@@ -100,7 +99,6 @@ FAMILIES: dict[str, _Family] = {
         "quasibinomial()",
         link=lambda mu: np.log(mu / (1.0 - mu)),
         linkinv=lambda eta: _clip01(_logistic(eta)),
-        mu_eta=lambda eta: _logistic(eta) * _logistic(-eta),
         variance=lambda mu: mu * (1.0 - mu),
         start=lambda y: (y + 0.5) / 2.0,
         unit_deviance=lambda y, mu: 2.0 * (_ylogy(y, mu) + _ylogy(1.0 - y, 1.0 - mu)),
@@ -110,7 +108,6 @@ FAMILIES: dict[str, _Family] = {
         "quasipoisson()",
         link=np.log,
         linkinv=lambda eta: np.maximum(np.exp(eta), np.finfo(np.float64).eps),
-        mu_eta=lambda eta: np.maximum(np.exp(eta), np.finfo(np.float64).eps),
         variance=lambda mu: mu,
         start=lambda y: y + 0.1,
         unit_deviance=lambda y, mu: 2.0 * (_ylogy(y, mu) - (y - mu)),
@@ -243,8 +240,8 @@ def fit_glm(result: RakeResult, formula: str, family: str) -> GLMResult:
     b = beta[0]
     eta = x @ b
     mu = fam.linkinv(eta)
-    d_mu = fam.mu_eta(eta)
-    info = x.T @ ((w * d_mu**2 / fam.variance(mu))[:, None] * x)
+    var = fam.variance(mu)  # = mu'(eta): the links are canonical
+    info = x.T @ ((w * var)[:, None] * x)
     a_inv = np.linalg.inv(info)
     notes = list(result._notes())
     notes[0] = notes[0].removesuffix("; normal 95% CI")
@@ -258,7 +255,7 @@ def fit_glm(result: RakeResult, formula: str, family: str) -> GLMResult:
             f"{s.replicates.note().removeprefix('replicate: ')}; R svyglm on the replicate design"
         )
     else:
-        influence = (x * ((y - mu) * d_mu / fam.variance(mu))[:, None]) @ a_inv  # z / w, (m, p)
+        influence = (x * (y - mu)[:, None]) @ a_inv  # z / w (m, p): mu'/V = 1, canonical
         cov, lin_notes = _linearised_cov(result, influence)
         notes += lin_notes
         df_design = float(_design_df(result))
@@ -391,28 +388,47 @@ def _irls(
         eta = np.broadcast_to(fam.link(fam.start(y)), w.shape).copy()
     else:
         eta = start @ x.T
+    rows = np.triu_indices(x.shape[1])
     dev_old = np.full(batch, np.inf)
     beta = np.full((batch, x.shape[1]), np.nan)
     done = np.zeros(batch, dtype=bool)
     dead = np.zeros(batch, dtype=bool)
+    mu = fam.linkinv(eta)
     for it in range(1, _MAX_ITER + 1):
-        eta = np.where(dead[:, None], 0.0, eta)
-        mu = fam.linkinv(eta)
-        d_mu = fam.mu_eta(eta)
-        ww = w * d_mu**2 / fam.variance(mu)
-        z = eta + (y - mu) / d_mu
-        gram = np.einsum("bm,mp,mq->bpq", ww, x, x)
-        rhs = np.einsum("bm,mp->bp", ww * z, x)
+        var = fam.variance(mu)  # = mu'(eta) (canonical links): W = w mu'^2 / V = w V
+        ww = w * var
+        gram = _gram(ww, x, rows)
+        rhs = np.einsum("bm,mp->bp", ww * eta + w * (y - mu), x)  # X^T W z
         dead |= np.linalg.matrix_rank(gram) < x.shape[1]
         beta = np.full_like(rhs, np.nan)
         beta[~dead] = np.linalg.solve(gram[~dead], rhs[~dead][..., None])[..., 0]
         eta = beta @ x.T
+        eta[dead] = 0.0  # finite placeholders; their beta stays NaN
+        mu = fam.linkinv(eta)
         if np.all(done | dead):
             return beta, it
-        dev = np.einsum("bm,bm->b", w, fam.unit_deviance(y, fam.linkinv(eta)))
+        dev = np.einsum("bm,bm->b", w, fam.unit_deviance(y, mu))
         done |= np.abs(dev - dev_old) <= _TOL * (np.abs(dev) + 0.1)
         dev_old = dev
     return beta, _MAX_ITER
+
+
+def _gram(ww: np.ndarray, x: np.ndarray, upper: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    r""":math:`X^\top \operatorname{diag}(w_b) X` for every row ``b`` of ``ww`` (``(B, m)``).
+
+    One product of ``ww`` with the products :math:`x_{ij} x_{ik}` (``j <= k``, ``p (p + 1) / 2``
+    columns), formed in blocks of rows, then mirrored: ``(B, p, p)``.
+    """
+    p = x.shape[1]
+    flat = np.zeros((ww.shape[0], upper[0].size))
+    for start in range(0, x.shape[0], _ROW_BLOCK):
+        block = slice(start, start + _ROW_BLOCK)
+        xb = x[block]
+        flat += np.einsum("bm,mk->bk", ww[:, block], xb[:, upper[0]] * xb[:, upper[1]])
+    gram = np.zeros((ww.shape[0], p, p))
+    gram[:, upper[0], upper[1]] = flat
+    gram[:, upper[1], upper[0]] = flat
+    return gram
 
 
 # ------------------------------------------------------------------------------ covariance

@@ -3,7 +3,8 @@
 # Run from the repository root:  Rscript tests/data/r/glm.R
 # Writes tests/data/r/glm_estimates.csv (the versions are in its first line). Each design is
 # raked to the population margins of raking.survey.data.api_population_margins() by
-# calibrate(calfun = "raking") (epsilon 1e-13), then svyglm(family = gaussian() |
+# calibrate(calfun = "raking") (epsilon 1e-13; case strat_linear: calfun = "linear" with the
+# numeric totals of enroll and api99 as well), then svyglm(family = gaussian() |
 # quasibinomial() | quasipoisson()) with glm.control(epsilon = 1e-14, maxit = 100) so that the
 # IRLS (and, on the replicate design, every replicate's refit) is converged to rounding.
 # Columns: estimate, se (sqrt(diag(vcov))), t and p of summary() (t on df.residual =
@@ -47,6 +48,10 @@ fit_all("clus1", rake_it(dclus1))
 # stratified sample, fpc
 dstrat <- svydesign(id = ~1, strata = ~stype, weights = ~pw, data = apistrat, fpc = ~fpc)
 fit_all("strat", rake_it(dstrat))
+# linear calibration with numeric totals (enroll, api99) on the stratified sample
+pop_both <- c(pop, enroll = sum(apipop$enroll, na.rm = TRUE), api99 = sum(apipop$api99))
+fit_all("strat_linear", calibrate(dstrat, ~stype + sch.wide + enroll + api99, pop_both,
+                                  calfun = "linear", epsilon = 1e-13, maxit = 500))
 # two-stage cluster sample: districts, then schools; fpc per stage
 dclus2 <- svydesign(id = ~dnum + snum, fpc = ~fpc1 + fpc2, data = apiclus2)
 fit_all("clus2", rake_it(dclus2))
