@@ -45,20 +45,27 @@ _HALVINGS = 50
 
 
 class _Groups:
-    """Sums over axis 0 by integer key in ``[0, size)``: one stable sort, then ``reduceat``."""
+    """Sums over axis 0 by integer key in ``[0, size)``: one stable sort, then ``reduceat``.
+
+    Keys that are already sorted (the units after :func:`calibrate_replicates` sorts them by
+    cell) are summed in place, without gathering the values.
+    """
 
     def __init__(self, keys: np.ndarray, size: int) -> None:
-        self.order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[self.order]
+        ordered = bool(np.all(keys[1:] >= keys[:-1]))
+        self.order = None if ordered else np.argsort(keys, kind="stable")
+        sorted_keys = keys if self.order is None else keys[self.order]
         first = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
         self.starts = first
         self.present = sorted_keys[first]
         self.size = size
+        self.n = keys.size
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
         out = np.zeros((self.size, *values.shape[1:]))
-        if self.order.size:
-            out[self.present] = np.add.reduceat(values[self.order], self.starts, axis=0)
+        if self.n:
+            ordered = values if self.order is None else values[self.order]
+            out[self.present] = np.add.reduceat(ordered, self.starts, axis=0)
         return out
 
 
@@ -203,6 +210,11 @@ def calibrate_replicates(
     tol, max_iter
         As :func:`raking.calibrate`.
     """
+    perm = None
+    if unit_cell is not None:  # rows sorted by cell once: cell sums without a gather
+        perm = np.argsort(unit_cell, kind="stable")
+        unit_cell, weights = unit_cell[perm], weights[perm]
+        numeric = None if numeric is None else numeric[perm]
     problem = _Problem(cell_codes, n_levels, unit_cell, numeric)
     n_rep = weights.shape[1]
     lam = np.zeros((n_rep, problem.p))
@@ -261,6 +273,10 @@ def calibrate_replicates(
                 break
         stalled[active[pending]] = True
     converged = err <= tol
+    if perm is not None:
+        unsorted = np.empty_like(g)
+        unsorted[perm] = g
+        g = unsorted
     return ReplicateCalibration(g, steps, converged, stalled & ~converged, err)
 
 
