@@ -173,3 +173,19 @@ def test_trim_columns_keeps_each_column_total_and_bounds():
 def test_trim_columns_with_a_replicate_all_outside():
     with pytest.raises(ValueError, match="replicate"):
         trim_columns(np.full((4, 2), 50.0), 0.0, 40.0, strict=False, slack=0.0, max_rounds=5)
+
+
+@pytest.mark.parametrize("case", ["clus1_jk1_logit", "clus1_jk1_linear_bounds"])
+def test_batched_equals_one_calibration_per_replicate(case):
+    data, totals, method, bounds, _ = CASES[case]
+    res = _calibrated(case)
+    spec = res._design.replicates.design
+    d_r = data["pw"].to_numpy()[:, None] * spec.multipliers[spec.group]
+    rw = res.replicate_weights.to_numpy()
+    for r in range(spec.n_replicates):
+        keep = d_r[:, r] > 0
+        one = raking.calibrate(
+            data[keep], totals, weights=d_r[keep, r], method=method, bounds=bounds
+        )
+        np.testing.assert_allclose(rw[keep, r], one.weights.to_numpy(), rtol=1e-10)
+        assert (rw[~keep, r] == 0).all()
