@@ -2,8 +2,9 @@
 
 tests/data/r/glm.R writes glm_estimates.csv: svyglm on apiclus1 (one-stage cluster, fpc),
 apistrat (stratified, fpc), apiclus2 (two-stage, fpc per stage) raked by calibrate(calfun =
-"raking") to stype + sch.wide, and on JKn (apistrat, three margins) and JK1 (apiclus1) replicate
-designs raked the same way, and a linear calibration with numeric totals; gaussian, quasibinomial and quasipoisson families.
+"raking") to stype + sch.wide, on JKn (apistrat, three margins) and JK1 (apiclus1) replicate
+designs raked the same way, and on apistrat and its JKn replicates calibrated linearly with
+numeric totals too; gaussian, quasibinomial and quasipoisson families.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ MODELS = {
     "binomial": ("I(`comp.imp` == 'Yes') ~ ell + meals", "binomial"),
     "poisson": ("api.stu ~ ell + stype", "poisson"),
 }
-CASES = ["clus1", "strat", "strat_linear", "clus2", "jkn", "jk1"]
+CASES = ["clus1", "strat", "strat_linear", "clus2", "jkn", "jk1", "jkn_linear"]
 NUMERIC = {"enroll": 3811472.0, "api99": 3914069.0}  # apipop totals (glm.R)
 
 
@@ -62,6 +63,9 @@ def raked(case: str) -> raking.survey.results.RakeResult:
                 tol=1e-13,
             ),
             "jkn": lambda: raking.rake(load_api("apistrat"), THREE, **strat, replicates="jkn"),
+            "jkn_linear": lambda: raking.calibrate(
+                load_api("apistrat"), {**TWO, **NUMERIC}, method="linear", **strat, replicates="jkn"
+            ),
             "jk1": lambda: raking.rake(load_api("apiclus1"), TWO, **clus1, replicates="jk1"),
         }[case]()
     return _RAKED[case]

@@ -23,10 +23,11 @@ c)^\top`, R's ``svyglm`` on a replicate design.
 
 ``t`` statistics, p-values and intervals use a t distribution on R's residual degrees of
 freedom, ``degf + 1 - p`` (``degf``: first-stage PSUs minus strata; with replicates the rank of
-the replicate design weights minus 1), as R's ``summary.svyglm`` and ``confint.svyglm``. Gaussian,
-binomial and Poisson are R's ``gaussian()``, ``quasibinomial()`` and ``quasipoisson()``: the
-sandwich needs no dispersion, so the quasi and the plain families give the same coefficients
-and SEs (a binomial response may be a share in [0, 1], a Poisson one any count >= 0).
+the replicate weights minus 1, as R keeps it: :func:`_replicate_df`), as R's ``summary.svyglm``
+and ``confint.svyglm``. Gaussian, binomial and Poisson are R's ``gaussian()``,
+``quasibinomial()`` and ``quasipoisson()``: the sandwich needs no dispersion, so the quasi and the
+plain families give the same coefficients and SEs (a binomial response may be a share in [0, 1],
+a Poisson one any count >= 0).
 
 Formulas are read by ``formulaic`` (imported when a model is fitted): ``"api00 ~ ell +
 stype"``, treatment coding with the first level (sorted) as reference, as R; names with dots
@@ -44,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from raking.survey.linearization import ResidualNotConverged
-from raking.survey.replicates import ReplicateDesign
+from raking.survey.quantiles import rank
 
 if TYPE_CHECKING:
     from raking.survey.results import RakeResult
@@ -247,9 +248,8 @@ def fit_glm(result: RakeResult, formula: str, family: str) -> GLMResult:
     notes[0] = notes[0].removesuffix("; normal 95% CI")
     p = b.size
     if s.replicates is not None:
-        cov, replicate_notes = _replicate_cov(result, x, y, fam, b)
+        cov, df_design, replicate_notes = _replicate_cov(result, x, y, fam, b)
         notes += replicate_notes
-        df_design = float(_replicate_df(s.replicates.design))
         se_method = (
             f"replicate: the model refitted with each replicate's re-raked weights; "
             f"{s.replicates.note().removeprefix('replicate: ')}; R svyglm on the replicate design"
@@ -464,12 +464,16 @@ def _linearised_cov(result: RakeResult, influence: np.ndarray) -> tuple[np.ndarr
 
 def _replicate_cov(
     result: RakeResult, x: np.ndarray, y: np.ndarray, fam: _Family, beta: np.ndarray
-) -> tuple[np.ndarray, list[str]]:
-    r""":math:`s \sum_r s_r (\hat\beta_r - c)(\hat\beta_r - c)^\top` of the refitted replicates."""
+) -> tuple[np.ndarray, float, list[str]]:
+    r""":math:`s \sum_r s_r (\hat\beta_r - c)(\hat\beta_r - c)^\top` of the refitted replicates.
+
+    Also the design's degrees of freedom (:func:`_replicate_df`).
+    """
     s = result._design
     reps = s.replicates
     assert reps is not None
     weights = reps.weights(s.design)  # (m, R)
+    df = float(_replicate_df(result, weights))
     thetas, _ = _irls(x, y, np.ascontiguousarray(weights.T), fam, beta[None, :])
     design = reps.design
     keep = ~np.isnan(thetas).any(axis=1)
@@ -480,16 +484,11 @@ def _replicate_cov(
             f"{int((~keep).sum())} of {keep.size} replicates have a singular model matrix (no "
             "estimate) and were left out of the variance, as R's svrVar"
         )
-    if s.trim_note:
-        notes.append(
-            "trim() trimmed the full-sample weights only: the replicates are the raked, "
-            "untrimmed ones"
-        )
     if t.shape[0] == 0 or not np.any(rs > 0):
-        return np.full((beta.size, beta.size), np.nan), notes
+        return np.full((beta.size, beta.size), np.nan), df, notes
     centre = beta if design.mse else t[rs > 0].mean(axis=0)
     dev = t - centre
-    return design.scale * np.einsum("r,rp,rq->pq", rs, dev, dev), notes
+    return design.scale * np.einsum("r,rp,rq->pq", rs, dev, dev), df, notes
 
 
 def _design_df(result: RakeResult) -> int:
@@ -498,15 +497,21 @@ def _design_df(result: RakeResult) -> int:
     return int(stage.stratum.size - np.count_nonzero(stage.n_units))
 
 
-def _replicate_df(design: ReplicateDesign) -> int:
-    """R's ``degf`` of a replicate design: the rank of its replicate weights minus 1.
+def _replicate_df(result: RakeResult, weights: np.ndarray) -> int:
+    """R's ``degf`` of the raked replicate design: a QR rank (tolerance 1e-5) minus 1.
 
-    The rank of :math:`d_i a_r(g_i)` is that of the multipliers of the groups present; R's
-    pivoted QR uses a tolerance of 1e-5, here the singular values above 1e-5 of the largest.
+    R keeps ``as.svrepdesign``'s ``degf`` (the rank of the replicate design weights, here of
+    the multipliers) through ``calibrate(calfun = "raking" | "logit")`` and a bounded linear
+    calibration, but an unbounded linear calibration (``regcalibrate``) recomputes it from the
+    calibrated weights ``weights`` (``(m, R)``), whose rank the calibration lowers by up to its
+    numeric constraints. (R's ``rake()`` recomputes it too; :func:`raking.rake` follows
+    ``calibrate(calfun = "raking")``.)
     """
-    m = design.multipliers[np.unique(design.group)]
-    sv = np.linalg.svd(m, compute_uv=False)
-    return int(np.count_nonzero(sv > 1e-5 * sv[0])) - 1
+    s = result._design
+    if s.calibration == "linear" and result.bounds is None:
+        return rank(weights) - 1
+    assert s.replicates is not None
+    return rank(s.replicates.design.multipliers) - 1
 
 
 def _t_quantile(q: float, df: float) -> float:

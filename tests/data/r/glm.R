@@ -3,8 +3,8 @@
 # Run from the repository root:  Rscript tests/data/r/glm.R
 # Writes tests/data/r/glm_estimates.csv (the versions are in its first line). Each design is
 # raked to the population margins of raking.survey.data.api_population_margins() by
-# calibrate(calfun = "raking") (epsilon 1e-13; case strat_linear: calfun = "linear" with the
-# numeric totals of enroll and api99 as well), then svyglm(family = gaussian() |
+# calibrate(calfun = "raking") (epsilon 1e-13; cases strat_linear and jkn_linear: calfun =
+# "linear" with the numeric totals of enroll and api99 as well), then svyglm(family = gaussian() |
 # quasibinomial() | quasipoisson()) with glm.control(epsilon = 1e-14, maxit = 100) so that the
 # IRLS (and, on the replicate design, every replicate's refit) is converged to rounding.
 # Columns: estimate, se (sqrt(diag(vcov))), t and p of summary() (t on df.residual =
@@ -61,6 +61,10 @@ jkn <- calibrate(as.svrepdesign(dstrat, type = "JKn"), ~stype + sch.wide + comp.
 fit_all("jkn", jkn)
 jk1 <- rake_it(as.svrepdesign(dclus1, type = "JK1"))
 fit_all("jk1", jk1)
+# replicate weights calibrated linearly with numeric totals
+fit_all("jkn_linear", calibrate(as.svrepdesign(dstrat, type = "JKn"),
+                                ~stype + sch.wide + enroll + api99, pop_both,
+                                calfun = "linear", epsilon = 1e-13, maxit = 500))
 
 path <- file.path(out_dir, "glm_estimates.csv")
 writeLines(versions, path)
