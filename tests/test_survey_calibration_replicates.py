@@ -189,3 +189,13 @@ def test_batched_equals_one_calibration_per_replicate(case):
         )
         np.testing.assert_allclose(rw[keep, r], one.weights.to_numpy(), rtol=1e-10)
         assert (rw[~keep, r] == 0).all()
+
+
+def test_strict_trim_of_replicates_that_cannot_settle_warns(monkeypatch):
+    import raking.survey.results as results
+
+    raked = raking.calibrate(STRAT, STYPE, weights="pw", method="raking", **JKN)
+    monkeypatch.setattr(results, "_MAX_TRIM_ROUNDS", 1)
+    with pytest.warns(ConvergenceWarning, match="replicate"):
+        res = raked.trim(lower=20.0, upper=40.0, strict=True)
+    assert res.replicate_weights.to_numpy().max() <= 40.0

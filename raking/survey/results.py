@@ -264,7 +264,11 @@ class RakeResult:
         reported) and its SEs, as R's, treat the trimmed weights as fixed: the residuals are
         still those of the raking's projection, :math:`z = w^{\text{cal}} R\big((w /
         w^{\text{cal}})\, u\big)` with :math:`w^{\text{cal}}` the weights before trimming, which
-        ignores the variance that the trimming itself adds or removes.
+        ignores the variance that the trimming itself adds or removes. With replicate weights
+        (``replicates=``) every replicate's weights are trimmed by the same rule, column by
+        column, as R's ``trimWeights`` on a replicate design (survey 4.1.1's own
+        ``trimWeights.svyrep.design`` garbles this; see ``tests/data/r/calibrate_replicates.R``),
+        and the SEs come from the trimmed replicates.
 
         Parameters
         ----------
@@ -360,6 +364,14 @@ class RakeResult:
             slack=slack,
             max_rounds=_MAX_TRIM_ROUNDS,
         )
+        if strict and int(rounds.max()) >= _MAX_TRIM_ROUNDS:
+            warnings.warn(
+                f"trim(strict=True) stopped after {_MAX_TRIM_ROUNDS} rounds on "
+                f"{int(np.count_nonzero(rounds >= _MAX_TRIM_ROUNDS))} replicate(s) with weights "
+                "still outside the bounds (then clipped to them); widen the bounds.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         fields = {f.name: getattr(reps, f.name) for f in dataclass_fields(RerakedReplicates)}
         return TrimmedReplicates(
             **fields,
