@@ -241,3 +241,50 @@ def test_new_results_print_se_method_and_design() -> None:
     assert "replicate: JKn" in str(table) and "covariance of the estimates" in str(table)
     by = raked("jkn").ratio("api.stu", "enroll", by="stype")
     assert list(by.to_frame().index) == ["E", "H", "M"] and "replicate: JKn" in str(by)
+
+
+def test_many_domains_compute_the_covariance_only_when_asked(monkeypatch) -> None:
+    # 40 domains: the SEs need K residual solves; the K x K matrix is built on first access
+    # only (one design covariance, not K^2 polarised variances), equal to the polarisation.
+    from raking.survey.design import SurveyDesign
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    df = pd.DataFrame(
+        {
+            "a": rng.integers(0, 3, n),
+            "b": rng.integers(0, 4, n),
+            "g": rng.integers(0, 40, n),
+            "y": rng.normal(size=n),
+            "psu": rng.integers(0, 200, n),
+            "w": rng.uniform(1, 3, n),
+        }
+    )
+    targets = {"a": {i: 1 / 3 for i in range(3)}, "b": {i: 0.25 for i in range(4)}}
+    res = raking.rake(df, targets, weights="w", cluster="psu")
+    calls = []
+    original = SurveyDesign.covariance
+    monkeypatch.setattr(
+        SurveyDesign, "covariance", lambda self, z: calls.append(z.shape) or original(self, z)
+    )
+    table = res.mean("y", by="g")
+    assert calls == []
+    assert "40 x 40 matrix in .cov" in table.summary()
+    assert calls == []
+    cov = table.cov
+    assert calls == [(n, 40)]
+    np.testing.assert_allclose(np.diag(cov), table.se.to_numpy() ** 2, rtol=1e-10)
+    # an off-diagonal entry: the variance of the difference of two domain means, by hand
+    diff = res.mean("y", by="g")
+    z = [
+        res._linearised(
+            np.where(df["g"] == g, df["y"] - diff.estimate[g], 0.0)
+            / float(res.weights[df["g"] == g].sum())
+        )
+        for g in (0, 1)
+    ]
+    polarised = 0.25 * (res._sampling.variance(z[0] + z[1]) - res._sampling.variance(z[0] - z[1]))
+    assert cov[0, 1] == pytest.approx(polarised, rel=1e-10)
+    assert table.cov is cov  # computed once
+    d = res.mean("y", by="g").contrast({0: 1, 1: -1})
+    assert d.se == pytest.approx(math.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]), rel=1e-12)

@@ -10,9 +10,10 @@ combination of them (R ``svycontrast``).
 
 from __future__ import annotations
 
+import functools
 import html
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,8 @@ from raking.survey.intervals import proportion_interval
 from raking.validation import check_contrast
 
 __all__ = ["EstimateTable", "SurveyEstimate"]
+
+_PRINTED_COV = 12  # largest table whose covariance matrix the summary prints
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +124,22 @@ class EstimateTable:
         Covariance matrix of the estimates, in the order of ``labels`` (``mean([a, b])``,
         ``mean(y, by=...)``; R ``vcov`` of ``svymean(~a+b)`` or ``svyby(..., covmat=TRUE)``);
         its diagonal is ``se ** 2``. ``None`` where the estimates were not made jointly.
+        Computed on first access (a table's SEs need only its diagonal; the matrix of ``K``
+        domains costs ``K`` more residual solves and :math:`O(K^2)` memory).
     """
 
     name: str
     labels: tuple[Any, ...]
     estimates: tuple[Estimate, ...]
     index_name: Any
-    cov: np.ndarray | None = field(default=None, compare=False)
+    _cov: np.ndarray | Callable[[], np.ndarray] | None = field(
+        default=None, compare=False, repr=False
+    )
+
+    @functools.cached_property
+    def cov(self) -> np.ndarray | None:
+        """The covariance matrix of the estimates (class docstring), or None."""
+        return self._cov() if callable(self._cov) else self._cov
 
     def contrast(self, weights: Mapping[Any, float], *, name: str | None = None) -> SurveyEstimate:
         r"""The linear combination :math:`\sum_j c_j \hat\theta_j` with its SE (R ``svycontrast``).
@@ -146,7 +158,7 @@ class EstimateTable:
         ValueError
             No ``cov`` (estimates not made jointly), a label not in the table, or no weights.
         """
-        c = check_contrast(weights, self.labels, self.cov is not None, self.name)
+        c = check_contrast(weights, self.labels, self._cov is not None, self.name)
         estimate = float(np.dot(c, self.estimate.to_numpy()))
         se = math.sqrt(max(float(c @ self.cov @ c), 0.0))  # type: ignore[operator]
         used = [e for e, cj in zip(self.estimates, c, strict=True) if cj != 0]
@@ -236,7 +248,12 @@ class EstimateTable:
         methods = {getattr(e, "ci_method", "wald") for e in self.estimates}
         if methods != {"wald"}:
             lines.append(f"CI: {', '.join(sorted(methods))} (R svyciprop), t on the design's df")
-        if self.cov is not None:
+        if self._cov is not None and len(self.labels) > _PRINTED_COV:
+            lines.append(
+                f"covariance of the estimates: a {len(self.labels)} x "
+                f"{len(self.labels)} matrix in .cov (printed up to {_PRINTED_COV})"
+            )
+        elif self._cov is not None:
             lines.append("covariance of the estimates (.cov):")
             lines.append(
                 pd.DataFrame(self.cov, index=self._index(), columns=self._index()).to_string(

@@ -24,7 +24,7 @@ mean; replicates with an empty domain (no estimate) are left out.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,16 @@ from raking.validation import (
 if TYPE_CHECKING:
     from raking.survey.results import RakeResult
 
-__all__ = ["Ratio", "covariance", "degrees_of_freedom", "joint", "logit_ses", "ratio"]
+__all__ = [
+    "Ratio",
+    "covariance",
+    "degrees_of_freedom",
+    "joint",
+    "lazy_covariance",
+    "logit_ses",
+    "ratio",
+    "variances",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +75,10 @@ def _point(f: Ratio, w: np.ndarray) -> tuple[float, float]:
 def covariance(result: RakeResult, parts: Sequence[Ratio]) -> tuple[np.ndarray, np.ndarray]:
     """The estimates of ``parts`` and their covariance matrix (module docstring).
 
+    The linearised totals :math:`z_j` of the ``K`` parts go to the design's covariance of
+    several totals in one pass (:meth:`raking.survey.design.SurveyDesign.covariance`:
+    :math:`O(nK + CK^2)` for ``C`` PSUs), equal to the polarisation of its variance.
+
     Returns
     -------
     (numpy.ndarray, numpy.ndarray)
@@ -84,19 +97,52 @@ def covariance(result: RakeResult, parts: Sequence[Ratio]) -> tuple[np.ndarray, 
     if s.replicates is not None:
         return theta, _replicate_covariance(result, parts, theta)
     try:
-        zs = [
-            result._linearised(f.a if f.b is None else (f.a - t * f.b) / bottom)
-            for f, (t, bottom) in zip(parts, points, strict=True)
-        ]
+        zs = np.column_stack(
+            [
+                result._linearised(f.a if f.b is None else (f.a - t * f.b) / bottom)
+                for f, (t, bottom) in zip(parts, points, strict=True)
+            ]
+        )
     except ResidualNotConverged:
         return theta, nan
+    return theta, result._sampling.covariance(zs)
+
+
+def variances(result: RakeResult, parts: Sequence[Ratio]) -> tuple[np.ndarray, np.ndarray]:
+    """The estimates of ``parts`` and their variances: the diagonal of :func:`covariance`.
+
+    One linearised total at a time (no ``n x K`` matrix); with replicates, the diagonal of
+    R's ``svrVar``.
+    """
+    s = result._design
+    w = np.zeros(s.sample_pos.size)
+    w[s.raked_pos] = s.final
+    points = [_point(f, w) for f in parts]
+    theta = np.array([p[0] for p in points])
+    nan = np.full(len(parts), np.nan)
+    if result.stalled and s.steps is None:
+        return theta, nan
+    if s.replicates is not None:
+        return theta, _svrvar_diagonal(_replicate_thetas(result, parts), theta, result)
     variance = result._sampling.variance
-    cov = np.empty((k, k))
-    for j in range(k):
-        cov[j, j] = variance(zs[j])
-        for i in range(j):
-            cov[i, j] = cov[j, i] = 0.25 * (variance(zs[i] + zs[j]) - variance(zs[i] - zs[j]))
-    return theta, cov
+    out = np.empty(len(parts))
+    for j, (f, (t, bottom)) in enumerate(zip(parts, points, strict=True)):
+        try:
+            z = result._linearised(f.a if f.b is None else (f.a - t * f.b) / bottom)
+        except ResidualNotConverged:
+            out[j] = math.nan
+            continue
+        out[j] = variance(z)
+    return theta, out
+
+
+def lazy_covariance(result: RakeResult, parts: Sequence[Ratio]) -> Callable[[], np.ndarray]:
+    """The covariance of :func:`covariance`, computed when first asked for (``EstimateTable.cov``).
+
+    A table's SEs need only the diagonal; the matrix costs ``K`` more residual solves and
+    :math:`O(CK^2)`, which a table of many domains should not pay unless it is used.
+    """
+    return lambda: covariance(result, parts)[1]
 
 
 def _replicate_covariance(
@@ -116,6 +162,18 @@ def _svrvar(thetas: np.ndarray, theta: np.ndarray, result: RakeResult) -> np.nda
     centre = theta if design.mse else t[:, rs > 0].mean(axis=1)
     dev = t - centre[:, None]
     return design.scale * (dev * rs) @ dev.T
+
+
+def _svrvar_diagonal(thetas: np.ndarray, theta: np.ndarray, result: RakeResult) -> np.ndarray:
+    """The diagonal of :func:`_svrvar` without the ``K x K`` matrix."""
+    design = result._design.replicates.design  # type: ignore[union-attr]
+    keep = ~np.isnan(thetas).any(axis=0)
+    t, rs = thetas[:, keep], design.rscales[keep]
+    if t.shape[1] == 0 or not np.any(rs > 0):
+        return np.full(theta.size, np.nan)
+    centre = theta if design.mse else t[:, rs > 0].mean(axis=1)
+    dev = t - centre[:, None]
+    return design.scale * (dev * dev) @ rs
 
 
 def _replicate_thetas(result: RakeResult, parts: Sequence[Ratio]) -> np.ndarray:
@@ -246,15 +304,17 @@ def ratio(
         if float(np.dot(w, part.b)) == 0.0:  # type: ignore[arg-type]
             raise_zero_denominator(denominator, None if by is None else label)
         parts.append(part)
-    theta, cov = covariance(result, parts)
+    theta, var = variances(result, parts)
     name = f"ratio {numerator} / {denominator}"
     estimates = tuple(
-        _ratio_estimate(result, part, domain, w, float(t), float(cov[j, j]), name)
-        for j, (part, domain, t) in enumerate(zip(parts, domains, theta, strict=True))
+        _ratio_estimate(result, part, domain, w, float(t), float(v), name)
+        for part, domain, t, v in zip(parts, domains, theta, var, strict=True)
     )
     if by is None:
         return estimates[0]
-    return EstimateTable(f"{name} by {by}", tuple(labels), estimates, by, cov)
+    return EstimateTable(
+        f"{name} by {by}", tuple(labels), estimates, by, lazy_covariance(result, parts)
+    )
 
 
 def _ratio_estimate(
@@ -314,7 +374,7 @@ def joint(
                 keys.append(label)
             else:
                 keys.append((label, column))
-    _, cov = covariance(result, parts)
+    cov = lazy_covariance(result, parts)
     what = ", ".join(map(str, columns))
     if by is None:
         return EstimateTable(f"{kind} of {what}", tuple(keys), tuple(estimates), "variable", cov)
