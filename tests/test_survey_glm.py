@@ -112,6 +112,19 @@ def test_intercept_only_model_is_the_raked_mean(case: str) -> None:
     np.testing.assert_allclose(fit.bse.iloc[0], mean.se, rtol=1e-9)
 
 
+@pytest.mark.parametrize("case", ["clus1", "jkn"])
+def test_intercept_only_model_after_trim_is_the_trimmed_mean(case: str) -> None:
+    """After trim(), the SE keeps the calibration's projection (linearised) or trims each
+    replicate, exactly as the mean does."""
+    res = raked(case)
+    trimmed = res.trim(upper=float(np.quantile(res._design.final, 0.9)))
+    fit = trimmed.glm("api00 ~ 1")
+    mean = trimmed.mean("api00")
+    assert abs(fit.bse.iloc[0] - res.glm("api00 ~ 1").bse.iloc[0]) > 1e-6 * mean.se
+    np.testing.assert_allclose(fit.params.iloc[0], mean.estimate, rtol=1e-12)
+    np.testing.assert_allclose(fit.bse.iloc[0], mean.se, rtol=1e-9)
+
+
 def test_poisson_intercept_is_the_log_of_the_mean() -> None:
     res = raked("strat")
     fit = res.glm("api.stu ~ 1", family="poisson")
