@@ -744,13 +744,13 @@ def _warn_replicates(
     steps: int | None,
     bounds: tuple[float, float] | None,
 ) -> None:
-    """Warn when some replicates did not converge to ``tol`` when re-raked."""
+    """Warn when some replicates did not converge to ``tol`` (re-raked or re-calibrated)."""
     bad = np.flatnonzero(~reraked.converged)
     if steps is not None or bad.size == 0:
         return
     stalled = int(np.count_nonzero(reraked.stalled))
     warnings.warn(
-        f"{bad.size} of {reraked.design.n_replicates} replicates did not converge when re-raked "
+        f"{bad.size} of {reraked.design.n_replicates} replicates did not converge when re-weighted "
         f"(replicates {(bad[:10] + 1).tolist()}{' ...' if bad.size > 10 else ''}; max margin "
         f"error {float(np.nanmax(reraked.errors)):.3g} of the total; {stalled} stalled): a "
         "replicate that drops the only rows of a target level cannot meet it"
