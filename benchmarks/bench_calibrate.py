@@ -23,6 +23,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 import warnings
@@ -88,15 +89,15 @@ def main() -> None:
     for n in args.sizes:
         data, categorical, totals = problem(n)
         calls = {
-            "rake (3 categorical)": lambda: rake(data, categorical, weights="d"),
-            "calibrate linear (3 cat + 2 num)": lambda: calibrate(
-                data, totals, weights="d", method="linear"
+            "rake (3 categorical)": functools.partial(rake, data, categorical, weights="d"),
+            "calibrate linear (3 cat + 2 num)": functools.partial(
+                calibrate, data, totals, weights="d", method="linear"
             ),
-            "calibrate raking (3 cat + 2 num)": lambda: calibrate(
-                data, totals, weights="d", method="raking"
+            "calibrate raking (3 cat + 2 num)": functools.partial(
+                calibrate, data, totals, weights="d", method="raking"
             ),
-            "calibrate logit (3 cat + 2 num)": lambda: calibrate(
-                data, totals, weights="d", method="logit", bounds=(0.3, 3.0)
+            "calibrate logit (3 cat + 2 num)": functools.partial(
+                calibrate, data, totals, weights="d", method="logit", bounds=(0.3, 3.0)
             ),
         }
         base = None

@@ -91,7 +91,9 @@ def test_level_type_mismatch_gets_a_hint(srs):
     srs["year"] = np.where(np.arange(200) % 2 == 0, 1, 2)
     targets = {"year": {"1": 0.5, "2": 0.5}}
     _raises_and_keeps(
-        srs, r"types differ \(data has 1 of type int, the targets '1' of type str\)", targets=targets
+        srs,
+        r"types differ \(data has 1 of type int, the targets '1' of type str\)",
+        targets=targets,
     )
 
 
@@ -136,7 +138,8 @@ def test_non_positive_design_weights_name_the_row(srs, bad):
     srs.loc["s9", "pw"] = bad
     _raises_and_keeps(
         srs,
-        r"weights \(column 'pw'\) has 1 missing, non-positive or non-finite value\(s\) at rows \[s9\]",
+        r"weights \(column 'pw'\) has 1 missing, non-positive or non-finite value\(s\) "
+        r"at rows \[s9\]",
         targets=TWO,
         weights="pw",
     )

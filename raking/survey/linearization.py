@@ -310,6 +310,7 @@ class RakingProjection:
             rr = rr_new
         return budget
 
+
 class CalibrationMatrix:
     r"""The calibration matrix :math:`X` of :func:`raking.calibrate`, never formed.
 
@@ -486,7 +487,6 @@ class CalibrationProjection:
             beta = self.inverse.solve(self.matrix.tdot(self.design * e))
             e = e - self.matrix.dot(beta)
         return e
-
 
 
 def _cells(codes: list[np.ndarray], n_levels: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
