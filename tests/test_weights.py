@@ -142,7 +142,15 @@ def test_bounded_weights_are_the_kl_projection_found_by_scipy():
         options={"ftol": 1e-14, "maxiter": 1000},
     )
     assert res.success
-    np.testing.assert_allclose(g, res.x, atol=2e-6)
+    # SLSQP is the oracle only where it found the minimum: scipy 1.11's (the oldest admitted)
+    # stops at a feasible point of higher divergence here (6.91 against 5.81). Ours must be
+    # feasible and never worse than the oracle, and equal to it where the oracle got there.
+    assert np.abs(rows @ g - np.concatenate(targets)).max() < 1e-9 * np.concatenate(targets).max()
+    assert kl(g)[0] <= kl(res.x)[0] + 1e-9
+    if kl(res.x)[0] <= kl(g)[0] + 1e-8:
+        np.testing.assert_allclose(g, res.x, atol=2e-6)
+    else:  # the KKT form of the KL projection: g = clip(exp(lambda_x + lambda_y), lo, hi)
+        assert np.ptp(np.log(g)[(codes[0] == 0) & (codes[1] == 0)]) < 1e-12
     assert kl(g)[0] <= res.fun + 1e-8
 
 
