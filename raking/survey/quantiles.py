@@ -178,6 +178,8 @@ def weighted_quantile(name: str, x: np.ndarray, w: np.ndarray, p: float) -> floa
         return qlow if wlow == 0 and ilow % 2 == 0 else qup
     if name == "hf4":
         qlow, qup, _, wlow, wup = _qs(x, w, p)
+        if wup + wlow == 0:  # p on the last knot (p = 1): qlow == qup, no 0 / 0
+            return qlow
         gamma = wlow / (wup + wlow)
         return qlow * (1 - gamma) + qup * gamma
     if name == "shahvaish":
