@@ -453,6 +453,10 @@ def test_trim_moves_the_outside_weights_to_the_bounds_and_the_rest_by_one_amount
     res = rake(data, {"s": {"a": 30.0, "b": 50.0, "c": 20.0}}, weights="d")
     w = res.weights.to_numpy()
     lo, hi = lo_share * w.mean(), hi_share * w.mean()
+    if not ((w >= lo) & (w <= hi)).any():  # no weight to take the excess: a clear error
+        with pytest.raises(ValueError, match="lies outside"):
+            res.trim(lower=lo, upper=hi, strict=strict)
+        return
     trimmed = res.trim(lower=lo, upper=hi, strict=strict).weights.to_numpy()
     assert trimmed.sum() == pytest.approx(w.sum(), rel=1e-12)
     outside = (w < lo) | (w > hi)
