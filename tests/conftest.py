@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import importlib
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Hypothesis profiles: "ci" (what .ci/run selects through HYPOTHESIS_PROFILE) draws the same
+# examples on every run of one environment, so a failure under the oldest or the newest versions
+# reproduces instead of coming and going; "dev" (the default) draws new examples each run, to
+# keep exploring. No deadline in either: timings on 2 shared cores say nothing about correctness.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 def _namespaces() -> list:
