@@ -337,13 +337,23 @@ class MemorySampler:
         for proc in processes:
             try:
                 rss = proc.memory_info().rss
-                self.names.setdefault(proc.pid, proc.name())
+                if proc.pid not in self.names:
+                    self.names[proc.pid] = _describe(proc)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             total += rss
             self.peaks[proc.pid] = max(self.peaks.get(proc.pid, 0), rss)
         self.total = max(self.total, total)
         self.samples += 1
+
+
+def _describe(proc: object) -> str:
+    """A process's name, or what it runs when that is a helper of multiprocessing."""
+    command = " ".join(proc.cmdline())
+    for helper in ("resource_tracker", "forkserver", "semaphore_tracker"):
+        if helper in command:
+            return f"multiprocessing {helper}"
+    return proc.name()
 
 
 @dataclass

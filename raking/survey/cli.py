@@ -1,15 +1,30 @@
-"""The ``raking rake`` subcommand: rake the rows of a CSV file to target margins.
+"""The ``raking rake`` subcommand: rake the rows of a CSV file or of Parquet files to targets.
 
 ::
 
     raking rake data.csv --target COLUMN=targets.csv [--target ...] [--weights COL]
                 [--steps K] [--tol TOL] [--max-iter N] [--bounds LO HI] [--total T]
                 [--na error|drop|level] [--unknown error|zero] --out weights.csv
+    raking rake data/*.parquet --target ... --out weights.parquet
 
-DATA is a CSV file whose first line names the columns. Each target file is a CSV whose first
-line is ``level,target`` and which has one row per level of COLUMN: the level, and its target
-(a count or a share). The output CSV has the data's row number (``row``) and a ``weight``
-column; the summary of :meth:`raking.survey.results.RakeResult.summary` is printed on stdout.
+DATA is a CSV file whose first line names the columns, or one or more Parquet files (names
+ending in ``.parquet`` or ``.pq``; a pattern such as ``'data/*.parquet'`` that the shell did not
+expand is expanded here, in sorted order; a folder stands for the Parquet files in it, sorted).
+Each target file is a CSV whose first line is ``level,target`` and which has one row per level
+of COLUMN: the level, and its target (a count or a share). The output (``--out``; Parquet when
+its name ends in ``.parquet`` or ``.pq``, CSV otherwise) has two columns: ``row``, the 0-based
+row number in DATA (for several Parquet files, counted across the files in the order given or
+sorted), to join the weights back, and ``weight`` (empty for rows dropped by ``--na drop``). The
+summary of :meth:`raking.survey.results.RakeResult.summary` is printed on stdout.
+
+Parquet DATA is streamed with Polars (``scan_parquet``, then ``sink_parquet``): only the files'
+schemas are read up front, :func:`raking.rake` codes the columns and sums the cells of the crossed
+levels as it scans the rows, rakes the cells, and the weights are written as the rows are read a
+second time, so memory grows with the number of cells, not of rows. Polars rather than Dask: one
+process and no cluster to start for a command, its streaming engine bounds the memory, and
+``sink_parquet`` writes one file in row order. (A cluster: use :func:`raking.rake` on a Dask
+DataFrame.) The files must hold the same columns with the same types; levels of an integer column
+are compared as integers, never cast to the file's narrower type.
 
 Everything is checked before raking, and every message names the flag, the file and the column
 it is about:
@@ -31,6 +46,7 @@ file is wrong, 2 for a wrong flag (``--target``, ``--out``).
 from __future__ import annotations
 
 import argparse
+import glob
 import math
 import re
 import sys
@@ -60,7 +76,14 @@ def add_rake_parser(sub: Any) -> argparse.ArgumentParser:
         "weighted level counts match the targets, write the weights to OUT and print the "
         "summary.",
     )
-    rake.add_argument("data", type=Path, metavar="DATA", help="CSV file, one row per unit")
+    rake.add_argument(
+        "data",
+        type=Path,
+        nargs="+",
+        metavar="DATA",
+        help="one CSV file, or Parquet files (.parquet; several, a quoted glob such as "
+        "'data/*.parquet', or a folder of them), one row per unit",
+    )
     rake.add_argument(
         "--target",
         action="append",
@@ -113,7 +136,11 @@ def add_rake_parser(sub: Any) -> argparse.ArgumentParser:
         "their rows weight 0",
     )
     rake.add_argument(
-        "--out", type=Path, required=True, help="CSV file for the weights (columns row, weight)"
+        "--out",
+        type=Path,
+        required=True,
+        help="file for the weights, columns row and weight: Parquet if it ends in .parquet or "
+        ".pq, else CSV",
     )
     rake.set_defaults(parser=rake)
     return rake
@@ -143,29 +170,199 @@ def _rake(args: argparse.Namespace) -> Any:
     """Check the flags and files, rake, write ``--out``; return the ``RakeResult``."""
     from raking.survey.frontend import rake
 
-    _check_out(args)
+    files = _data_files(args)
+    _check_out(args, files)
+    if _is_parquet(files[0]):
+        return _rake_parquet(args, files)
+    args.data = files[0]
     data = _read_csv(args.data, "DATA")
+    targets = _targets(args, data)
+    if args.weights is not None:
+        _numeric_weights(data, args.weights, args.data)
+    result = rake(data, targets, **_keywords(args))
+    weights = result.weights.rename("weight").rename_axis("row").reset_index()
+    if _is_parquet(args.out):
+        weights.to_parquet(args.out, index=False)
+    else:
+        weights.to_csv(args.out, index=False)
+    return result
+
+
+def _targets(args: argparse.Namespace, data: Any) -> dict[str, Any]:
+    """The ``--target`` files as ``{column: Series of targets by level}`` (see _read_target)."""
     targets: dict[str, Any] = {}
     files: dict[str, str] = {}
     for spec in args.target:
         column, series = _read_target(spec, data, args, files)
         targets[column] = series
+    return targets
+
+
+def _keywords(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`raking.rake` that the flags set."""
+    return {
+        "weights": args.weights,
+        "steps": args.steps,
+        "tol": args.tol,
+        "max_iter": args.max_iter,
+        "bounds": None if args.bounds is None else tuple(args.bounds),
+        "total": args.total,
+        "na": args.na,
+        "unknown": args.unknown,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Parquet: the rows are streamed by Polars, never loaded together
+# ------------------------------------------------------------------------------------------------
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in PARQUET_SUFFIXES
+
+
+def _data_files(args: argparse.Namespace) -> list[Path]:
+    """The DATA files in order: one CSV file, or Parquet files (globs and folders expanded).
+
+    A pattern the shell left unexpanded (quoted, or matching nothing) is expanded here, in sorted
+    order; a folder stands for its ``*.parquet`` / ``*.pq`` files, sorted. Raises ``ValueError``
+    for a pattern or folder with no file, a missing Parquet file or one given twice; a usage
+    error (status 2) for several CSV files or CSV mixed with Parquet.
+    """
+    files: list[Path] = []
+    for path in args.data:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and _is_parquet(p))
+            if not found:
+                raise ValueError(f"DATA folder {path} holds no Parquet file (*.parquet, *.pq)")
+            files += found
+        elif not path.exists() and any(c in str(path) for c in "*?["):
+            found = sorted(Path(p) for p in glob.glob(str(path)))
+            if not found:
+                raise ValueError(f"DATA pattern {path} matches no file")
+            files += found
+        else:
+            files.append(path)
+    parquet = [f for f in files if _is_parquet(f)]
+    if len(files) > 1 and len(parquet) < len(files):
+        args.parser.error(
+            f"DATA must be one CSV file, or Parquet files (*.parquet, *.pq); got {len(files)} "
+            f"files: {_listed([str(f) for f in files], str)}"
+        )
+    for f in parquet:
+        if not f.is_file():
+            raise ValueError(f"cannot read DATA file {f}: no such file")
+    seen: set[Path] = set()
+    for f in parquet:
+        if f.resolve() in seen:
+            raise ValueError(f"DATA file {f} is given twice; its rows would be raked twice")
+        seen.add(f.resolve())
+    return files
+
+
+def _polars() -> Any:
+    """The ``polars`` module, or a ``ValueError`` that says how to install it."""
+    try:
+        import polars
+    except ImportError:
+        raise ValueError(
+            "reading Parquet DATA needs Polars, which is not installed: pip install polars "
+            "(or give a CSV file)"
+        ) from None
+    return polars
+
+
+def _rake_parquet(args: argparse.Namespace, files: list[Path]) -> Any:
+    """Rake Parquet ``files`` as one Polars ``LazyFrame``; stream the weights to ``--out``.
+
+    Only each file's schema is read up front (:func:`_parquet_schema`); the rows are read by
+    :func:`raking.rake` on the LazyFrame (codes and cell sums, streamed) and again when the
+    weights are written with ``sink_parquet`` / ``sink_csv``: no step holds all rows.
+    """
+    from raking.survey.frontend import rake
+
+    pl = _polars()
+    schema = _parquet_schema(pl, files)
+    args.data = files[0] if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more files)"
+    targets = _targets(args, _empty_like(pl, schema))
     if args.weights is not None:
-        _numeric_weights(data, args.weights, args.data)
-    result = rake(
-        data,
-        targets,
-        weights=args.weights,
-        steps=args.steps,
-        tol=args.tol,
-        max_iter=args.max_iter,
-        bounds=None if args.bounds is None else tuple(args.bounds),
-        total=args.total,
-        na=args.na,
-        unknown=args.unknown,
-    )
-    result.weights.rename("weight").to_csv(args.out, index_label="row")
+        _parquet_weights(schema, args.weights, args.data)
+    frame = pl.scan_parquet([str(f) for f in files])
+    try:
+        result = rake(frame, targets, **_keywords(args))
+        weights = _weights_frame(pl, result.weights).with_row_index("row")
+        weights = weights.with_columns(pl.col("row").cast(pl.Int64))
+        if _is_parquet(args.out):
+            weights.sink_parquet(args.out)
+        else:
+            weights.sink_csv(args.out)
+    except pl.exceptions.PolarsError as exc:
+        raise ValueError(f"cannot read DATA file(s) {args.data}: {exc}") from None
     return result
+
+
+def _parquet_schema(pl: Any, files: list[Path]) -> dict[str, Any]:
+    """The columns and types of the Parquet ``files`` (metadata only); they must all agree."""
+    schema: dict[str, Any] = {}
+    for f in files:
+        try:
+            found = dict(pl.read_parquet_schema(f))
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise ValueError(f"cannot read DATA file {f} as Parquet: {exc}") from None
+        if schema and found != schema:
+            raise ValueError(
+                f"DATA file {f} has columns {_columns(found)}, but {files[0]} has "
+                f"{_columns(schema)}; every file must hold the same columns with the same types"
+            )
+        schema = found
+    return schema
+
+
+def _columns(schema: dict[str, Any]) -> str:
+    return _listed([f"{name} ({dtype})" for name, dtype in schema.items()], str)
+
+
+def _empty_like(pl: Any, schema: dict[str, Any]) -> Any:
+    """An empty pandas DataFrame with the schema's columns, for the target levels' types.
+
+    Integer columns are read as ``int64`` and floats as ``float64`` (a level is compared with
+    the values, never cast to the file's narrower type), booleans as ``bool``, anything else
+    (text, categorical) as text.
+    """
+    import pandas as pd
+
+    def dtype(kind: Any) -> str:
+        if kind.is_integer():
+            return "int64"
+        if kind.is_float():
+            return "float64"
+        return "bool" if kind == pl.Boolean else "object"
+
+    return pd.DataFrame({name: pd.Series([], dtype=dtype(k)) for name, k in schema.items()})
+
+
+def _parquet_weights(schema: dict[str, Any], name: str, shown: object) -> None:
+    """``--weights``: a numeric column of the Parquet files (no conversion from text)."""
+    if name not in schema:
+        raise ValueError(
+            f"--weights {name}: no such column in DATA file {shown}, whose columns are "
+            f"{_listed(list(schema))}"
+        )
+    if not schema[name].is_numeric():
+        raise ValueError(
+            f"--weights {name}: column {name!r} of DATA file {shown} holds {schema[name]}, not "
+            "numbers; store the design weights as a numeric column"
+        )
+
+
+def _weights_frame(pl: Any, weights: Any) -> Any:
+    """The weights of a Polars rake as a one-column (``weight``) LazyFrame in row order."""
+    if isinstance(weights, pl.LazyFrame):
+        (name,) = weights.collect_schema().names()
+        return weights.rename({name: "weight"})
+    return pl.DataFrame({"weight": weights}).lazy()
 
 
 RAKE_KEYWORDS = ("na", "unknown", "total", "steps", "tol", "max_iter", "weights", "bounds")
@@ -249,14 +446,14 @@ def positive_float(text: str) -> float:
     return value
 
 
-def _check_out(args: argparse.Namespace) -> None:
+def _check_out(args: argparse.Namespace, data: list[Path]) -> None:
     """``--out`` must be a new or existing file, not an input, in a folder we can write to."""
     import tempfile
 
     out: Path = args.out
     if out.is_dir():
         args.parser.error(f"--out {out} is a folder; give a file name, e.g. {out / 'weights.csv'}")
-    inputs = [args.data, *(Path(spec.partition("=")[2]) for spec in args.target)]
+    inputs = [*data, *(Path(spec.partition("=")[2]) for spec in args.target)]
     if out.exists() and any(p.exists() and out.samefile(p) for p in inputs):
         args.parser.error(f"--out {out} is one of the input files; give a new file name")
     folder = out.parent
