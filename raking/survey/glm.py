@@ -37,7 +37,8 @@ inside expressions need backticks: ``"I(`comp.imp` == 'Yes') ~ ell"``.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,8 @@ import pandas as pd
 
 from raking.survey.linearization import ResidualNotConverged
 from raking.survey.quantiles import rank
+from raking.survey.ratios import replicate_deviations
+from raking.validation import raise_missing_values
 
 if TYPE_CHECKING:
     from raking.survey.results import RakeResult
@@ -54,6 +57,7 @@ __all__ = ["FAMILIES", "GLMResult", "fit_glm"]
 
 _MAX_ITER = 100
 _ROW_BLOCK = 16_384  # rows per block of the batched Gram matrices
+_REPLICATE_CHUNK = 64  # replicates per batched IRLS: its (B, m) work arrays stay B = 64 wide
 _TOL = 1e-12  # |dev - dev_old| <= tol (|dev| + 0.1), then one more step (R's rule, tighter)
 
 
@@ -224,8 +228,14 @@ class GLMResult:
         return f"<pre>{html.escape(self.summary())}</pre>"
 
 
-def fit_glm(result: RakeResult, formula: str, family: str) -> GLMResult:
-    """Fit ``formula`` with the raked weights of ``result`` (see the module docstring)."""
+def fit_glm(result: RakeResult, formula: str, family: str, na: str = "error") -> GLMResult:
+    """Fit ``formula`` with the raked weights of ``result`` (see the module docstring).
+
+    ``na="omit"``: the rows where a column of the formula is missing are left out as R's
+    ``na.omit`` does in ``svyglm``: the fit is over the other rows, whose influence values
+    are those of a domain (0 elsewhere, the design unchanged); the degrees of freedom are
+    those of the rows kept (linearisation) or of the whole design (replicates, as R).
+    """
     if family not in FAMILIES:
         raise ValueError(
             f"family={family!r} is not a family of glm(); use one of {sorted(FAMILIES)} "
@@ -233,10 +243,10 @@ def fit_glm(result: RakeResult, formula: str, family: str) -> GLMResult:
         )
     fam = FAMILIES[family]
     s = result._design
-    names, x, y = _model(result, formula)
+    names, x, y, kept = _model(result, formula, na)
     _check_response(y, fam, formula)
     _check_rank(x, names, formula)
-    w = s.final
+    w = s.final[kept]
     beta, iterations = _irls(x, y, w[None, :], fam, None)
     b = beta[0]
     eta = x @ b
@@ -246,19 +256,27 @@ def fit_glm(result: RakeResult, formula: str, family: str) -> GLMResult:
     a_inv = np.linalg.inv(info)
     notes = list(result._notes())
     notes[0] = notes[0].removesuffix("; normal 95% CI")
+    omitted = int(kept.size - np.count_nonzero(kept))
+    if omitted:
+        notes.append(
+            f"na='omit': {omitted} raked row(s) with a missing value in the formula left out "
+            "(R svyglm's na.action = na.omit: the design subset to the complete rows, a "
+            "domain; the weights are not re-raked)"
+        )
     p = b.size
     if s.replicates is not None:
-        cov, df_design, replicate_notes = _replicate_cov(result, x, y, fam, b)
+        cov, df_design, replicate_notes = _replicate_cov(result, x, y, fam, b, kept)
         notes += replicate_notes
         se_method = (
             f"replicate: the model refitted with each replicate's re-raked weights; "
             f"{s.replicates.note().removeprefix('replicate: ')}; R svyglm on the replicate design"
         )
     else:
-        influence = (x * (y - mu)[:, None]) @ a_inv  # z / w (m, p): mu'/V = 1, canonical
+        influence = np.zeros((kept.size, p))  # z / w (m, p): 0 on the rows left out
+        influence[kept] = (x * (y - mu)[:, None]) @ a_inv  # mu'/V = 1: canonical links
         cov, lin_notes = _linearised_cov(result, influence)
         notes += lin_notes
-        df_design = float(_design_df(result))
+        df_design = float(_design_df(result, s.raked_pos[kept] if omitted else None))
         se_method = (
             "design-based sandwich (R svyglm's svy.varcoef): influence functions "
             "w x (y - mu) mu'/V A^-1 through the raking's residual operator, then the design's "
@@ -292,8 +310,16 @@ def fit_glm(result: RakeResult, formula: str, family: str) -> GLMResult:
 # ------------------------------------------------------------------------------ the model
 
 
-def _model(result: RakeResult, formula: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Column names, model matrix ``(m, p)`` and response ``(m,)`` over the raked rows."""
+def _model(
+    result: RakeResult, formula: str, na: str
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Column names, model matrix ``(m', p)``, response ``(m',)`` and the raked rows kept.
+
+    A raked row is left out (``na="omit"``; ``"error"`` refuses it) where a data column named
+    in the formula is missing -- as R, whose missing values propagate through expressions
+    such as ``I(api00 > 700)`` where pandas' comparisons give False -- or where the model
+    matrix or the response is NaN.
+    """
     from formulaic import model_matrix
     from formulaic.errors import FormulaicError
 
@@ -304,6 +330,8 @@ def _model(result: RakeResult, formula: str) -> tuple[list[str], np.ndarray, np.
         )
     s = result._design
     frame = result._data.iloc[s.sample_pos[s.raked_pos]]
+    labels = frame.index
+    frame = frame.reset_index(drop=True)  # model_matrix's index: positions among raked rows
     try:
         lhs, rhs = model_matrix(formula, frame, na_action="drop")
     except (FormulaicError, NameError, SyntaxError) as exc:
@@ -319,16 +347,35 @@ def _model(result: RakeResult, formula: str) -> tuple[list[str], np.ndarray, np.
             f"({list(lhs.columns)}); give one numeric response, e.g. I(column == 'level') "
             "for a binary one."
         )
-    if len(rhs) < len(frame):
-        dropped = frame.index.difference(rhs.index)
-        raise ValueError(
-            f"formula={formula!r} uses columns with {len(dropped)} missing value(s) among the "
-            f"raked rows (rows {list(dropped[:10])}); a model needs every value. Fill them, or "
-            "rake without those rows."
+    used = _formula_columns(formula, list(frame.columns))
+    missing = frame[used].isna().any(axis=1).to_numpy() if used else np.zeros(len(frame), bool)
+    kept = ~missing
+    kept[~np.isin(np.arange(len(frame)), np.asarray(rhs.index))] = False
+    if not kept.all() and na == "error":
+        named = [c for c in used if frame[c].isna().any()] or [formula]
+        raise_missing_values(
+            named, int(np.count_nonzero(~kept)), labels[~kept][:10], f"formula={formula!r}"
         )
-    x = np.asarray(rhs, dtype=np.float64)
-    y = np.asarray(lhs, dtype=np.float64)[:, 0]
-    return [str(c) for c in rhs.columns], x, y
+    if not kept.any():
+        raise ValueError(
+            f"formula={formula!r}: na='omit' leaves no row (every raked row misses a value of "
+            f"{used}); fill some values or use other columns."
+        )
+    x = np.asarray(rhs.loc[np.flatnonzero(kept)], dtype=np.float64)
+    y = np.asarray(lhs.loc[np.flatnonzero(kept)], dtype=np.float64)[:, 0]
+    return [str(c) for c in rhs.columns], x, y, kept
+
+
+def _formula_columns(formula: str, columns: Sequence[Hashable]) -> list[Hashable]:
+    """The data columns named in ``formula`` (as whole names, or quoted in backticks)."""
+    out = []
+    for column in columns:
+        if not isinstance(column, str):
+            continue
+        pattern = rf"(?<![\w.]){re.escape(column)}(?![\w.])"
+        if re.search(pattern, formula):
+            out.append(column)
+    return out
 
 
 def _check_response(y: np.ndarray, fam: _Family, formula: str) -> None:
@@ -463,38 +510,75 @@ def _linearised_cov(result: RakeResult, influence: np.ndarray) -> tuple[np.ndarr
 
 
 def _replicate_cov(
-    result: RakeResult, x: np.ndarray, y: np.ndarray, fam: _Family, beta: np.ndarray
+    result: RakeResult,
+    x: np.ndarray,
+    y: np.ndarray,
+    fam: _Family,
+    beta: np.ndarray,
+    kept: np.ndarray,
 ) -> tuple[np.ndarray, float, list[str]]:
     r""":math:`s \sum_r s_r (\hat\beta_r - c)(\hat\beta_r - c)^\top` of the refitted replicates.
 
-    Also the design's degrees of freedom (:func:`_replicate_df`).
+    Each replicate is refitted on the raked rows ``kept`` (R drops the incomplete rows' weights).
+    Also the design's degrees of freedom (:func:`_replicate_df`, of the whole design as R's
+    ``svyglm`` computes it before dropping rows).
     """
     s = result._design
     reps = s.replicates
     assert reps is not None
     weights = reps.weights(s.design)  # (m, R)
     df = float(_replicate_df(result, weights))
-    thetas, _ = _irls(x, y, np.ascontiguousarray(weights.T), fam, beta[None, :])
-    design = reps.design
-    keep = ~np.isnan(thetas).any(axis=1)
-    t, rs = thetas[keep], design.rscales[keep]
+    thetas = _replicate_fits(x, y, weights, kept, fam, beta)
     notes: list[str] = []
-    if not keep.all():
+    singular = int(np.isnan(thetas).any(axis=1).sum())
+    if singular:
         notes.append(
-            f"{int((~keep).sum())} of {keep.size} replicates have a singular model matrix (no "
+            f"{singular} of {thetas.shape[0]} replicates have a singular model matrix (no "
             "estimate) and were left out of the variance, as R's svrVar"
         )
-    if t.shape[0] == 0 or not np.any(rs > 0):
+    found = replicate_deviations(thetas.T, beta, reps.design)
+    if found is None:
         return np.full((beta.size, beta.size), np.nan), df, notes
-    centre = beta if design.mse else t[rs > 0].mean(axis=0)
-    dev = t - centre
-    return design.scale * np.einsum("r,rp,rq->pq", rs, dev, dev), df, notes
+    dev, factors = found
+    return (dev * factors) @ dev.T, df, notes
 
 
-def _design_df(result: RakeResult) -> int:
-    """R's ``degf``: first-stage PSUs (rows without clusters) minus first-stage strata."""
+def _replicate_fits(
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    kept: np.ndarray,
+    fam: _Family,
+    beta: np.ndarray,
+) -> np.ndarray:
+    r"""The replicates' coefficients ``(R, p)``: :func:`_irls` on chunks of replicates.
+
+    ``weights``: ``(m, R)`` replicate weights of the raked rows, of which the rows ``kept`` are
+    fitted. The batched IRLS holds several ``(B, m)`` work arrays (:math:`\eta`, :math:`\mu`,
+    the working weights); fitting :data:`_REPLICATE_CHUNK` replicates at a time bounds them at
+    ``_REPLICATE_CHUNK x m`` floats whatever ``R``. Each fit is started at :math:`\hat\beta`
+    and iterated to the same tolerance, so chunks change the numbers only at rounding level
+    (a fit may take one more or fewer step in another batch).
+    """
+    n_reps = weights.shape[1]
+    out = np.empty((n_reps, beta.size))
+    for start in range(0, n_reps, _REPLICATE_CHUNK):
+        chunk = np.ascontiguousarray(weights[kept, start : start + _REPLICATE_CHUNK].T)
+        out[start : start + chunk.shape[0]] = _irls(x, y, chunk, fam, beta[None, :])[0]
+    return out
+
+
+def _design_df(result: RakeResult, rows: np.ndarray | None = None) -> int:
+    """R's ``degf``: first-stage PSUs (rows without clusters) minus first-stage strata.
+
+    ``rows``: only the PSUs and strata of these sampled rows (R's ``degf`` of the design
+    subset to the complete rows, ``na="omit"``).
+    """
     stage = result._sampling.stages[0]
-    return int(stage.stratum.size - np.count_nonzero(stage.n_units))
+    if rows is None:
+        return int(stage.stratum.size - np.count_nonzero(stage.n_units))
+    units = rows if stage.unit is None else stage.unit[rows]
+    return int(np.unique(units).size - np.unique(stage.stratum[units]).size)
 
 
 def _replicate_df(result: RakeResult, weights: np.ndarray) -> int:

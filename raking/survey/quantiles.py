@@ -334,8 +334,15 @@ def survey_quantiles(
     by: Hashable | None = None,
     qrule: str = "math",
     alpha: float = 0.05,
+    na: str = "error",
 ) -> QuantileTable:
-    """:meth:`raking.survey.results.RakeResult.quantile` (see the module docstring)."""
+    """:meth:`raking.survey.results.RakeResult.quantile` (see the module docstring).
+
+    ``na="omit"``: every domain keeps the rows where ``column`` is present, as R's
+    ``svyquantile(na.rm=TRUE)`` subsets the design: the CDF's SE is that domain's, and the
+    degrees of freedom those of the rows kept (on a replicate design, the rank of their
+    replicate weights minus 1, as R's subset recomputes it).
+    """
     import pandas as pd
     from scipy.stats import t as student_t
 
@@ -346,7 +353,7 @@ def survey_quantiles(
     series = result._data[column]
     if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
         raise_non_numeric_quantile_column(column, series.dtype)
-    y = result._values(column)  # today's message for missing values
+    (y,), kept, na_notes = result._analysis([column], na)
     s = result._design
     w = np.zeros(s.sample_pos.size)
     w[s.raked_pos] = s.final
@@ -360,19 +367,22 @@ def survey_quantiles(
     raked_index[s.raked_pos] = np.arange(s.raked_pos.size)
     rows, notes = [], {}
     missing: dict[str, list[Any]] = {"lower": [], "upper": []}
+    subset = by is not None or bool(np.any(~kept & (w > 0)))  # R subsets the design
     for label, domain in domains:
         inside = domain & (w > 0)
         if not inside.any():
             raise_on_empty_domain(by, label)
+        result._check_kept([column], domain & kept, w, by, label, domain)
+        inside &= kept
         x_d, w_d = y[inside], w[inside]
         if replicated:
-            df = _replicate_df(result, None if by is None else raked_index[inside])
+            df = _replicate_df(result, raked_index[inside] if subset else None)
         else:
             df = _design_df(result, np.flatnonzero(inside))
         crit = _critical(student_t, alpha, df)
         for p in probs:
             qhat = weighted_quantile(rule, x_d, w_d, p)
-            cdf = result._one("mean", (y <= qhat).astype(np.float64), w, domain)
+            cdf = result._one("mean", (y <= qhat).astype(np.float64), w, domain & kept)
             for note in cdf.notes:
                 notes.setdefault(note, None)
             lo_p = cdf.estimate - crit * cdf.se
@@ -424,7 +434,12 @@ def survey_quantiles(
         if where
     )
     return QuantileTable(
-        name, frame, rule, alpha, method, (rule_note, df_note, *design_notes, *nan_notes)
+        name,
+        frame,
+        rule,
+        alpha,
+        method,
+        (rule_note, df_note, *design_notes, *na_notes, *nan_notes),
     )
 
 

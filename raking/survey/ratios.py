@@ -41,6 +41,7 @@ from raking.validation import (
 )
 
 if TYPE_CHECKING:
+    from raking.survey.replicates import ReplicateDesign
     from raking.survey.results import RakeResult
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "lazy_covariance",
     "logit_ses",
     "ratio",
+    "replicate_deviations",
     "variances",
 ]
 
@@ -152,28 +154,42 @@ def _replicate_covariance(
     return _svrvar(_replicate_thetas(result, parts), theta, result)
 
 
-def _svrvar(thetas: np.ndarray, theta: np.ndarray, result: RakeResult) -> np.ndarray:
-    r""":math:`s \sum_r s_r (\theta_r - c)(\theta_r - c)^\top`, replicates with a NaN left out."""
-    design = result._design.replicates.design  # type: ignore[union-attr]
+def replicate_deviations(
+    thetas: np.ndarray, theta: np.ndarray, design: ReplicateDesign
+) -> tuple[np.ndarray, np.ndarray] | None:
+    r"""R ``svrVar``'s deviations :math:`\hat\theta_r - c` and their factors :math:`s\, s_r`.
+
+    ``thetas``: ``(K, R)`` replicate estimates; replicates with a NaN in any of the ``K`` are
+    left out. :math:`c` is ``theta`` with ``design.mse``, else the mean of the replicates with
+    :math:`s_r > 0`. Returns ``(dev, factors)`` of shapes ``(K, R')`` and ``(R',)``, so that
+    the covariance is ``(dev * factors) @ dev.T``; ``None`` when no replicate is left.
+    """
     keep = ~np.isnan(thetas).any(axis=0)
     t, rs = thetas[:, keep], design.rscales[keep]
     if t.shape[1] == 0 or not np.any(rs > 0):
-        return np.full((theta.size, theta.size), np.nan)
+        return None
     centre = theta if design.mse else t[:, rs > 0].mean(axis=1)
-    dev = t - centre[:, None]
-    return design.scale * (dev * rs) @ dev.T
+    return t - centre[:, None], design.scale * rs
+
+
+def _svrvar(thetas: np.ndarray, theta: np.ndarray, result: RakeResult) -> np.ndarray:
+    r""":math:`s \sum_r s_r (\theta_r - c)(\theta_r - c)^\top`, replicates with a NaN left out."""
+    design = result._design.replicates.design  # type: ignore[union-attr]
+    found = replicate_deviations(thetas, theta, design)
+    if found is None:
+        return np.full((theta.size, theta.size), np.nan)
+    dev, factors = found
+    return (dev * factors) @ dev.T
 
 
 def _svrvar_diagonal(thetas: np.ndarray, theta: np.ndarray, result: RakeResult) -> np.ndarray:
     """The diagonal of :func:`_svrvar` without the ``K x K`` matrix."""
     design = result._design.replicates.design  # type: ignore[union-attr]
-    keep = ~np.isnan(thetas).any(axis=0)
-    t, rs = thetas[:, keep], design.rscales[keep]
-    if t.shape[1] == 0 or not np.any(rs > 0):
+    found = replicate_deviations(thetas, theta, design)
+    if found is None:
         return np.full(theta.size, np.nan)
-    centre = theta if design.mse else t[:, rs > 0].mean(axis=1)
-    dev = t - centre[:, None]
-    return design.scale * (dev * dev) @ rs
+    dev, factors = found
+    return (dev * dev) @ factors
 
 
 def _replicate_thetas(result: RakeResult, parts: Sequence[Ratio]) -> np.ndarray:
@@ -260,8 +276,9 @@ def logit_ses(
     else:
         _, by_codes = result._levels(by)
         domains = [by_codes == i for i in range(int(by_codes.max()) + 1)]
+    kept = codes >= 0  # na="omit": the rows with a level (R's svyglm drops the others)
     parts = [
-        Ratio(((codes == j) & dom).astype(np.float64), dom.astype(np.float64))
+        Ratio(((codes == j) & dom).astype(np.float64), (dom & kept).astype(np.float64))
         for dom in domains
         for j in range(n_levels)
     ]
@@ -276,9 +293,16 @@ def logit_ses(
 
 
 def ratio(
-    result: RakeResult, numerator: Hashable, denominator: Hashable, by: Hashable | None
+    result: RakeResult,
+    numerator: Hashable,
+    denominator: Hashable,
+    by: Hashable | None,
+    na: str = "error",
 ) -> SurveyEstimate | EstimateTable:
-    r"""``result.ratio``: :math:`\hat R = \sum_D w y / \sum_D w x` per domain, SEs and ``cov``."""
+    r"""``result.ratio``: :math:`\hat R = \sum_D w y / \sum_D w x` per domain, SEs and ``cov``.
+
+    ``na="omit"``: each domain keeps the rows where both columns are present.
+    """
     import pandas as pd
 
     check_columns("ratio", [numerator, denominator], list(result._data.columns))
@@ -286,7 +310,7 @@ def ratio(
         series = result._data[column]
         numeric = pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
         check_ratio_dtype(name, column, numeric, series.dtype)
-    y, x = result._values(numerator), result._values(denominator)
+    (y, x), kept, na_notes = result._analysis([numerator, denominator], na)
     s = result._design
     w = np.zeros(s.sample_pos.size)
     w[s.raked_pos] = s.final
@@ -300,14 +324,15 @@ def ratio(
     for label, domain in zip(labels, domains, strict=True):
         if not np.any(domain & (w > 0)):
             raise_empty_domain(by, label)
-        part = Ratio(np.where(domain, y, 0.0), np.where(domain, x, 0.0))
+        result._check_kept([numerator, denominator], domain & kept, w, by, label, domain)
+        part = Ratio(np.where(domain & kept, y, 0.0), np.where(domain & kept, x, 0.0))
         if float(np.dot(w, part.b)) == 0.0:  # type: ignore[arg-type]
             raise_zero_denominator(denominator, None if by is None else label)
         parts.append(part)
     theta, var = variances(result, parts)
     name = f"ratio {numerator} / {denominator}"
     estimates = tuple(
-        _ratio_estimate(result, part, domain, w, float(t), float(v), name)
+        _ratio_estimate(result, part, domain & kept, w, float(t), float(v), name, na_notes)
         for part, domain, t, v in zip(parts, domains, theta, var, strict=True)
     )
     if by is None:
@@ -325,13 +350,18 @@ def _ratio_estimate(
     estimate: float,
     variance: float,
     name: str,
+    na_notes: tuple[str, ...] = (),
 ) -> SurveyEstimate:
     """One ratio with its notes and design effect (R: ``deff`` of the total of ``(y - R x)/X``)."""
     s = result._design
     bottom = float(np.dot(w, part.b))  # type: ignore[arg-type]
     r = (part.a - estimate * part.b) / bottom  # type: ignore[operator]
     vsrs = srs_variances("total", r, w, domain)
-    notes = (f"{name}: ratio of weighted totals, influence (y - R x) / X", *result._notes())
+    notes = (
+        f"{name}: ratio of weighted totals, influence (y - R x) / X",
+        *result._notes(),
+        *na_notes,
+    )
     if result.stalled and s.steps is None:
         notes += ("SE is NaN: raking stalled (margins unreachable together), as mean()",)
     elif math.isnan(variance) and s.replicates is None:
@@ -346,14 +376,23 @@ def _ratio_estimate(
 
 
 def joint(
-    result: RakeResult, kind: str, columns: Sequence[Hashable], by: Hashable | None
+    result: RakeResult,
+    kind: str,
+    columns: Sequence[Hashable],
+    by: Hashable | None,
+    na: str = "error",
 ) -> EstimateTable:
     """``mean`` / ``total`` of several columns (and domains): one table with ``cov``.
 
     Labels: the columns (no ``by``), the domains (one column), or ``(domain, column)``.
+    ``na="omit"``: every estimate keeps the rows where all ``columns`` are present (R
+    ``svymean(~a + b, na.rm=TRUE)``).
     """
-    tables = [result._estimate(kind, column, by) for column in columns]
-    ys = [result._values(column) for column in columns]
+    ys, kept, notes = result._analysis(columns, na)
+    tables = [
+        result._estimate(kind, y, by, name=column, kept=kept, notes=notes)
+        for column, y in zip(columns, ys, strict=True)
+    ]
     s = result._design
     if by is None:
         domains = [np.ones(s.sample_pos.size, dtype=bool)]
@@ -364,8 +403,9 @@ def joint(
     parts, keys, estimates = [], [], []
     for i, (label, domain) in enumerate(zip(labels, domains, strict=True)):
         for j, (column, y) in enumerate(zip(columns, ys, strict=True)):
-            a = np.where(domain, y, 0.0)
-            parts.append(Ratio(a, None if kind == "total" else domain.astype(np.float64)))
+            inside = domain & kept
+            a = np.where(inside, y, 0.0)
+            parts.append(Ratio(a, None if kind == "total" else inside.astype(np.float64)))
             one = tables[j] if by is None else tables[j].estimates[i]  # type: ignore[union-attr]
             estimates.append(one)
             if by is None:

@@ -41,7 +41,15 @@ from raking.survey.linearization import (
 )
 from raking.survey.quantiles import QuantileTable, survey_quantiles
 from raking.survey.replicates import RerakedReplicates, replicate_variance
-from raking.validation import check_ci, check_columns, check_trim_bounds, check_trim_reach
+from raking.validation import (
+    check_ci,
+    check_columns,
+    check_estimate_na,
+    check_trim_bounds,
+    check_trim_reach,
+    raise_missing_values,
+    raise_no_complete_rows,
+)
 
 if TYPE_CHECKING:
     from raking.survey.glm import GLMResult
@@ -408,7 +416,7 @@ class RakeResult:
     # ---------------------------------------------------------------- estimators
 
     def mean(
-        self, column: Hashable | list[Hashable], *, by: Hashable | None = None
+        self, column: Hashable | list[Hashable], *, by: Hashable | None = None, na: str = "error"
     ) -> Estimate | EstimateTable:
         r"""Raked mean :math:`\sum_i w_i y_i / \sum_i w_i` of ``column``, with its SE.
 
@@ -424,19 +432,30 @@ class RakeResult:
         :meth:`mean`, :meth:`total` and :meth:`proportion` is NaN with a note: the weights where
         it stopped are an artefact of where it stopped (their linearisation can be 0), as in
         :func:`raking.estimate`. A run cut short by ``max_iter`` keeps its SE, with a note.
+
+        ``na``: ``"error"`` (default) refuses missing values of ``column`` among the raked rows;
+        ``"omit"`` leaves those rows out as R's ``na.rm=TRUE`` does: the estimate is that of the
+        domain of the rows where every column is present (they keep their weights -- no re-rake
+        -- and the other rows stay in the design with influence 0, for linearisation and
+        replicates alike); the notes say how many rows were left out.
         """
+        na = check_estimate_na(na)
         if isinstance(column, list) or by is not None:
-            return ratios.joint(self, "mean", column if isinstance(column, list) else [column], by)
-        return self._estimate("mean", column, by)
+            columns = column if isinstance(column, list) else [column]
+            return ratios.joint(self, "mean", columns, by, na)
+        return self._estimate("mean", column, by, na=na)
 
     def total(
-        self, column: Hashable | list[Hashable], *, by: Hashable | None = None
+        self, column: Hashable | list[Hashable], *, by: Hashable | None = None, na: str = "error"
     ) -> Estimate | EstimateTable:
         r"""Raked total :math:`\sum_i w_i y_i` of ``column`` (per domain with ``by``), with its SE.
 
         Needs a known population total (count targets, or ``total=`` in :func:`raking.rake`).
         A list of columns, or ``by``: a table with ``.cov`` and ``.contrast``, as :meth:`mean`.
+        ``na="omit"``: the total over the rows where the column(s) are present (R
+        ``svytotal(na.rm=TRUE)``), as :meth:`mean`.
         """
+        na = check_estimate_na(na)
         if not self.total_known:
             raise ValueError(
                 "total() needs the weights to sum to a known population total, but the targets "
@@ -444,29 +463,42 @@ class RakeResult:
                 f"{self.weight_total:.6g}). Rake with targets as population counts or pass total=N."
             )
         if isinstance(column, list) or by is not None:
-            return ratios.joint(self, "total", column if isinstance(column, list) else [column], by)
-        return self._estimate("total", column, by)
+            columns = column if isinstance(column, list) else [column]
+            return ratios.joint(self, "total", columns, by, na)
+        return self._estimate("total", column, by, na=na)
 
     def ratio(
-        self, numerator: Hashable, denominator: Hashable, *, by: Hashable | None = None
+        self,
+        numerator: Hashable,
+        denominator: Hashable,
+        *,
+        by: Hashable | None = None,
+        na: str = "error",
     ) -> Estimate | EstimateTable:
         r"""Ratio of raked totals :math:`\hat R = \sum_i w_i y_i / \sum_i w_i x_i` (R ``svyratio``).
 
         Linearised SE from the influence values :math:`(y_i - \hat R x_i) / \hat X` through the
         raking's projection (or from the re-raked replicates); ``by``: one ratio per domain, an
         :class:`EstimateTable` with ``.cov``. ``deff`` as R ``svyratio(deff=TRUE)``: that of the
-        total of the influence values. See :mod:`raking.survey.ratios`.
+        total of the influence values. See :mod:`raking.survey.ratios`. ``na="omit"``: rows
+        where the numerator or the denominator is missing are left out, a domain (R
+        ``svyratio(na.rm=TRUE)``; see :meth:`mean`).
 
         Raises
         ------
         ValueError
             A non-numeric column, a denominator whose weighted total is 0 (in some domain), a
-            domain without rows of positive weight.
+            domain without rows of positive weight, missing values with ``na="error"``.
         """
-        return ratios.ratio(self, numerator, denominator, by)
+        return ratios.ratio(self, numerator, denominator, by, check_estimate_na(na))
 
     def proportion(
-        self, column: Hashable, *, by: Hashable | None = None, ci: str = "wald"
+        self,
+        column: Hashable,
+        *,
+        by: Hashable | None = None,
+        ci: str = "wald",
+        na: str = "error",
     ) -> EstimateTable:
         r"""Raked share of each level of ``column`` (within each level of ``by``), with SEs.
 
@@ -482,11 +514,17 @@ class RakeResult:
         nominal where the SE is poorly estimated, at the cost of a slightly wider interval;
         ``"logit"`` also stays in (0, 1) and is R's default. Formulas:
         :mod:`raking.survey.intervals`.
+
+        ``na="omit"``: the shares among the rows where ``column`` is present (R
+        ``svymean(~factor, na.rm=TRUE)``, ``svyciprop(..., na.rm=TRUE)``: a domain, no re-rake;
+        the intervals keep the degrees of freedom and rows of the design, as R's); ``"error"``
+        (default) refuses missing values.
         """
         ci = check_ci(ci)
+        na = check_estimate_na(na)
         if ci != "wald":
-            table = self.proportion(column, by=by)
-            labels, codes = self._levels(column)
+            table = self.proportion(column, by=by, na=na)
+            labels, codes = self._levels(column, missing=na)
             logit_se = [np.nan] * len(table)
             if ci == "logit" and self._design.replicates is not None:
                 logit_se = ratios.logit_ses(self, codes, len(labels), by)
@@ -508,9 +546,12 @@ class RakeResult:
                     for e, logit, (df, rows) in zip(table.estimates, logit_se, dfs, strict=True)
                 ),
             )
-        labels, codes = self._levels(column)
+        labels, codes = self._levels(column, missing=na)
+        kept, notes = self._kept_levels(column, codes)
         per_level = [
-            self._estimate("mean", (codes == j).astype(np.float64), by, name=column)
+            self._estimate(
+                "mean", (codes == j).astype(np.float64), by, name=column, kept=kept, notes=notes
+            )
             for j in range(len(labels))
         ]
         if by is None:
@@ -534,6 +575,7 @@ class RakeResult:
         by: Hashable | None = None,
         qrule: str = "math",
         alpha: float = 0.05,
+        na: str = "error",
     ) -> QuantileTable:
         r"""Quantiles of ``column`` with Woodruff intervals, equal to R ``svyquantile(ci=TRUE)``.
 
@@ -559,6 +601,10 @@ class RakeResult:
             ``qrule``).
         alpha : float
             The intervals cover :math:`1 - \alpha`.
+        na : {"error", "omit"}
+            ``"omit"``: leave out the rows where ``column`` is missing, as R
+            ``svyquantile(na.rm=TRUE)`` (the design subset to the other rows: a domain, whose
+            degrees of freedom are those of the rows kept); ``"error"`` refuses them.
 
         Returns
         -------
@@ -571,25 +617,71 @@ class RakeResult:
         ------
         ValueError
             ``q`` outside :math:`[0, 1]`, a non-numeric column, an unknown ``qrule``, ``alpha``
-            outside :math:`(0, 1)`, a domain without rows of positive weight, or missing values.
+            outside :math:`(0, 1)`, a domain without rows of positive weight, or missing values
+            with ``na="error"``.
         """
-        return survey_quantiles(self, column, q, by=by, qrule=qrule, alpha=alpha)
+        na = check_estimate_na(na)
+        return survey_quantiles(self, column, q, by=by, qrule=qrule, alpha=alpha, na=na)
 
     def _estimate(
-        self, kind: str, column: Any, by: Hashable | None, name: Hashable | None = None
+        self,
+        kind: str,
+        column: Any,
+        by: Hashable | None,
+        name: Hashable | None = None,
+        *,
+        na: str = "error",
+        kept: np.ndarray | None = None,
+        notes: tuple[str, ...] = (),
     ) -> Estimate | EstimateTable:
+        """``kind`` of a column (or of the values ``column``, over the sampled rows) by domain.
+
+        ``kept``: the rows where the analysis columns are present (``na="omit"``; each domain
+        is restricted to them), with ``notes`` saying how many were left out.
+        """
         s = self._design
-        y = column if isinstance(column, np.ndarray) else self._values(column)
+        if isinstance(column, np.ndarray):
+            y = column
+        else:
+            (y,), kept, notes = self._analysis([column], na)
         name = column if name is None else name
         w = np.zeros(s.sample_pos.size)
         w[s.raked_pos] = s.final
+        if kept is None:
+            kept = np.ones(w.size, dtype=bool)
         if by is None:
-            return self._one(kind, y, w, np.ones(w.size, dtype=bool))
+            self._check_kept([name], kept, w, None, None)
+            return self._one(kind, y, w, kept, notes)
         labels, codes = self._levels(by)
-        estimates = tuple(self._one(kind, y, w, codes == j) for j in range(len(labels)))
+        domains = [codes == j for j in range(len(labels))]
+        for label, domain in zip(labels, domains, strict=True):
+            self._check_kept([name], domain & kept, w, by, label, domain)
+        estimates = tuple(self._one(kind, y, w, domain & kept, notes) for domain in domains)
         return EstimateTable(f"{kind} of {name} by {by}", tuple(labels), estimates, by)
 
-    def _one(self, kind: str, y: np.ndarray, w: np.ndarray, domain: np.ndarray) -> Estimate:
+    @staticmethod
+    def _check_kept(
+        columns: Sequence[Hashable],
+        kept: np.ndarray,
+        w: np.ndarray,
+        by: Hashable | None,
+        label: object,
+        domain: np.ndarray | None = None,
+    ) -> None:
+        """Refuse a domain that had raked rows but has none left after ``na="omit"``."""
+        had = np.any(w > 0) if domain is None else np.any(domain & (w > 0))
+        if had and not np.any(kept & (w > 0)):
+            raise_no_complete_rows(columns, by, label)
+
+    def _one(
+        self,
+        kind: str,
+        y: np.ndarray,
+        w: np.ndarray,
+        domain: np.ndarray,
+        extra: tuple[str, ...] = (),
+    ) -> Estimate:
+        """One estimate over the rows ``domain`` (``extra``: notes added after the design's)."""
         s = self._design
         yd = np.where(domain, y, 0.0)
         vsrs = srs_variances(kind, y, w, domain)
@@ -599,7 +691,7 @@ class RakeResult:
             wd = float(w[domain].sum())
             estimate = float(np.dot(w, yd)) / wd if wd > 0 else np.nan
             u = np.where(domain, y - estimate, 0.0) / wd if wd > 0 else np.zeros_like(y)
-        notes = self._notes()
+        notes = self._notes() + extra
         if self.stalled and s.steps is None:
             # As raking.estimate without a plug-in: the weights where raking stopped are an
             # artefact of where it stopped, and their linearisation can be 0 (zero-width CIs).
@@ -672,7 +764,7 @@ class RakeResult:
             )
         return float(np.sqrt(var)), notes
 
-    def glm(self, formula: str, family: str = "gaussian") -> GLMResult:
+    def glm(self, formula: str, family: str = "gaussian", *, na: str = "error") -> GLMResult:
         r"""A generalised linear model fitted with the raked weights, with design-based SEs.
 
         Coefficients by design-weighted IRLS; covariance by the sandwich of R ``survey``'s
@@ -690,6 +782,10 @@ class RakeResult:
             expressions in backticks: ``"I(`comp.imp` == 'Yes') ~ ell"``.
         family : {"gaussian", "binomial", "poisson"}
             Identity, logit or log link; a binomial response in [0, 1], a Poisson one >= 0.
+        na : {"error", "omit"}
+            Rows where a column of the formula is missing: ``"error"`` (default) refuses them;
+            ``"omit"`` leaves them out as R ``svyglm``'s default ``na.action = na.omit`` (the
+            design subset to the complete rows: a domain, not a re-rake; the notes say how many).
 
         Returns
         -------
@@ -700,12 +796,13 @@ class RakeResult:
         Raises
         ------
         ValueError
-            An unknown family, a formula naming a missing column or with missing values, a
-            singular model matrix, a response outside the family's range.
+            An unknown family, a formula naming a missing column or with missing values (with
+            ``na="error"``), a singular model matrix (naming the aliased columns), a response
+            outside the family's range.
         """
         from raking.survey.glm import fit_glm
 
-        return fit_glm(self, formula, family)
+        return fit_glm(self, formula, family, check_estimate_na(na))
 
     @functools.cached_property
     def replicate_weights(self) -> pd.DataFrame | None:
@@ -826,37 +923,80 @@ class RakeResult:
                 return True
         return False
 
-    def _values(self, column: Hashable) -> np.ndarray:
-        check_columns("the estimate", [column], list(self._data.columns))
-        series = self._data[column].iloc[self._design.sample_pos]
-        if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
-            raise TypeError(
-                f"column {column!r} has dtype {series.dtype}; mean() and total() need numbers. "
-                f"For the share of each level use proportion({column!r})."
-            )
-        y = series.to_numpy(dtype=np.float64, na_value=np.nan)
-        w = np.zeros(y.size)
-        w[self._design.raked_pos] = self._design.final
-        bad = np.isnan(y) & (w > 0)
-        if bad.any():
-            rows = list(series.index[bad][:10])
-            raise ValueError(
-                f"column {column!r} has {int(bad.sum())} missing value(s) among the raked rows "
-                f"(rows {rows}); an estimate needs every value. Fill them, or rake without "
-                f"those rows (rake(data.dropna(subset=[{column!r}]), ...))."
-            )
-        return np.where(np.isnan(y), 0.0, y)
+    def _analysis(
+        self, columns: Sequence[Hashable], na: str
+    ) -> tuple[list[np.ndarray], np.ndarray, tuple[str, ...]]:
+        """The numeric ``columns`` over the sampled rows (0 where missing), and the rows kept.
 
-    def _levels(self, column: Hashable) -> tuple[list[Any], np.ndarray]:
+        ``na="error"``: missing values among the raked rows raise, naming the column and the
+        fix. ``na="omit"``: the rows kept are those where every column is present (R's
+        ``na.rm=TRUE`` on several columns), with a note saying how many raked rows were left out.
+        """
+        check_columns("the estimate", list(columns), list(self._data.columns))
+        s = self._design
+        w = np.zeros(s.sample_pos.size)
+        w[s.raked_pos] = s.final
+        values, missing = [], np.zeros(w.size, dtype=bool)
+        for column in columns:
+            series = self._data[column].iloc[s.sample_pos]
+            if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+                raise TypeError(
+                    f"column {column!r} has dtype {series.dtype}; mean() and total() need "
+                    f"numbers. For the share of each level use proportion({column!r})."
+                )
+            y = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.isnan(y)
+            if na == "error" and np.any(bad & (w > 0)):
+                rows = series.index[bad & (w > 0)]
+                raise_missing_values([column], rows.size, rows[:10])
+            missing |= bad
+            values.append(np.where(bad, 0.0, y))
+        return values, ~missing, self._omitted_note(columns, missing & (w > 0))
+
+    def _values(self, column: Hashable) -> np.ndarray:
+        """One numeric column over the sampled rows, refusing missing values (``na="error"``)."""
+        return self._analysis([column], "error")[0][0]
+
+    @staticmethod
+    def _omitted_note(columns: Sequence[Hashable], omitted: np.ndarray) -> tuple[str, ...]:
+        """The note of ``na="omit"``: how many raked rows were left out, and how (as R)."""
+        count = int(np.count_nonzero(omitted))
+        if not count:
+            return ()
+        names = ", ".join(map(str, columns))
+        return (
+            f"na='omit': {count} raked row(s) with a missing value of {names} left out, as a "
+            "domain (R's na.rm=TRUE: they keep their place in the design with influence 0; "
+            "the weights are not re-raked)",
+        )
+
+    def _levels(self, column: Hashable, *, missing: str = "by") -> tuple[list[Any], np.ndarray]:
+        """The sorted levels of ``column`` over the sampled rows and each row's code.
+
+        ``missing``: ``"omit"`` gives missing values the code -1 (``proportion(na="omit")``);
+        ``"error"`` (``proportion``) and ``"by"`` (a domain column) refuse them.
+        """
         check_columns("by", [column], list(self._data.columns))
         series = self._data[column].iloc[self._design.sample_pos]
-        if series.isna().any():
-            raise ValueError(
-                f"column {column!r} has missing values; give them a level (fillna) to estimate "
-                "by or for it."
-            )
+        if missing != "omit" and series.isna().any():
+            fix = "give them a level (fillna) to estimate by it"
+            if missing == "error":
+                fix = (
+                    "give them a level (fillna), or pass na='omit' to leave those rows out (R's "
+                    "na.rm=TRUE: the shares among the other rows)"
+                )
+            raise ValueError(f"column {column!r} has missing values; {fix}.")
         codes, uniques = pd.factorize(series, sort=True)
         return list(uniques), codes
+
+    def _kept_levels(
+        self, column: Hashable, codes: np.ndarray
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """The rows where ``column`` has a level (code >= 0), and the ``na="omit"`` note."""
+        w = np.zeros(codes.size)
+        w[self._design.raked_pos] = self._design.final
+        kept = codes >= 0
+        return kept, self._omitted_note([column], ~kept & (w > 0))
 
     def _se_method(self) -> str:
         k = self._design.steps

@@ -68,8 +68,11 @@ from raking.validation._estimates import (
     CI_OPTIONS,
     check_ci,
     check_contrast,
+    check_estimate_na,
     check_ratio_dtype,
     raise_empty_domain,
+    raise_missing_values,
+    raise_no_complete_rows,
     raise_zero_denominator,
 )
 from raking.validation._messages import listed
@@ -163,6 +166,7 @@ __all__ = [
     "check_contrast",
     "check_counts",
     "check_design_weights",
+    "check_estimate_na",
     "check_function",
     "check_is_array",
     "check_joint",
@@ -206,6 +210,8 @@ __all__ = [
     "raise_fpc_not_constant",
     "raise_fpc_out_of_range",
     "raise_if_out_of_reach_with_total",
+    "raise_missing_values",
+    "raise_no_complete_rows",
     "raise_non_numeric_quantile_column",
     "raise_not_nested",
     "raise_on_collinear",

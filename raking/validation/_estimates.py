@@ -11,12 +11,58 @@ __all__ = [
     "CI_OPTIONS",
     "check_ci",
     "check_contrast",
+    "check_estimate_na",
     "check_ratio_dtype",
     "raise_empty_domain",
+    "raise_missing_values",
+    "raise_no_complete_rows",
     "raise_zero_denominator",
 ]
 
 CI_OPTIONS = ("wald", "logit", "beta")
+ESTIMATE_NA_OPTIONS = ("error", "omit")
+_NA_OMIT = (
+    "pass na='omit' to leave those rows out (R's na.rm=TRUE: the estimate is over the other "
+    "rows, a domain of the raked design; the weights are not re-raked)"
+)
+
+
+def check_estimate_na(na: object) -> str:
+    """``na=`` of a survey result's estimates: ``"error"`` or ``"omit"``."""
+    if not isinstance(na, str) or na not in ESTIMATE_NA_OPTIONS:
+        raise ValueError(
+            f"na must be 'error' or 'omit', got {na!r}; na='omit' leaves out the rows where an "
+            "analysis column is missing (R's na.rm=TRUE, a domain of the other rows), "
+            "na='error' refuses missing values."
+        )
+    return na
+
+
+def raise_missing_values(
+    columns: Sequence[Hashable], count: int, rows: Sequence[Any], what: str = "an estimate"
+) -> None:
+    """Missing values among the raked rows of analysis ``columns`` with ``na="error"``."""
+    names = ", ".join(map(repr, columns))
+    found = f"column {names} has {count} missing value(s)"
+    if len(columns) > 1:
+        found = f"columns {names} have missing values in {count} row(s)"
+    raise ValueError(
+        f"{found} among the raked rows (rows {list(rows)}); {what} needs every value with "
+        f"na='error'. Fill them, {_NA_OMIT}, or rake without those rows."
+    )
+
+
+def raise_no_complete_rows(columns: Sequence[Hashable], by: Hashable | None, level: object) -> None:
+    """``na="omit"`` left a domain (or the whole sample) without any row of positive weight."""
+    names = ", ".join(map(repr, columns))
+    where = "the raked rows"
+    if by is not None:
+        where += f" of the domain {level!r} of by={by!r}"
+    raise ValueError(
+        f"na='omit' leaves no row: {names} is missing on every one of {where}, so there is no "
+        "estimate; estimate another column, or "
+        + ("fill some of its values." if by is None else "leave that domain out (merge levels).")
+    )
 
 
 def check_ci(ci: object) -> str:
