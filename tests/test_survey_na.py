@@ -79,9 +79,8 @@ def test_mean_and_total_equal_r_na_rm(case: str, kind: str) -> None:
     one = getattr(res, kind)("api00", na="omit")
     close(one.estimate, r_values(case, f"{kind}.estimate"))
     close(one.se, r_values(case, f"{kind}.se"))
-    if res._design.replicates is None:  # R's svrepdesign deff is another formula
-        close(one.deff, r_values(case, f"{kind}.deff"))
-        close(one.deff_replace, r_values(case, f"{kind}.deff_replace"))
+    close(one.deff, r_values(case, f"{kind}.deff"))
+    close(one.deff_replace, r_values(case, f"{kind}.deff_replace"))
     omitted = int(r_values(case, "n_api00_missing")[0])
     assert any(f"na='omit': {omitted} raked row(s)" in note for note in one.notes)
     both = getattr(res, kind)(["api00", "api99"], na="omit")
@@ -103,6 +102,44 @@ def test_proportion_and_intervals_equal_r_na_rm(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
+def test_domain_proportions_totals_and_intervals_equal_r_na_rm(case: str) -> None:
+    """svyby(..., na.rm=TRUE): shares of yr.rnd and totals of api00 by stype; svyciprop by
+    sch.wide (R's df: the domain's, its missing rows included). Degenerate domains (a share of 0
+    or 1, whose interval R's IRLS only approaches) are left out."""
+    res = raked(case)
+    table = res.proportion("yr.rnd", by="stype", na="omit")  # (domain, level), levels inner
+    r_order = [(dom, lv) for lv in ("No", "Yes") for dom in ("E", "H", "M")]
+    close(table.estimate.loc[r_order], r_values(case, "prop_by.estimate"), rtol=1e-10)
+    # R's SE(svyby) is domains x levels, written by domain: the table's order
+    np.testing.assert_allclose(table.se, r_values(case, "prop_by.se"), rtol=RTOL, atol=1e-12)
+    totals = res.total("api00", by="stype", na="omit")
+    close(totals.estimate, r_values(case, "total_by.estimate"))
+    close(totals.se, r_values(case, "total_by.se"))
+    for method in ("logit", "beta"):
+        ours = res.proportion("yr.rnd", by="sch.wide", ci=method, na="omit")
+        expected = r_values(case, f"ciprop_by_{method}.ci").reshape(2, 2, order="F")
+        for i, domain in enumerate(("No", "Yes")):
+            one = ours[(domain, "Yes")]
+            if 0 < one.estimate < 1:
+                close(one.confint(0.95), expected[i])
+
+
+@pytest.mark.parametrize("case", ["clus1", "jk1"])
+def test_logit_and_beta_intervals_of_a_share_of_zero_are_nan(case: str) -> None:
+    """A domain without any row of a level (p = 0, and p = 1 for the other level): no logit, no
+    effective sample size, NaN bounds rather than an exception."""
+    table = raked(case).proportion("yr.rnd", by="sch.wide", ci="logit", na="omit")
+    frame = table.to_frame()
+    p = frame["estimate"].to_numpy()
+    empty = np.isclose(p, 0.0, rtol=0, atol=1e-12) | np.isclose(p, 1.0, rtol=0, atol=1e-12)
+    assert empty.sum() == 2
+    assert frame.loc[empty, ["ci_low", "ci_high"]].isna().all().all()
+    assert frame.loc[~empty, ["ci_low", "ci_high"]].notna().all().all()
+    beta = raked(case).proportion("yr.rnd", by="sch.wide", ci="beta", na="omit").to_frame()
+    assert beta.loc[empty, ["ci_low", "ci_high"]].isna().all().all()
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_ratio_equals_r_na_rm(case: str) -> None:
     res = raked(case)
     one = res.ratio("api00", "api99", na="omit")
@@ -119,8 +156,7 @@ def test_domain_means_cov_contrast_equal_r_na_rm(case: str) -> None:
     table = res.mean("api00", by="stype", na="omit")
     close(table.estimate, r_values(case, "by.estimate"))
     close(table.se, r_values(case, "by.se"))
-    if res._design.replicates is None:
-        close(table.deff, r_values(case, "by.deff"))
+    close(table.deff, r_values(case, "by.deff"))
     close(table.cov.ravel(), r_values(case, "by.cov"))
     contrast = table.contrast({"E": 1, "H": -1})
     close(contrast.estimate, r_values(case, "contrast.estimate"))

@@ -65,7 +65,8 @@ def proportion_interval(
     Returns
     -------
     (float, float)
-        Lower and upper bound; NaN where ``se`` is NaN or ``df < 1``.
+        Lower and upper bound; NaN where ``se`` is NaN or 0, ``df < 1``, or (``"logit"``,
+        ``"beta"``) ``p`` is 0 or 1.
     """
     from scipy import stats
 
@@ -73,7 +74,9 @@ def proportion_interval(
     if method == "wald":
         z = stats.norm.ppf(1 - alpha / 2)
         return p - z * se, p + z * se
-    if not (np.isfinite(se) and df >= 1):
+    if not (np.isfinite(se) and df >= 1) or not 0 < p < 1 or se == 0:
+        # p of 0 or 1 (no variation in the domain): no logit and no effective sample size;
+        # R's numbers there come from an IRLS that diverges, or from an SE of rounding noise
         return math.nan, math.nan
     if method == "logit":
         scale = se / (p * (1 - p)) if math.isnan(logit_se) else logit_se

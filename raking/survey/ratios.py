@@ -285,6 +285,9 @@ def logit_ses(
     out = []
     for part, thetas in zip(parts, _replicate_thetas(result, parts), strict=True):
         p = _point(part, w)[0]
+        if not 0 < p < 1:  # no logit (the interval is NaN, intervals.proportion_interval)
+            out.append(math.nan)
+            continue
         with np.errstate(divide="ignore", invalid="ignore"):
             logits = np.log(thetas / (1 - thetas))
         var = _svrvar(logits[None, :], np.array([math.log(p / (1 - p))]), result)

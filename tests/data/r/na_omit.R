@@ -76,6 +76,18 @@ for (case in names(designs)) {
     put(case, paste0("ciprop_", method, ".estimate"), coef(p))
     put(case, paste0("ciprop_", method, ".ci"), attr(p, "ci"))
   }
+  # by domain: svyby subsets the design to the domain, then na.rm (the intervals' df are the
+  # domain's, missing rows included, as svyciprop's default df = degf(design))
+  pb <- svyby(~yr.rnd, ~stype, d, svymean, na.rm = TRUE)
+  # coef: levels outer, domains inner; SE: a domains x levels matrix, written by domain
+  put(case, "prop_by.estimate", coef(pb)); put(case, "prop_by.se", t(SE(pb)))
+  for (method in c("logit", "beta")) {
+    cb <- svyby(~I(yr.rnd == "Yes"), ~sch.wide, d, svyciprop, method = method, vartype = "ci",
+                na.rm = TRUE)
+    put(case, paste0("ciprop_by_", method, ".ci"), cbind(cb[["ci_l"]], cb[["ci_u"]]))
+  }
+  tb <- svyby(~api00, ~stype, d, svytotal, na.rm = TRUE)
+  put(case, "total_by.estimate", coef(tb)); put(case, "total_by.se", SE(tb))
   # ratio: rows missing in the numerator or the denominator are left out
   r <- svyratio(~api00, ~api99, d, na.rm = TRUE)
   put(case, "ratio.estimate", coef(r)); put(case, "ratio.se", SE(r))
