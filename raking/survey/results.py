@@ -10,7 +10,9 @@ outlives its data keeps that DataFrame alive, and pickling it pickles the data t
 Estimates (:meth:`RakeResult.mean`, :meth:`~RakeResult.total`, :meth:`~RakeResult.proportion`) are
 :class:`~raking.results.Estimate` objects (or an :class:`EstimateTable` of them, one per domain or
 level), whose SE is the linearisation of :mod:`raking.survey.linearization` for the number of steps
-actually used.
+actually used. Every estimate takes ``na="error" | "omit"``: ``"omit"`` leaves out the rows where
+an analysis column is missing as R's ``na.rm=TRUE`` does -- a domain of the raked design (the
+rows keep their weights and their place in the design, with influence 0), not a re-rake.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Checks of the arguments of a survey result's estimators (ratio, contrast, intervals)."""
+"""Checks of the arguments of a survey result's estimators (ratio, contrast, intervals, ``na=``)."""
 
 from __future__ import annotations
 
