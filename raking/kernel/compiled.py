@@ -19,10 +19,14 @@ flagged tables again with the array-API loop, which absorbs the factors.
 Why it is faster than the batched NumPy path: each NumPy step is one batched mat-vec that
 streams the whole batch through memory (``B * m * l`` numbers per step) and pays Python and
 ufunc overhead, so for many small tables that path is memory- and overhead-bound. Here each table
-is read from memory once and stays in cache for all of its steps, together with a transposed
-copy: both reductions then run over contiguous rows and vectorise (``A^T f`` as a sum of rows
-``f[j] A[j, :]``, taken left to right), without ``fastmath``. The summation order differs from
-BLAS's, so the factors agree with the kernel's to rounding (about 1e-15 relative), not bitwise.
+is read from memory once and stays in cache for all of its steps, and the next table of the
+thread's chunk is prefetched meanwhile (one part per step: ``llvm.prefetch``), so the reads
+overlap the arithmetic. Both reductions vectorise: ``K^T f`` as a sum of contiguous rows
+``f[i] K[i, :]``, taken in order; ``K f`` as row dot products, four rows at a time, whose sums
+alone are compiled with ``fastmath={"reassoc", "contract"}`` (vector lanes and fused
+multiply-adds; all terms are non-negative, so any order is exact to ``l`` roundings). The
+summation order differs from BLAS's, so the factors agree with the kernel's to rounding (about
+1e-15 relative), not bitwise.
 
 For the public functions (:func:`raking.kernel.ipf.balance` etc.) the same pass also checks
 each table (``check=True``: what :func:`raking.validation.check_table` and
@@ -58,7 +62,7 @@ __all__ = ["NumbaRun", "numba_apply", "numba_ipf", "numba_supports", "use_numba"
 # Decision rule of use_numba (measurements in its docstring and in benchmarks/README.md).
 _MIN_TABLES = 2  # a single table never loads numba
 _SMALL_CELLS = 40_000  # up to 200 x 200: faster even on one thread than NumPy on all cores
-_MAX_CELLS = 250_000  # up to 500 x 500: a table and its transposed copy stay in cache
+_MAX_CELLS = 250_000  # up to 500 x 500: a table stays in cache for its steps
 
 # Bound to ``numba.prange`` by ``_compiled()`` before the loops below are compiled; in plain Python
 # the two are the same.
@@ -115,8 +119,9 @@ def use_numba(table: Any, targets: Sequence[Any], steps: int | None) -> bool:
 
     Why: the NumPy path pays Python and ufunc overhead at every step and streams the whole
     batch through memory once per step (one batched mat-vec), while the loops read each table
-    once and keep it, with a transposed copy, in cache for all its steps. Beyond 500 x 500 the
-    two no longer fit in the caches and NumPy's BLAS mat-vecs win. The loops parallelise over
+    once and keep it in cache for all its steps. Beyond 500 x 500 the table and its transposed
+    copy (which the loops kept when this grid was measured) no longer fit in the caches and
+    NumPy's BLAS mat-vecs win. The loops parallelise over
     tables only: with two tables up to 200 x 200, one thread per table beats NumPy on both cores
     (1.6x or more); above that it needs every core (0.8-0.9x at 500 x 500 on one thread), hence a
     table per CPU [INF: the rule for machines with more cores is extrapolated from the
@@ -248,7 +253,7 @@ def numba_ipf(
     # A few chunks of tables per thread, each with its own scratch arrays.
     n_chunks = min(n_tables, 4 * compiled.get_num_threads())
     low, high, ratio = (float(b) for b in bounds)
-    bits = K.view(np.int64 if dtype == np.float64 else np.int32)  # the same memory
+    bits = K.reshape(n_tables, m * l).view(np.int64 if dtype == np.float64 else np.int32)
     compiled.ipf(
         K, t0, t1, int(steps), n_chunks, low, high, ratio, bool(check), bool(write), bits,
         f0, f1, errors, flagged, invalid, out,
@@ -325,12 +330,39 @@ def _compiled() -> _Compiled:
 
     names = globals()
     names["prange"] = numba.prange
-    helper = numba.njit(cache=True, fastmath=False)
-    helpers = ("_transpose", "_rows_pass", "_columns_pass", "_reduce", "_rescale", "_max_error")
-    for name in (*helpers, "_write"):
-        names[name] = helper(getattr(names[name], "py_func", names[name]))
+    names["_prefetch"] = _prefetch_intrinsic(numba)
+    exact = numba.njit(cache=True, fastmath=False)
+    helpers = ("_prefetch_part", "_signs", "_rows_pass", "_columns_pass", "_reduce", "_rescale")
+    for name in (*helpers, "_max_error", "_write"):
+        names[name] = exact(getattr(names[name], "py_func", names[name]))
+    reassoc = numba.njit(cache=True, fastmath={"reassoc", "contract"})
+    names["_row_dots"] = reassoc(getattr(_row_dots, "py_func", _row_dots))
     parallel = numba.njit(parallel=True, cache=True, fastmath=False)
     return _Compiled(parallel(_ipf_loops), parallel(_apply_loops), numba.get_num_threads)
+
+
+def _prefetch_intrinsic(numba: Any) -> Callable[..., None]:
+    """A Numba intrinsic ``prefetch(flat, index)``: ``llvm.prefetch`` of ``&flat[index]``.
+
+    Read (0), locality 2 (into L2: the table and its scratch fill half of L1), data cache (1).
+    """
+    from llvmlite import ir
+
+    byte = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    signature = ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32])
+
+    def typer(typingctx: Any, flat: Any, index: Any) -> Any:
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            array = context.make_array(sig.args[0])(context, builder, args[0])
+            address = builder.bitcast(builder.gep(array.data, [args[1]]), byte)
+            intrinsic = builder.module.declare_intrinsic("llvm.prefetch", [byte], signature)
+            builder.call(intrinsic, [address, i32(0), i32(2), i32(1)])
+            return context.get_dummy_value()
+
+        return numba.types.void(flat, index), codegen
+
+    return numba.extending.intrinsic(typer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,54 +370,50 @@ def _compiled() -> _Compiled:
 # --------------------------------------------------------------------------------------------
 
 
-def _transpose(K: np.ndarray, Kt: np.ndarray, row_sums: np.ndarray) -> None:
-    """``Kt = K.T`` into the scratch array ``Kt``, and ``row_sums = K 1`` on the way.
+def _prefetch(flat: np.ndarray, index: int) -> None:
+    """Ask the CPU to fetch the cache line of ``flat[index]`` into L2 (a no-op in plain Python).
 
-    Four rows at a time: four independent sums (each still taken left to right, so the same
-    numbers as one row at a time) and four adjacent stores into each row of ``Kt``.
+    Bound by ``_compiled()`` to an intrinsic that emits ``llvm.prefetch`` (read, locality 2):
+    a hint, so it neither faults nor changes a result.
     """
-    m, l = K.shape
-    m4 = m - m % 4
-    zero = K[0, 0] * 0  # a zero of the table's dtype
-    for i in range(0, m4, 4):
-        s0, s1, s2, s3 = zero, zero, zero, zero
-        for j in range(l):
-            a, b, c, d = K[i, j], K[i + 1, j], K[i + 2, j], K[i + 3, j]
-            Kt[j, i], Kt[j, i + 1], Kt[j, i + 2], Kt[j, i + 3] = a, b, c, d
-            s0, s1, s2, s3 = s0 + a, s1 + b, s2 + c, s3 + d
-        row_sums[i], row_sums[i + 1], row_sums[i + 2], row_sums[i + 3] = s0, s1, s2, s3
-    for i in range(m4, m):
-        s = zero
-        for j in range(l):
-            v = K[i, j]
-            Kt[j, i] = v
-            s += v
-        row_sums[i] = s
 
 
-def _rows_pass(bits: np.ndarray, row_sums: np.ndarray, t0: np.ndarray) -> bool:
-    """Whether a table passes the checks its rows can make (its columns: :func:`_columns_pass`).
+def _prefetch_part(flat: np.ndarray, part: int, parts: int) -> None:
+    """Prefetch part ``part`` of ``parts`` of the 1-D array ``flat``, one hint per 64 bytes."""
+    n = flat.shape[0]
+    line = max(64 // flat.itemsize, 1)
+    size = -(-n // (parts * line)) * line  # a whole number of lines per part
+    for p in range(part * size, min((part + 1) * size, n), line):
+        _prefetch(flat, p)
 
-    Every row sum is finite (a NaN or infinite cell makes its row's sum NaN or infinite; finite
-    cells whose sum overflows fail too), no row whose target is positive is empty (sum 0), and
-    no cell has its sign bit set (``bits``: the cells' bit patterns as integers, OR-ed together
-    in one vectorised pass; ``-0.0`` fails too). What fails here may still be valid (an
-    overflowing sum, ``-0.0``): the caller's complete validation decides.
+
+def _signs(bits: np.ndarray) -> bool:
+    """Whether no cell has its sign bit set: the cells' bit patterns (1-D) OR-ed together.
+
+    Integer OR is associative, so this loop vectorises exactly. ``-0.0`` fails too (the
+    caller's complete validation then decides).
+    """
+    acc = bits[0] & 0
+    for p in range(bits.shape[0]):
+        acc |= bits[p]
+    return acc >= 0
+
+
+def _rows_pass(row_sums: np.ndarray, t0: np.ndarray) -> bool:
+    """Whether every row sum is finite and no row whose target is positive is empty.
+
+    A NaN or infinite cell makes its row's sum NaN or infinite; finite cells whose sum
+    overflows fail too (the caller's complete validation decides).
     """
     for i in range(row_sums.shape[0]):
         r = row_sums[i]
         if not (abs(r) < np.inf) or (r <= 0 and t0[i] > 0):
             return False
-    m, l = bits.shape
-    acc = bits[0, 0] & 0
-    for i in range(m):
-        for j in range(l):
-            acc |= bits[i, j]
-    return acc >= 0
+    return True
 
 
-def _columns_pass(Kt: np.ndarray, reduced: np.ndarray, t1: np.ndarray, exact: bool) -> bool:
-    """Whether no column of the table (rows of ``Kt``) whose target is positive is empty.
+def _columns_pass(K: np.ndarray, reduced: np.ndarray, t1: np.ndarray, exact: bool) -> bool:
+    """Whether no column of the table whose target is positive is empty.
 
     ``reduced`` is ``K^T f_0`` for factors ``f_0`` that are positive wherever the row target
     is: a column with mass somewhere there has a positive entry, so only the columns where it
@@ -393,12 +421,12 @@ def _columns_pass(Kt: np.ndarray, reduced: np.ndarray, t1: np.ndarray, exact: bo
     ``exact``: ``reduced`` is not such a reduction (the steps stopped early); scan every column
     whose target is positive. The cells are already known to be finite and non-negative.
     """
-    l, m = Kt.shape
+    m, l = K.shape
     for j in range(l):
         if t1[j] > 0 and (exact or not reduced[j] > 0):
             empty = True
             for i in range(m):
-                if Kt[j, i] != 0:
+                if K[i, j] != 0:
                     empty = False
                     break
             if empty:
@@ -413,6 +441,33 @@ def _write(K: np.ndarray, f0: np.ndarray, f1: np.ndarray, out: np.ndarray) -> No
         a = f0[i]
         for j in range(l):
             out[i, j] = K[i, j] * a * f1[j]
+
+
+def _row_dots(K: np.ndarray, f: np.ndarray, out: np.ndarray) -> None:
+    """``out = K f``, i.e. ``out[i] = sum_j K[i, j] f[j]``, four rows at a time.
+
+    Compiled with ``fastmath={"reassoc", "contract"}`` (this function only): each row's sum
+    is taken in vector lanes and fused multiply-adds, in an order of the compiler's choosing.
+    All terms are non-negative here, so any order gives the sum to ``l`` roundings (tested
+    equal to the array-API loop to 1e-12); NaN and infinities still propagate.
+    """
+    m, l = K.shape
+    m4 = m - m % 4
+    zero = K[0, 0] * 0
+    for i in range(0, m4, 4):
+        s0, s1, s2, s3 = zero, zero, zero, zero
+        for j in range(l):
+            g = f[j]
+            s0 += K[i, j] * g
+            s1 += K[i + 1, j] * g
+            s2 += K[i + 2, j] * g
+            s3 += K[i + 3, j] * g
+        out[i], out[i + 1], out[i + 2], out[i + 3] = s0, s1, s2, s3
+    for i in range(m4, m):
+        s = zero
+        for j in range(l):
+            s += K[i, j] * f[j]
+        out[i] = s
 
 
 def _reduce(A: np.ndarray, f: np.ndarray, out: np.ndarray) -> None:
@@ -442,13 +497,14 @@ def _rescale(
     In range: every factor of a positive-target category lies in ``[low, high]`` (NaN counts
     as in range: it propagates to the error instead).
     """
-    ok = True
+    bad = False  # bitwise & and | (no branches): the loop vectorises, divisions included
     for i in range(reduced.shape[0]):
-        f = target[i] / reduced[i] if reduced[i] > 0 else 1
+        r = reduced[i]
+        t = target[i]
+        f = t / r if r > 0 else t * 0 + 1
         factor[i] = f
-        if target[i] > 0 and (f < low or f > high):
-            ok = False
-    return ok
+        bad |= (t > 0) & ((f < low) | (f > high))
+    return not bad
 
 
 def _max_error(
@@ -485,16 +541,17 @@ def _ipf_loops(
     """Balance each table ``K[b]`` into ``F0[b]``, ``F1[b]``; its final error into ``errors[b]``.
 
     ``T0``, ``T1`` have one row per table or a single shared row. The batch is cut into
-    ``n_chunks`` contiguous chunks run in parallel, each with its own scratch arrays. A table
-    whose sum is far from its target total, or whose factors leave ``[low, high]``, is flagged
-    and left (see :func:`numba_ipf`). The error is relative to the target total. ``check``:
-    a table that fails :func:`_rows_pass` (``bits``: ``K`` viewed as integers) or
-    :func:`_columns_pass` is marked ``invalid`` and left; ``write``: the balanced table goes to
-    ``out[b]`` while ``K[b]`` is in cache.
+    ``n_chunks`` contiguous chunks run in parallel, each with its own scratch arrays; while a
+    table is balanced (in cache), the next table of the chunk is prefetched, one part per step.
+    A table whose sum is far from its target total, or whose factors leave ``[low, high]``, is
+    flagged and left (see :func:`numba_ipf`). The error is relative to the target total.
+    ``check``: a table that fails :func:`_signs` (``bits``: ``K`` viewed as integers, one row
+    per table), :func:`_rows_pass` or :func:`_columns_pass` is marked ``invalid`` and left;
+    ``write``: the balanced table goes to ``out[b]`` while ``K[b]`` is in cache.
     """
     n_tables, m, l = K.shape
+    flat = K.reshape(n_tables, m * l)
     for c in prange(n_chunks):
-        Kt = np.empty((l, m), dtype=K.dtype)  # K[b].T: row reductions on contiguous rows
         r0 = np.empty(m, dtype=K.dtype)
         r1 = np.empty(l, dtype=K.dtype)
         for b in range(c * n_tables // n_chunks, (c + 1) * n_tables // n_chunks):
@@ -503,12 +560,17 @@ def _ipf_loops(
             f1 = F1[b]
             t0 = T0[0] if T0.shape[0] == 1 else T0[b]
             t1 = T1[0] if T1.shape[0] == 1 else T1[b]
-            _transpose(Kb, Kt, r0)  # r0 = K 1: the first X-reduction (f1 = 1)
-            if check and not _rows_pass(bits[b], r0, t0):
+            following = flat[min(b + 1, n_tables - 1)]
+            _prefetch_part(following, 0, steps + 1)
+            if check and not _signs(bits[b]):
                 invalid[b] = True
                 continue
             f0[:] = 1
             f1[:] = 1
+            _row_dots(Kb, f1, r0)  # r0 = K 1: the first X-reduction (f1 = 1)
+            if check and not _rows_pass(r0, t0):
+                invalid[b] = True
+                continue
             total = 0.0
             mass = 0.0
             for i in range(m):
@@ -517,12 +579,13 @@ def _ipf_loops(
             scale = 1.0 / total
             if mass * ratio < total or total * ratio < mass:  # (NaN: not flagged)
                 flagged[b] = True
-                invalid[b] = check and not _columns_pass(Kt, r1, t1, True)
+                invalid[b] = check and not _columns_pass(Kb, r1, t1, True)
                 continue
             for k in range(steps):
+                _prefetch_part(following, k + 1, steps + 1)
                 if k % 2 == 0:  # X-step: f0 = t0 / (K f1)
                     if k > 0:
-                        _reduce(Kt, f1, r0)
+                        _row_dots(Kb, f1, r0)
                     ok = _rescale(r0, t0, f0, low, high)
                 else:  # Y-step: f1 = t1 / (K^T f0)
                     _reduce(Kb, f0, r1)
@@ -531,15 +594,15 @@ def _ipf_loops(
                     flagged[b] = True
                     break
             if flagged[b]:
-                invalid[b] = check and not _columns_pass(Kt, r1, t1, True)
+                invalid[b] = check and not _columns_pass(Kb, r1, t1, True)
                 continue
             # Final error on both axes. The axis stepped last keeps its reduction: the other
             # factor has not changed since. So r1 = K^T f0 with f0 > 0 where t0 > 0.
             if steps % 2 == 0 and steps > 0:
-                _reduce(Kt, f1, r0)
+                _row_dots(Kb, f1, r0)
             if steps % 2 == 1 or steps == 0:
                 _reduce(Kb, f0, r1)
-            if check and not _columns_pass(Kt, r1, t1, False):
+            if check and not _columns_pass(Kb, r1, t1, False):
                 invalid[b] = True
                 continue
             errors[b] = _max_error(r1, f1, t1, scale, _max_error(r0, f0, t0, scale, 0.0))
