@@ -236,9 +236,39 @@ def rake(
     657.79
     """
     if not isinstance(data, pd.DataFrame):
-        raise TypeError(
-            f"data must be a pandas.DataFrame, got {type(data).__name__}; wrap it with "
-            "pandas.DataFrame(...) (for NumPy codes use raking.survey.weights.rake_codes)."
+        from raking.survey.frames import frame_kind
+
+        if frame_kind(data) is None:
+            raise TypeError(
+                f"data must be a pandas.DataFrame, a Dask DataFrame, a Polars DataFrame or "
+                f"LazyFrame, or a PyArrow Table, got {type(data).__name__}; wrap it with "
+                "pandas.DataFrame(...) (for NumPy codes use raking.survey.weights.rake_codes)."
+            )
+        from raking.survey.frame_rake import rake_frame
+
+        return rake_frame(  # type: ignore[return-value]
+            data,
+            targets,
+            weights=weights,  # type: ignore[arg-type]
+            steps=steps,
+            tol=tol,
+            max_iter=max_iter,
+            bounds=bounds,
+            total=total,
+            na=na,
+            unknown=unknown,
+            strata=strata,
+            cluster=cluster,
+            fpc=fpc,
+            lonely_psu=lonely_psu,
+            nest=nest,
+            replicates=replicates,
+            n_replicates=n_replicates,
+            seed=seed,
+            fay_rho=fay_rho,
+            replicate_scale=replicate_scale,
+            replicate_rscales=replicate_rscales,
+            replicate_mse=replicate_mse,
         )
     if len(data) == 0:
         raise ValueError("data has no rows; raking needs a sample.")

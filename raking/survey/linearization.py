@@ -248,6 +248,10 @@ class RakingProjection:
         out *= self._scale
         return out
 
+    def _norm(self, u: np.ndarray) -> float:
+        r""":math:`\lVert u \rVert_D = (\sum_i d_i u_i^2)^{1/2}`, the scale of the tolerance."""
+        return float(np.sqrt(_dot(self.design * u, u)))
+
     def _least_squares_residual(self, u: np.ndarray, sums: np.ndarray) -> np.ndarray:
         r"""Residual of the weighted least squares of ``u`` on all indicators, by CG (see Notes).
 
@@ -257,7 +261,7 @@ class RakingProjection:
         recomputed one does too (otherwise CG restarts from it, within ``max_iter`` iterations
         in all).
         """
-        u_norm = np.sqrt(_dot(self.design * u, u))
+        u_norm = self._norm(u)
         target = self.effective_tol * u_norm
         fitted = np.zeros_like(self._cell_weight)  # e = u - fitted[cell]
         e = u
