@@ -1,0 +1,752 @@
+r"""Rake data that stay where they are: Dask DataFrames, Polars frames and PyArrow tables.
+
+:func:`rake_frame` (reached through :func:`raking.rake`) rakes the **cells** of the crossed codes
+of the raked columns, not the rows: every row of a cell gets the same raking factor :math:`g_c`,
+so the raking needs only, per cell, the number of rows and the summed design weight
+:math:`D_c = \sum_{i \in c} d_i` -- a table of thousands to a few million cells, however many
+rows there are. Only three things touch the rows, each embarrassingly parallel:
+
+1. **counting** -- one aggregation: per group of rows, their count, :math:`\sum d`,
+   :math:`\sum d^2`, min and max of :math:`d` and the number of bad design weights;
+2. **coding** -- the level of each row in the targets, by the same coder as the pandas path
+   (:func:`raking.survey.codes._code_variable`), so a level outside the targets, a missing
+   value or a missing column gives the same error, with the same message, as pandas;
+3. **mapping back** -- :math:`w_i = g_{c(i)} d_i`, lazily.
+
+The cells are then raked on the client by the solver of the pandas path
+(:func:`raking.survey.weights._rake_units` on cell units), so the weights are those of
+``raking.rake(pandas_frame)`` to rounding (1e-15 relative measured; the pandas path rakes the
+same cells unless they are more than half the rows, when it rakes the rows: the same fixed
+point, reached within ``tol``).
+
+Backends (two, on purpose):
+
+- **Dask** (``dask.dataframe.DataFrame``): each partition is a pandas DataFrame, coded by the
+  pandas coder itself; the per-partition group sums go through Dask's own groupby-aggregation
+  (a tree reduction, ``split_every``), so it runs on any scheduler -- threads, a
+  ``distributed.LocalCluster`` or an existing ``Client(address)``. ``result.weights`` is a lazy
+  Dask Series with ``ddf``'s partitions and index (``ddf.assign(weight=result.weights)``);
+  nothing is computed on the client but the cell table.
+- **Polars** (``DataFrame``, ``LazyFrame``; a ``pyarrow.Table`` goes through
+  ``polars.from_arrow``, without copying): one ``group_by`` of the raw values of the raked
+  columns (null and NaN kept as groups), coded on the client by the pandas coder, and a left
+  join of the rows with that small table (null-equal keys) for the weights -- the same lazy plan
+  for eager and lazy frames, so a ``LazyFrame`` (e.g. ``polars.scan_parquet``) is streamed and
+  ``result.weights`` is a ``LazyFrame`` with one column ``weight``
+  (``result.weights.sink_parquet(path)``); eager input gives a ``polars.Series``, a PyArrow
+  table a ``pyarrow.Array``.
+
+Why not ``narwhals`` (one API over pandas, Polars, PyArrow and Dask)? Its Dask backend needs
+``dask >= 2024.8`` (this package admits 2024.1), its joins have no null-equal keys (a null or NaN
+level must find its factor), and on Dask the pandas coder per partition gives the pandas path's
+codes and errors by construction. Two small backends behind one interface (:class:`_Rows`)
+keep the raking, the checks and the estimates in one client-side code path.
+
+Estimates (:mod:`raking.survey.frame_results`) read the rows in chunks (Dask partitions, or
+slices of a Polars frame, ``_CHUNK_ROWS`` rows each) as NumPy arrays and reduce group sums.
+
+Limits. More than ``MAX_CELLS`` non-empty cells (a raked column with nearly one level per
+row) is refused with a message: the cell table would not be small, and a row-level raking of
+data that do not fit in memory is not offered. Replicate weights (``replicates=``),
+multi-stage designs (a list of several ``cluster`` columns) and design weights given as an
+array are refused with a message naming the workaround.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raking.survey.codes import _NA, _UNKNOWN, _code_variable
+from raking.validation import check_weights_dtype, raise_on_na, raise_on_unknown_levels
+
+__all__ = ["MAX_CELLS", "frame_kind"]
+
+MAX_CELLS = 10_000_000
+"""Most non-empty cells of the crossed codes a Dask or Polars frame is raked on."""
+
+_CHUNK_ROWS = 1_000_000  # rows per chunk when the estimates read a Polars frame
+_G = "__raking_g"  # the factor column of the Polars join
+_CELL = "__raking_cell"  # the cell column of the Polars join (-1: zeroed, -2: dropped)
+_ROW = "__raking_row"
+
+
+def frame_kind(data: object) -> str | None:
+    """``"dask"``, ``"polars"`` (eager or lazy), ``"pyarrow"``, or ``None`` (anything else).
+
+    By the type's module, without importing Dask or Polars.
+    """
+    module = type(data).__module__.split(".")[0]
+    name = type(data).__name__
+    if module in ("dask", "dask_expr") and name == "DataFrame":
+        return "dask"
+    if module == "polars" and name in ("DataFrame", "LazyFrame"):
+        return "polars"
+    if module == "pyarrow" and name == "Table":
+        return "pyarrow"
+    return None
+
+
+@dataclass(frozen=True)
+class _Coding:
+    """How to code the rows: per variable its columns and target levels; missing values."""
+
+    variables: tuple[tuple[tuple[Hashable, ...], tuple[Any, ...]], ...]
+    na: str
+    weights: Hashable | None  # the design-weight column, or None (equal weights)
+    weights_name: str
+
+    @property
+    def columns(self) -> list[Hashable]:
+        """Every raked column once, in order."""
+        return list(dict.fromkeys(c for cols, _ in self.variables for c in cols))
+
+    def codes(self, part: pd.DataFrame) -> list[np.ndarray]:
+        """The level codes of a pandas chunk (``_NA``, ``_UNKNOWN`` as the pandas path)."""
+        return [
+            _code_variable(part, cols, list(levels), self.na) for cols, levels in self.variables
+        ]
+
+    def design(self, part: pd.DataFrame) -> np.ndarray:
+        """float64 design weights of a pandas chunk (NaN for missing; 1 without ``weights``)."""
+        if self.weights is None:
+            return np.ones(len(part))
+        from raking.survey.frontend import _as_float
+        from raking.validation import as_numbers
+
+        values = _as_float(part[self.weights], self.weights_name)
+        return as_numbers(values, name=self.weights_name, labels=part.index)
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """The raked cells and how to give each row its weight (client side, small).
+
+    Attributes
+    ----------
+    keys : numpy.ndarray of int64, shape ``(G,)``
+        Sorted mixed-radix keys of the groups of codes (codes shifted by 2, so that the
+        sentinels ``_NA = -2`` and ``_UNKNOWN = -1`` have keys too).
+    cell : numpy.ndarray of int64, shape ``(G,)``
+        Cell of each group (``-1``: rows of weight 0, ``unknown="zero"``; ``-2``: dropped).
+    factor : numpy.ndarray of float64, shape ``(C,)``
+        :math:`g_c 2^{e}` of each cell: a row's weight is ``factor[cell] * ldexp(d, -e)``.
+    shift : int
+        :math:`e` of :func:`raking.survey.weights.design_scale`.
+    design0 : float
+        The design weight of every row when no ``weights`` column is given (total / n).
+    radix : tuple of int
+        :math:`L_v + 2` of each variable (the key's digits).
+    """
+
+    keys: np.ndarray
+    cell: np.ndarray
+    factor: np.ndarray
+    shift: int
+    design0: float
+    radix: tuple[int, ...]
+
+
+def _group_keys(codes: Sequence[np.ndarray], radix: Sequence[int]) -> np.ndarray:
+    """Mixed-radix int64 key of each row's codes (shifted by 2)."""
+    key = np.zeros(codes[0].shape[0] if codes else 0, dtype=np.int64)
+    for c, r in zip(codes, radix, strict=True):
+        key = key * r + (c.astype(np.int64) + 2)
+    return key
+
+
+def _decode_keys(keys: np.ndarray, radix: Sequence[int]) -> np.ndarray:
+    """The codes ``(p, G)`` of mixed-radix keys (inverse of :func:`_group_keys`)."""
+    out = np.empty((len(radix), keys.size), dtype=np.int64)
+    rest = keys.copy()
+    for v in range(len(radix) - 1, -1, -1):
+        out[v] = rest % radix[v] - 2
+        rest //= radix[v]
+    return out
+
+
+def check_radix(radix: Sequence[int]) -> None:
+    """The groups' keys must fit int64 (else too many cells anyway)."""
+    if math.prod(radix) >= 2**62:
+        raise ValueError(
+            f"the raked variables have {[r - 2 for r in radix]} levels: their crossed cells "
+            f"cannot be counted in int64 keys, and a Dask or Polars frame is raked on at most "
+            f"{MAX_CELLS:,} cells (raking.survey.frames.MAX_CELLS). Merge levels, or rake a "
+            "pandas DataFrame (which rakes the rows when the cells are too many)."
+        )
+
+
+def row_weights(
+    codes: Sequence[np.ndarray], d: np.ndarray, plan: CellPlan
+) -> tuple[np.ndarray, np.ndarray]:
+    """The raked weight and the cell of each row of a chunk (NaN / -2 dropped, 0 / -1 zeroed)."""
+    key = _group_keys(codes, plan.radix)
+    where = np.searchsorted(plan.keys, key)
+    where = np.minimum(where, plan.keys.size - 1)
+    found = plan.keys[where] == key
+    cell = np.where(found, plan.cell[where], -2)  # a group unseen when counting: dropped
+    factor = np.where(cell >= 0, plan.factor[np.maximum(cell, 0)], 0.0)
+    w = factor * np.ldexp(d, -plan.shift)
+    w[cell == -1] = 0.0
+    w[cell == -2] = np.nan
+    return w, cell
+
+
+# ------------------------------------------------------------------------------------------
+# The two backends
+# ------------------------------------------------------------------------------------------
+
+
+class _Rows:
+    """The rows of a Dask or Polars frame, as the raking and its estimates read them."""
+
+    kind: str
+    meta: pd.DataFrame  # an empty pandas frame with the columns (and, for Dask, the dtypes)
+
+    def groups(self, coding: _Coding) -> pd.DataFrame:
+        """Per group of codes: ``key``, ``n``, ``d``, ``d2``, ``dmin``, ``dmax``, ``bad``."""
+        raise NotImplementedError
+
+    def weights(self, plan: CellPlan, coding: _Coding) -> Any:
+        """The lazy weights (module docstring)."""
+        raise NotImplementedError
+
+    def map_reduce(
+        self,
+        columns: Sequence[Hashable],
+        chunk: Callable[[dict[str, Any]], pd.DataFrame],
+        keys: Sequence[str],
+    ) -> pd.DataFrame:
+        """``chunk`` on every chunk of rows, then the sums of its output per ``keys``.
+
+        ``chunk`` gets ``{"w": weights, "d": design weights (scaled), "cell": cells,
+        "index": row labels, column: pandas Series}`` and returns a small pandas DataFrame
+        with the ``keys`` columns and columns to sum.
+        """
+        raise NotImplementedError
+
+    def first_rows(
+        self, mask: Callable[[pd.DataFrame], np.ndarray], columns: list, value: Any = None
+    ) -> tuple[list, list]:
+        """The first 10 rows where ``mask``: labels, and the values of column ``value``.
+
+        Labels: the index for Dask, row numbers for Polars (errors only).
+        """
+        raise NotImplementedError
+
+    def labels_where(
+        self, columns: Sequence[Hashable], predicate: Callable[[dict[str, Any]], np.ndarray]
+    ) -> list:
+        """The 10 smallest row labels where ``predicate(arrays)`` (after raking; errors only)."""
+        chunk = functools.partial(_labels_chunk, predicate=predicate)
+        table = self.map_reduce(columns, chunk, ["label"])
+        return table["label"].tolist()[:10]
+
+    def value_counts(
+        self, columns: list, mask: Callable[[pd.DataFrame], np.ndarray], needed: list
+    ) -> pd.Series:
+        """Counts of the values of ``columns`` over the rows where ``mask`` (errors only).
+
+        ``needed``: the columns ``mask`` reads.
+        """
+        raise NotImplementedError
+
+
+def _labels_chunk(
+    arrays: dict[str, Any], predicate: Callable[[dict[str, Any]], np.ndarray]
+) -> pd.DataFrame:
+    hit = predicate(arrays)
+    labels = pd.Series(list(arrays["index"][hit][:10]), dtype=object)
+    return pd.DataFrame({"label": labels, "n": np.ones(labels.size, dtype=np.int64)})
+
+
+def _sum_groups(frames: list[pd.DataFrame], keys: Sequence[str]) -> pd.DataFrame:
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.groupby(list(keys), sort=True, dropna=False).sum().reset_index()
+
+
+_AGG = {"n": "sum", "d": "sum", "d2": "sum", "dmin": "min", "dmax": "max", "bad": "sum"}
+
+
+def _partition_groups(part: pd.DataFrame, coding: _Coding, radix: tuple[int, ...]) -> pd.DataFrame:
+    """Group sums of one pandas chunk by the key of its codes."""
+    codes = coding.codes(part)
+    d = coding.design(part)
+    good = np.isfinite(d) & (d > 0)
+    frame = pd.DataFrame(
+        {
+            "key": _group_keys(codes, radix),
+            "n": np.ones(len(part), dtype=np.int64),
+            "d": d,
+            "d2": d * d,
+            "dmin": d,
+            "dmax": d,
+            "bad": (~good).astype(np.int64),
+        }
+    )
+    return frame.groupby("key", sort=False).agg(_AGG).reset_index()
+
+
+def _empty_groups() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "key": np.zeros(0, dtype=np.int64),
+            "n": np.zeros(0, dtype=np.int64),
+            **{c: np.zeros(0) for c in ("d", "d2", "dmin", "dmax")},
+            "bad": np.zeros(0, dtype=np.int64),
+        }
+    )
+
+
+class _DaskRows(_Rows):
+    kind = "dask"
+
+    def __init__(self, ddf: Any) -> None:
+        self.ddf = ddf
+        self.meta = ddf._meta
+
+    def groups(self, coding: _Coding, radix: tuple[int, ...]) -> pd.DataFrame:  # type: ignore[override]
+        parts = self.ddf.map_partitions(_partition_groups, coding, radix, meta=_empty_groups())
+        summed = parts.groupby("key").agg(_AGG, split_every=8)
+        return summed.compute().reset_index().sort_values("key", ignore_index=True)
+
+    def weights(self, plan: CellPlan, coding: _Coding) -> Any:
+        meta = pd.Series(np.zeros(0), name="weight", index=self.meta.index)
+        return self.ddf.map_partitions(_partition_weights, coding, plan, meta=meta)
+
+    def map_reduce(
+        self,
+        columns: Sequence[Hashable],
+        chunk: Callable[[dict[str, Any]], pd.DataFrame],
+        keys: Sequence[str],
+    ) -> pd.DataFrame:
+        empty = chunk(_empty_chunk(self.meta, columns))
+        parts = self.ddf.map_partitions(
+            _run_chunk, self._coding, self._plan, columns, chunk, meta=empty
+        )
+        summed = parts.groupby(list(keys), dropna=False).sum(split_every=8)
+        return summed.compute().reset_index().sort_values(list(keys), ignore_index=True)
+
+    def attach(self, coding: _Coding, plan: CellPlan) -> None:
+        """Remember how to give each row its weight and cell (for :meth:`map_reduce`)."""
+        self._coding, self._plan = coding, plan
+
+    def first_rows(
+        self, mask: Callable[[pd.DataFrame], np.ndarray], columns: list, value: Any = None
+    ) -> tuple[list, list]:
+        def found(part: pd.DataFrame) -> pd.DataFrame:
+            hit = mask(part)
+            values = part[value].to_numpy()[hit][:10] if value is not None else np.zeros(0)
+            return pd.DataFrame(
+                {
+                    "label": pd.Series(list(part.index[hit][:10]), dtype=object),
+                    "value": pd.Series(
+                        list(values) or [None] * min(10, int(hit.sum())), dtype=object
+                    ),
+                }
+            )
+
+        meta = pd.DataFrame(
+            {"label": pd.Series([], dtype=object), "value": pd.Series([], dtype=object)}
+        )
+        table = self.ddf.map_partitions(found, meta=meta).compute()
+        return table["label"].tolist()[:10], table["value"].tolist()[:10]
+
+    def value_counts(
+        self, columns: list, mask: Callable[[pd.DataFrame], np.ndarray], needed: list
+    ) -> pd.Series:
+        def counts(part: pd.DataFrame) -> pd.DataFrame:
+            sub = part.loc[mask(part), columns]
+            out = sub.value_counts(dropna=False).rename("count").reset_index()
+            return out.astype({c: object for c in columns})
+
+        meta = pd.DataFrame({**{c: pd.Series([], dtype=object) for c in columns}, "count": []})
+        per_part = self.ddf.map_partitions(counts, meta=meta).compute()
+        return _collect_counts(per_part, columns)
+
+
+def _collect_counts(per_part: pd.DataFrame, columns: list) -> pd.Series:
+    """Counts of the same value combination summed, largest first (``value_counts``' order)."""
+    keys = [tuple(row) for row in per_part[columns].itertuples(index=False)]
+    totals: dict = {}
+    for key, c in zip(keys, per_part["count"].tolist(), strict=True):
+        totals[key] = totals.get(key, 0) + int(c)
+    ordered = sorted(totals.items(), key=lambda kv: -kv[1])
+    return pd.Series([c for _, c in ordered], index=[k for k, _ in ordered], dtype=np.int64)
+
+
+def _partition_weights(part: pd.DataFrame, coding: _Coding, plan: CellPlan) -> pd.Series:
+    codes = coding.codes(part)
+    d = coding.design(part) if coding.weights is not None else np.full(len(part), plan.design0)
+    w, _ = row_weights(codes, d, plan)
+    return pd.Series(w, index=part.index, name="weight")
+
+
+def _empty_chunk(meta: pd.DataFrame, columns: Sequence[Hashable]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "w": np.zeros(0),
+        "d": np.zeros(0),
+        "cell": np.zeros(0, dtype=np.int64),
+        "index": meta.index[:0],
+    }
+    for c in columns:
+        out[c] = meta[c].iloc[:0] if c in meta.columns else pd.Series([], dtype=np.float64)
+    return out
+
+
+def _run_chunk(
+    part: pd.DataFrame,
+    coding: _Coding,
+    plan: CellPlan,
+    columns: Sequence[Hashable],
+    chunk: Callable[[dict[str, Any]], pd.DataFrame],
+) -> pd.DataFrame:
+    codes = coding.codes(part)
+    raw = coding.design(part) if coding.weights is not None else np.full(len(part), plan.design0)
+    w, cell = row_weights(codes, raw, plan)
+    arrays: dict[str, Any] = {
+        "w": w,
+        "d": np.ldexp(raw, -plan.shift),
+        "cell": cell,
+        "index": part.index,
+    }
+    for c in columns:
+        arrays[c] = part[c]
+    return chunk(arrays)
+
+
+class _PolarsRows(_Rows):
+    kind = "polars"
+
+    def __init__(self, data: Any) -> None:
+        import polars as pl
+
+        self.source = data
+        if frame_kind(data) == "pyarrow":
+            data = pl.from_arrow(data)
+        self.eager = isinstance(data, pl.DataFrame)
+        self.lazy = data.lazy()
+        collect = getattr(self.lazy, "collect_schema", None)  # polars >= 1.0
+        self.schema = collect() if collect is not None else self.lazy.schema
+        self.meta = pd.DataFrame(columns=list(self.schema.keys()))
+        self._table: Any = None
+
+    def _design_expr(self, coding: _Coding) -> Any:
+        import polars as pl
+
+        if coding.weights is None:
+            return pl.lit(1.0, dtype=pl.Float64)
+        return pl.col(coding.weights).cast(pl.Float64)
+
+    def groups(self, coding: _Coding, radix: tuple[int, ...]) -> pd.DataFrame:  # type: ignore[override]
+        import polars as pl
+
+        d = self._design_expr(coding)
+        good = (d.is_finite() & (d > 0)).fill_null(False)
+        cols = coding.columns
+        table = (
+            self.lazy.group_by(cols)
+            .agg(
+                n=pl.len().cast(pl.Int64),
+                d=d.sum(),
+                d2=(d * d).sum(),
+                dmin=d.min(),
+                dmax=d.max(),
+                bad=(~good).cast(pl.Int64).sum(),
+            )
+            .collect()
+        )
+        self._table = table.select(cols)
+        part = pd.DataFrame({c: pd.Series(table[c].to_list(), dtype=object) for c in cols})
+        codes = coding.codes(part)
+        out = pd.DataFrame(
+            {
+                "key": _group_keys(codes, radix),
+                **{c: table[c].to_numpy() for c in ("n", "d", "d2", "dmin", "dmax", "bad")},
+                "_group": np.arange(len(part)),
+            }
+        )
+        # one row per group of raw values; several raw groups can share codes (e.g. 1 and 1.0)
+        agg = {**_AGG, "_group": "first"}
+        return out.groupby("key", sort=True).agg(agg).reset_index()
+
+    def _joined(self, plan: CellPlan, coding: _Coding) -> Any:
+        """The rows with their factor and cell (a left join on the raked columns' raw values)."""
+        import polars as pl
+
+        part = pd.DataFrame(
+            {c: pd.Series(self._table[c].to_list(), dtype=object) for c in coding.columns}
+        )
+        key = _group_keys(coding.codes(part), plan.radix)
+        where = np.searchsorted(plan.keys, key)
+        cell = plan.cell[np.minimum(where, plan.keys.size - 1)]
+        factor = np.where(cell >= 0, plan.factor[np.maximum(cell, 0)], 0.0)
+        factor[cell == -2] = np.nan
+        small = self._table.with_columns(
+            pl.Series(_G, factor, dtype=pl.Float64), pl.Series(_CELL, cell, dtype=pl.Int64)
+        )
+        params = inspect.signature(pl.LazyFrame.join).parameters
+        options: dict[str, Any] = {"how": "left"}
+        options["nulls_equal" if "nulls_equal" in params else "join_nulls"] = True
+        if "maintain_order" in params:
+            options["maintain_order"] = "left"
+        return self.lazy.join(small.lazy(), on=coding.columns, **options)
+
+    def _weight_expr(self, plan: CellPlan, coding: _Coding) -> Any:
+        import polars as pl
+
+        if coding.weights is None:
+            d = pl.lit(plan.design0, dtype=pl.Float64)
+        else:
+            d = pl.col(coding.weights).cast(pl.Float64)
+        if plan.shift:
+            d = d * math.ldexp(1.0, -plan.shift)
+        return (
+            pl.when(pl.col(_CELL) == -1)
+            .then(pl.lit(0.0, dtype=pl.Float64))
+            .otherwise(pl.col(_G) * d)
+            .alias("weight")
+        )
+
+    def weights(self, plan: CellPlan, coding: _Coding) -> Any:
+        lazy = self._joined(plan, coding).select(self._weight_expr(plan, coding))
+        if not self.eager:
+            return lazy
+        series = lazy.collect().to_series()
+        return series.to_arrow() if frame_kind(self.source) == "pyarrow" else series
+
+    def attach(self, coding: _Coding, plan: CellPlan) -> None:
+        """Remember how to give each row its weight and cell (for :meth:`map_reduce`)."""
+        self._coding, self._plan = coding, plan
+
+    def _chunks(self, columns: Sequence[Hashable]) -> Any:
+        import polars as pl
+
+        plan, coding = self._plan, self._coding
+        d = (
+            pl.lit(plan.design0, dtype=pl.Float64)
+            if coding.weights is None
+            else pl.col(coding.weights).cast(pl.Float64)
+        )
+        if plan.shift:
+            d = d * math.ldexp(1.0, -plan.shift)
+        lazy = (
+            self._joined(plan, coding)
+            .with_row_index(_ROW)
+            .select(
+                pl.col(_ROW),
+                self._weight_expr(plan, coding).alias("__w"),
+                d.alias("__d"),
+                pl.col(_CELL).fill_null(-2),
+                *[pl.col(c).alias(f"__c_{k}") for k, c in enumerate(columns)],
+            )
+        )
+        table = lazy.collect() if self.eager else None
+        offset = 0
+        while True:
+            if table is not None:
+                part = table.slice(offset, _CHUNK_ROWS)
+            else:
+                part = lazy.slice(offset, _CHUNK_ROWS).collect()
+            if part.height == 0 and offset > 0:
+                return
+            yield part
+            if part.height < _CHUNK_ROWS:
+                return
+            offset += _CHUNK_ROWS
+
+    def map_reduce(
+        self,
+        columns: Sequence[Hashable],
+        chunk: Callable[[dict[str, Any]], pd.DataFrame],
+        keys: Sequence[str],
+    ) -> pd.DataFrame:
+        out = []
+        for part in self._chunks(columns):
+            arrays: dict[str, Any] = {
+                "w": part["__w"].to_numpy(),
+                "d": part["__d"].to_numpy(),
+                "cell": part[_CELL].to_numpy(),
+                "index": pd.Index(part[_ROW].to_numpy()),
+            }
+            for k, c in enumerate(columns):
+                arrays[c] = _as_pandas(part[f"__c_{k}"])
+            out.append(chunk(arrays))
+        return _sum_groups(out, keys)
+
+    def first_rows(
+        self, mask: Callable[[pd.DataFrame], np.ndarray], columns: list, value: Any = None
+    ) -> tuple[list, list]:
+        labels: list = []
+        values: list = []
+        wanted = list(dict.fromkeys([*columns, *([value] if value is not None else [])]))
+        lazy = self.lazy.with_row_index(_ROW).select(_ROW, *wanted)
+        offset = 0
+        while len(labels) < 10:
+            part = lazy.slice(offset, _CHUNK_ROWS).collect()
+            if part.height == 0:
+                break
+            frame = pd.DataFrame({c: _as_pandas(part[c]) for c in wanted})
+            hit = mask(frame)
+            labels.extend(part[_ROW].to_numpy()[hit].tolist())
+            if value is not None:
+                values.extend(frame[value].to_numpy()[hit].tolist())
+            offset += _CHUNK_ROWS
+        return labels[:10], values[:10]
+
+    def value_counts(
+        self, columns: list, mask: Callable[[pd.DataFrame], np.ndarray], needed: list
+    ) -> pd.Series:
+        frames = []
+        lazy = self.lazy.select(*dict.fromkeys([*columns, *needed]))
+        offset = 0
+        while True:
+            part = lazy.slice(offset, _CHUNK_ROWS).collect()
+            if part.height == 0:
+                break
+            frame = pd.DataFrame({c: _as_pandas(part[c]) for c in part.columns})
+            sub = frame.loc[mask(frame), columns]
+            frames.append(sub.value_counts(dropna=False).rename("count").reset_index())
+            offset += _CHUNK_ROWS
+        return _collect_counts(pd.concat(frames, ignore_index=True), columns)
+
+
+def _as_pandas(series: Any) -> pd.Series:
+    """A Polars Series as pandas: numbers as float64 / int64 (null as NaN), the rest as objects."""
+    import polars as pl
+
+    dtype = series.dtype
+    if dtype.is_numeric() and series.null_count() == 0:
+        return pd.Series(series.to_numpy())
+    if dtype.is_numeric():
+        return pd.Series(series.cast(pl.Float64).to_numpy())
+    return pd.Series(series.to_list(), dtype=object)
+
+
+def rows_of(data: Any) -> _Rows:
+    """The backend of a Dask or Polars frame (or PyArrow table)."""
+    kind = frame_kind(data)
+    if kind == "dask":
+        return _DaskRows(data)
+    return _PolarsRows(data)
+
+
+def polars_dtype_kind(dtype: object) -> object:
+    """A NumPy-like ``kind`` of a Polars dtype (for :func:`check_weights_dtype`)."""
+
+    class _Kind:
+        def __init__(self, kind: str, text: str) -> None:
+            self.kind, self.text = kind, text
+
+        def __str__(self) -> str:
+            return self.text
+
+    text = str(dtype)
+    if text.startswith("Boolean"):
+        return _Kind("b", text)
+    if text.startswith(("Datetime", "Date")):
+        return _Kind("M", text)
+    if text.startswith("Duration"):
+        return _Kind("m", text)
+    if text.startswith(("String", "Utf8", "Categorical", "Enum", "Object", "List", "Struct")):
+        return _Kind("O", text)
+    return _Kind("f", text)
+
+
+def check_frame_weights(rows: _Rows, weights: object, name: str) -> None:
+    """The design-weight column of a frame: a column label of a numeric column."""
+    from raking.survey.codes import column
+
+    if weights is None:
+        return
+    if not isinstance(weights, Hashable) or isinstance(weights, tuple) or np.ndim(weights) != 0:
+        raise TypeError(
+            f"weights must be the label of a column of the {rows.kind} frame for Dask or Polars "
+            f"data, got {type(weights).__name__}; add the design weights as a column first "
+            "(e.g. ddf.assign(w=...) or frame.with_columns(w=...)) and pass weights='w'."
+        )
+    column(rows.meta, weights, "weights")
+    if rows.kind == "dask":
+        check_weights_dtype(rows.meta[weights].dtype, name=name)
+        return
+    kind = polars_dtype_kind(rows.schema[weights])  # type: ignore[attr-defined]
+    check_weights_dtype(kind, name=name)
+    if kind.kind == "O":  # type: ignore[attr-defined]
+        raise ValueError(
+            f"{name} has dtype {kind}, not numbers; cast the column to a float type first "
+            "(frame.with_columns(pl.col(...).cast(pl.Float64)))."
+        )
+
+
+def raise_row_errors(
+    rows: _Rows,
+    coding: _Coding,
+    groups: pd.DataFrame,
+    codes: np.ndarray,
+    variables: dict,
+    unknown: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pandas path's checks of missing values and unknown levels, on the groups.
+
+    Returns the masks (over the groups) of dropped and zeroed groups; raises (naming rows
+    through one more pass over the data) as :func:`raking.survey.frontend._row_status`.
+    """
+    import warnings
+
+    n = groups["n"].to_numpy()
+    dropped = np.zeros(codes.shape[1], dtype=bool)
+    for v, (key, (cols, levels, _)) in enumerate(variables.items()):
+        missing = codes[v] == _NA
+        if missing.any() and coding.na == "error":
+            sub = _Coding(((cols, tuple(levels)),), coding.na, None, "")
+
+            def mask(part: pd.DataFrame, sub: _Coding = sub) -> np.ndarray:
+                return sub.codes(part)[0] == _NA
+
+            labels = rows.first_rows(mask, list(cols))[0]
+            col = cols[0]
+            for c in cols:
+
+                def one(part: pd.DataFrame, c: Hashable = c) -> np.ndarray:
+                    return part[c].isna().to_numpy()
+
+                if rows.first_rows(one, [c])[0]:
+                    col = c
+                    break
+            raise_on_na(key, col, labels, int(n[missing].sum()))
+        dropped |= missing
+    zeroed = np.zeros_like(dropped)
+    for v, (key, (cols, levels, _)) in enumerate(variables.items()):
+        unknown_groups = (codes[v] == _UNKNOWN) & ~dropped
+        if not unknown_groups.any():
+            continue
+        everything = _Coding(coding.variables, coding.na, None, "")
+
+        def mask(part: pd.DataFrame, v: int = v, everything: _Coding = everything) -> np.ndarray:
+            all_codes = everything.codes(part)
+            out = all_codes[v] == _UNKNOWN
+            for c in all_codes:
+                out &= c != _NA
+            return out
+
+        counts = rows.value_counts(list(cols), mask, coding.columns)
+        counts = counts[counts > 0]
+        labels = [lv if len(cols) > 1 else lv[0] for lv in counts.index]
+        if unknown == "error":
+            raise_on_unknown_levels(key, labels, counts.tolist(), levels)
+        shown = ", ".join(f"{lv!r} ({c} rows)" for lv, c in zip(labels[:10], counts, strict=False))
+        warnings.warn(
+            f"unknown='zero': rows with level(s) {shown} of targets[{key!r}], which the targets "
+            "do not list, get weight 0.",
+            UserWarning,
+            stacklevel=4,
+        )
+        zeroed |= unknown_groups
+    return dropped, zeroed
