@@ -293,14 +293,38 @@ def _rake_parquet(args: argparse.Namespace, files: list[Path]) -> Any:
     try:
         result = rake(frame, targets, **_keywords(args))
         weights = _weights_frame(pl, result.weights).with_row_index("row")
-        weights = weights.with_columns(pl.col("row").cast(pl.Int64))
-        if _is_parquet(args.out):
-            weights.sink_parquet(args.out)
-        else:
-            weights.sink_csv(args.out)
+        _sink(pl, weights.with_columns(pl.col("row").cast(pl.Int64)), args.out)
     except pl.exceptions.PolarsError as exc:
         raise ValueError(f"cannot read DATA file(s) {args.data}: {exc}") from None
     return result
+
+
+def _sink(pl: Any, weights: Any, out: Path) -> None:
+    """Stream the LazyFrame ``weights`` to ``out`` (Parquet or CSV by its suffix).
+
+    Older Polars (1.0) cannot stream a row index after a join; then the two output columns
+    (16 bytes a row, not the data) are collected first, with a warning.
+    """
+    try:
+        if _is_parquet(out):
+            weights.sink_parquet(out)
+        else:
+            weights.sink_csv(out)
+    except pl.exceptions.InvalidOperationError as exc:
+        if "not yet supported" not in str(exc):
+            raise
+        warnings.warn(
+            f"Polars {pl.__version__} cannot stream the weights to --out; the columns row and "
+            "weight (16 bytes a row) were collected in memory first. A newer Polars streams "
+            "them.",
+            UserWarning,
+            stacklevel=2,
+        )
+        table = weights.collect()
+        if _is_parquet(out):
+            table.write_parquet(out)
+        else:
+            table.write_csv(out)
 
 
 def _parquet_schema(pl: Any, files: list[Path]) -> dict[str, Any]:
