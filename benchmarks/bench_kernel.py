@@ -12,7 +12,9 @@ per-table targets and ``--steps`` single-marginal adjustments:
 
 plus the public ``raking.scaling_factors`` (validation and factors), ``raking.balance`` with the
 Numba dispatch off, and (d'') the three passes (d) made before (complete validation, factors,
-tables). All results are checked against (a).
+tables). All results are checked against (a). Each row gives the best and the median of
+``--repeats`` rounds; (a) and (d) are then also timed in turns, and the median (min, max) of
+their per-round ratio printed, which a shared machine's changing load disturbs less.
 
 ``--rule`` instead times (b) against (c) over a grid of batch and table sizes: the
 measurements behind :func:`raking.kernel.compiled.use_numba`.
@@ -187,8 +189,8 @@ def numpy_kernel(table: np.ndarray, targets: list, steps: int):
 SETTLE_S = 0.3
 
 
-def best_time(fn: Callable[[], object], repeats: int, min_time: float = 0.05) -> float:
-    """Best wall time of one call over ``repeats`` rounds; short calls are looped per round.
+def timings(fn: Callable[[], object], repeats: int, min_time: float = 0.05) -> list[float]:
+    """Wall time of one call in each of ``repeats`` rounds; short calls are looped per round.
 
     Starts after ``SETTLE_S`` seconds idle and one untimed call.
     """
@@ -197,13 +199,42 @@ def best_time(fn: Callable[[], object], repeats: int, min_time: float = 0.05) ->
     fn()
     once = time.perf_counter() - start
     loops = max(1, int(min_time / max(once, 1e-9)))
-    best = float("inf")
+    times = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(loops):
             fn()
-        best = min(best, (time.perf_counter() - start) / loops)
-    return best
+        times.append((time.perf_counter() - start) / loops)
+    return times
+
+
+def best_time(fn: Callable[[], object], repeats: int, min_time: float = 0.05) -> float:
+    """Best wall time of one call over ``repeats`` rounds (see :func:`timings`)."""
+    return min(timings(fn, repeats, min_time))
+
+
+def paired_ratios(
+    base: Callable[[], object], fn: Callable[[], object], rounds: int, calls: int = 3
+) -> list[float]:
+    """Per-round speed-ups ``time(base) / time(fn)``, the two timed in turns.
+
+    Each round times one call of ``base`` and the best of ``calls`` calls of ``fn`` (short),
+    each after ``SETTLE_S`` seconds idle, so that both see the same load on a shared machine.
+    """
+    ratios = []
+    for _ in range(rounds):
+        time.sleep(SETTLE_S)
+        start = time.perf_counter()
+        base()
+        t_base = time.perf_counter() - start
+        time.sleep(SETTLE_S)
+        t_fn = float("inf")
+        for _ in range(calls):
+            start = time.perf_counter()
+            fn()
+            t_fn = min(t_fn, time.perf_counter() - start)
+        ratios.append(t_base / t_fn)
+    return ratios
 
 
 def problem(batch: int, m: int, l: int, dtype: str, seed: int):
@@ -282,9 +313,12 @@ def compare(args: argparse.Namespace) -> int:
 
     results = {}
     times = {}
+    medians = {}
     for label, _kind, fn in rows:
         results[label] = fn()
-        times[label] = best_time(fn, args.repeats)
+        rounds = timings(fn, args.repeats)
+        times[label], medians[label] = min(rounds), float(np.median(rounds))
+    paired = paired_ratios(rows[0][2], rows[3][2], args.repeats)
 
     # Agreement: every method's balanced tables against (a), factors (b) against (c).
     reference = np.stack(results[rows[0][0]])
@@ -304,7 +338,8 @@ def compare(args: argparse.Namespace) -> int:
     print("\n".join(header()))
     print(
         f"problem : B={args.batch} tables of {m}x{l} {args.dtype}, uniform(0.1, 1) entries, "
-        f"per-table targets, steps={steps}, seed={args.seed}; best of {args.repeats}"
+        f"per-table targets, steps={steps}, seed={args.seed}; best and median of "
+        f"{args.repeats} rounds"
     )
     print(
         f"JIT     : first numba_ipf call in this process {first_call:.2f} s "
@@ -314,20 +349,24 @@ def compare(args: argparse.Namespace) -> int:
     base = times[rows[0][0]]
     width = max(len(r[0]) for r in rows)
     print(
-        f"| {'method':<{width}} | output  | time (s) | per table (µs) | speed-up vs (a) "
-        "| max rel. diff vs (a) |"
+        f"| {'method':<{width}} | output  | time (s) | median (s) | per table (µs) "
+        "| speed-up vs (a) | max rel. diff vs (a) |"
     )
     print(
-        f"|{'-' * (width + 2)}|---------|---------:|---------------:|----------------:|"
-        "---------------------:|"
+        f"|{'-' * (width + 2)}|---------|---------:|-----------:|---------------:|"
+        "----------------:|---------------------:|"
     )
     for label, kind, _ in rows:
         t = times[label]
         print(
-            f"| {label:<{width}} | {kind:<7} | {t:8.3g} | {t / args.batch * 1e6:14.2f} | "
-            f"{base / t:15.1f} | {diffs[label]:20.1e} |"
+            f"| {label:<{width}} | {kind:<7} | {t:8.3g} | {medians[label]:10.3g} | "
+            f"{t / args.batch * 1e6:14.2f} | {base / t:15.1f} | {diffs[label]:20.1e} |"
         )
     print()
+    print(
+        f"(d) vs (a) timed in turns, {len(paired)} rounds: speed-up median "
+        f"{np.median(paired):.1f} (min {min(paired):.1f}, max {max(paired):.1f})"
+    )
     print(
         "where the time of (d) goes: "
         + ", ".join(f"{name} {t * 1e3:.3g} ms" for name, t in breakdown(tables, targets, args))
@@ -371,7 +410,10 @@ def breakdown(tables: np.ndarray, targets: list, args: argparse.Namespace) -> li
             "complete validation (_validate)",
             lambda: validate(tables, targets, args.steps, 1e-10, 10_000, False, None),
         ),
-        ("tables alone (numba_apply)", lambda: raking.kernel.compiled.numba_apply(table, factors)),
+        (
+            "tables alone (numba_apply: read + fresh write, the floor)",
+            lambda: raking.kernel.compiled.numba_apply(table, factors),
+        ),
     ]
     return [(name, best_time(fn, args.repeats)) for name, fn in stages]
 
@@ -436,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=10_000, help="number of tables B")
     parser.add_argument("--size", type=_size, default=(50, 50), help="table size M or MxL")
     parser.add_argument("--steps", type=int, default=8, help="single-marginal adjustments")
-    parser.add_argument("--repeats", type=int, default=3, help="timing rounds (best is kept)")
+    parser.add_argument("--repeats", type=int, default=5, help="timing rounds (best is kept)")
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rule", action="store_true", help="time the use_numba grid instead")
