@@ -343,3 +343,20 @@ def test_too_many_cells_is_a_clear_error(monkeypatch):
     for data in (dd.from_pandas(df, npartitions=2), pl.from_pandas(df)):
         with pytest.raises(ValueError, match=r"non-empty cells .* more than the 10"):
             raking.rake(data, TARGETS, weights="w")
+
+
+def test_categorical_nullable_and_missing_level_columns_as_pandas():
+    df = sample(2000, seed=12)
+    df["age"] = df["age"].astype(float)
+    df.loc[[4, 40, 400, 401, 402, 403], "age"] = np.nan
+    targets = {**TARGETS, "age": {0.0: 0.15, 1.0: 0.25, 2.0: 0.3, 3.0: 0.2, np.nan: 0.1}}
+    ref = raking.rake(df, targets, weights="w", na="level", strata="stratum")
+    cat = df.assign(region=df["region"].astype("category"))
+    polars_cat = pl.from_pandas(df).with_columns(pl.col("region").cast(pl.Categorical))
+    polars_enum = pl.from_pandas(df).with_columns(
+        pl.col("region").cast(pl.Enum(["east", "north", "south", "west"]))
+    )
+    for data in (dd.from_pandas(cat, npartitions=3), polars_cat, polars_enum):
+        res = raking.rake(data, targets, weights="w", na="level", strata="stratum")
+        close(weights_of(res, df), ref.weights.to_numpy())
+        same_table(res.mean("y", by="region"), ref.mean("y", by="region"))

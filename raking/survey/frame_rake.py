@@ -11,6 +11,7 @@ pass over the data), scaling of the design weights, totals, level checks, and th
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -19,7 +20,7 @@ import pandas as pd
 
 from raking.survey.codes import _NA_HINT, _UNKNOWN_HINT, _parse_targets, column
 from raking.survey.design import Coded, Stage, SurveyDesign
-from raking.survey.frame_results import FrameDesign, FrameRakeResult, FrameState
+from raking.survey.frame_results import FrameDesign, FrameRakeResult, FrameState, _labels
 from raking.survey.frames import (
     MAX_CELLS,
     CellPlan,
@@ -191,6 +192,7 @@ def rake_frame(
         design=functools.partial(
             _frame_design,
             rows,
+            int(groups["n"].to_numpy()[~dropped].sum()),
             stage_strata[0],
             stage_cluster[0],
             stage_fpc[0],
@@ -243,10 +245,11 @@ def _check_bad_weights(
 
     where = rows.first_rows(mask, [*coding.columns, coding.weights], value=coding.weights)
     labels, values = where
+    example = math.nan if pd.isna(values[0]) else float(values[0])
     raise ValueError(
         f"{name} has {count} missing, non-positive or non-finite value(s) at rows "
         f"{listed(labels if count <= len(labels) else [*labels, '...'])} (e.g. "
-        f"{float(values[0])!r}); design weights are inverse inclusion probabilities and must be "
+        f"{example!r}); design weights are inverse inclusion probabilities and must be "
         "> 0. Drop those rows or fix their weights first."
     )
 
@@ -279,8 +282,7 @@ def _design_chunk(
     sampled = arrays["cell"] >= -1
     out = {}
     for key, col in (("s", strata), ("c", cluster), ("f", fpc)):
-        values = arrays[col][sampled] if col is not None else np.zeros(int(sampled.sum()))
-        out[key] = pd.Series(np.asarray(values, dtype=object), dtype=object)
+        out[key] = _labels(arrays, col, sampled, int(sampled.sum()))
     out["rows"] = np.ones(int(sampled.sum()), dtype=np.int64)
     frame = pd.DataFrame(out)
     return frame.groupby(["s", "c", "f"], dropna=False, sort=False).sum().reset_index()
@@ -288,6 +290,7 @@ def _design_chunk(
 
 def _frame_design(
     rows: Any,
+    n_sampled: int,
     strata: Hashable | None,
     cluster: Hashable | None,
     fpc: Hashable | None,
@@ -302,6 +305,11 @@ def _frame_design(
     whose units are the rows, counted per stratum (its sums of squares come from the rows).
     """
     columns = [c for c in (strata, cluster, fpc) if c is not None]
+    if not columns:  # one stratum of rows: no pass over the data
+        table = pd.DataFrame({k: np.zeros(1, dtype=np.int8) for k in ("s", "c", "f")})
+        table["rows"] = n_sampled
+        stage = Stage(None, np.zeros(1, np.intp), np.array([n_sampled]), None, np.zeros(1, np.intp))
+        return FrameDesign(SurveyDesign((stage,), lonely_psu), table, None, None, None, True)
     chunk = functools.partial(_design_chunk, strata=strata, cluster=cluster, fpc=fpc)
     table = rows.map_reduce(columns, chunk, ["s", "c", "f"])
     for key, owner, col in (("s", "strata", strata), ("c", "cluster", cluster), ("f", "fpc", fpc)):

@@ -258,14 +258,7 @@ class FrameRakeResult:
         rows = self._state.rows
         if rows.kind == "dask":
             return rows.ddf.assign(**{name: self.weights})
-        import polars as pl
-
-        source = rows.lazy if not rows.eager else rows.lazy.collect()
-        weights = self.weights
-        if rows.eager:
-            out = source.with_columns(pl.Series(name, weights))
-            return out.to_arrow() if rows.source is not source and _is_arrow(rows.source) else out
-        return pl.concat([source, weights.rename({"weight": name})], how="horizontal")
+        return rows.with_weights(name)
 
     def summary(self) -> str:
         """Convergence, totals, effective sample size and the margin table."""
@@ -615,10 +608,6 @@ _NOT_OFFERED = (
 )
 
 
-def _is_arrow(data: object) -> bool:
-    return type(data).__module__.split(".")[0] == "pyarrow"
-
-
 # ------------------------------------------------------------------------------------------
 # What the chunks compute (top-level functions: they travel to Dask workers)
 # ------------------------------------------------------------------------------------------
@@ -680,7 +669,7 @@ class _Spec:
 
 def _levels_chunk(arrays: dict[str, Any], column: Hashable) -> pd.DataFrame:
     sampled = arrays["cell"] >= -1
-    values = pd.Series(np.asarray(arrays[column][sampled], dtype=object), dtype=object)
+    values = _labels(arrays, column, sampled, int(sampled.sum()))
     return (
         pd.DataFrame({"level": values, "n": np.ones(values.size, dtype=np.int64)})
         .groupby("level", dropna=False, sort=False)
@@ -826,9 +815,18 @@ class _DesignColumns:
         out = {}
         n = int(rows.sum())
         for key, col in (("s", self.strata), ("c", self.cluster), ("f", self.fpc)):
-            values = arrays[col][rows] if col is not None else np.zeros(n)
-            out[key] = pd.Series(np.asarray(values, dtype=object), dtype=object)
+            out[key] = _labels(arrays, col, rows, n)
         return out
+
+
+def _labels(arrays: dict[str, Any], col: Hashable | None, rows: np.ndarray, n: int) -> pd.Series:
+    """The labels of a design column on ``rows`` in their own dtype (0 without the column)."""
+    if col is None:
+        return pd.Series(np.zeros(n, dtype=np.int8))
+    values = arrays[col][rows].reset_index(drop=True)
+    if isinstance(values.dtype, pd.CategoricalDtype):  # groups of its values, not categories
+        values = values.astype(object)
+    return values
 
 
 def _residuals(
@@ -876,7 +874,7 @@ def _squares_chunk(
     r"""Rows as PSUs: per stratum :math:`\sum (z - \bar z_h)^2` (all products with ``cross``)."""
     sampled, z = _residuals(arrays, spec, point, fitted)
     labels = design.labels(arrays, sampled)["s"]
-    index = pd.Index(means["s"].tolist(), dtype=object).get_indexer(labels)
+    index = pd.Index(means["s"].tolist()).get_indexer(labels)
     dev = z - means[[f"m{k}" for k in range(spec.size)]].to_numpy()[index]
     frame = pd.DataFrame({"s": labels})
     pairs = [(j, k) for j in range(spec.size) for k in range(j if cross else 0, spec.size)]

@@ -318,8 +318,12 @@ class _DaskRows(_Rows):
         return summed.compute().reset_index().sort_values("key", ignore_index=True)
 
     def weights(self, plan: CellPlan, coding: _Coding) -> Any:
+        import dask
+
         meta = pd.Series(np.zeros(0), name="weight", index=self.meta.index)
-        return self.ddf.map_partitions(_partition_weights, coding, plan, meta=meta)
+        # the plan (arrays over the groups) travels once, as one key of the graph
+        shared = dask.delayed(plan, traverse=False)
+        return self.ddf.map_partitions(_partition_weights, coding, shared, meta=meta)
 
     def map_reduce(
         self,
@@ -328,9 +332,10 @@ class _DaskRows(_Rows):
         keys: Sequence[str],
     ) -> pd.DataFrame:
         empty = chunk(_empty_chunk(self.meta, columns))
-        parts = self.ddf.map_partitions(
-            _run_chunk, self._coding, self._plan, columns, chunk, meta=empty
-        )
+        import dask
+
+        shared = dask.delayed((self._plan, chunk), traverse=False)
+        parts = self.ddf.map_partitions(_run_chunk, self._coding, shared, columns, meta=empty)
         summed = parts.groupby(list(keys), dropna=False).sum(split_every=8)
         return summed.compute().reset_index().sort_values(list(keys), ignore_index=True)
 
@@ -404,10 +409,10 @@ def _empty_chunk(meta: pd.DataFrame, columns: Sequence[Hashable]) -> dict[str, A
 def _run_chunk(
     part: pd.DataFrame,
     coding: _Coding,
-    plan: CellPlan,
+    shared: tuple[CellPlan, Callable[[dict[str, Any]], pd.DataFrame]],
     columns: Sequence[Hashable],
-    chunk: Callable[[dict[str, Any]], pd.DataFrame],
 ) -> pd.DataFrame:
+    plan, chunk = shared
     codes = coding.codes(part)
     raw = coding.design(part) if coding.weights is not None else np.full(len(part), plan.design0)
     w, cell = row_weights(codes, raw, plan)
@@ -441,28 +446,28 @@ class _PolarsRows(_Rows):
     def _design_expr(self, coding: _Coding) -> Any:
         import polars as pl
 
-        if coding.weights is None:
-            return pl.lit(1.0, dtype=pl.Float64)
         return pl.col(coding.weights).cast(pl.Float64)
 
     def groups(self, coding: _Coding, radix: tuple[int, ...]) -> pd.DataFrame:  # type: ignore[override]
         import polars as pl
 
-        d = self._design_expr(coding)
-        good = (d.is_finite() & (d > 0)).fill_null(False)
         cols = coding.columns
-        table = (
-            self.lazy.group_by(cols)
-            .agg(
-                n=pl.len().cast(pl.Int64),
-                d=d.sum(),
-                d2=(d * d).sum(),
-                dmin=d.min(),
-                dmax=d.max(),
-                bad=(~good).cast(pl.Int64).sum(),
-            )
-            .collect()
-        )
+        n = pl.len().cast(pl.Int64)
+        if coding.weights is None:  # every design weight 1 (polars 1.0 aggregates no literal)
+            sums = {"n": n, "d": n.cast(pl.Float64), "d2": n.cast(pl.Float64)}
+            sums.update(dmin=pl.lit(1.0), dmax=pl.lit(1.0), bad=pl.lit(0, dtype=pl.Int64))
+        else:
+            d = self._design_expr(coding)
+            good = (d.is_finite() & (d > 0)).fill_null(False)
+            sums = {
+                "n": n,
+                "d": d.sum(),
+                "d2": (d * d).sum(),
+                "dmin": d.min(),
+                "dmax": d.max(),
+                "bad": (~good).cast(pl.Int64).sum(),
+            }
+        table = self.lazy.group_by(cols).agg(**sums).collect()
         self._table = table.select(cols)
         part = pd.DataFrame({c: pd.Series(table[c].to_list(), dtype=object) for c in cols})
         codes = coding.codes(part)
@@ -477,8 +482,28 @@ class _PolarsRows(_Rows):
         agg = {**_AGG, "_group": "first"}
         return out.groupby("key", sort=True).agg(agg).reset_index()
 
-    def _joined(self, plan: CellPlan, coding: _Coding) -> Any:
-        """The rows with their factor and cell (a left join on the raked columns' raw values)."""
+    def _joined(self, plan: CellPlan, coding: _Coding, source: Any = None) -> Any:
+        """The rows (of ``source``, default all) with their factor and cell.
+
+        A left join on the raked columns' raw values with the small table of their groups.
+        """
+        import polars as pl
+
+        params = inspect.signature(pl.LazyFrame.join).parameters
+        options: dict[str, Any] = {"how": "left"}
+        options["nulls_equal" if "nulls_equal" in params else "join_nulls"] = True
+        if "maintain_order" in params:
+            options["maintain_order"] = "left"
+        rows = self.lazy if source is None else source
+        return rows.join(self._small(plan, coding).lazy(), on=coding.columns, **options)
+
+    def _small(self, plan: CellPlan, coding: _Coding) -> Any:
+        """The groups' raw values with their factor and cell (a small Polars DataFrame, kept)."""
+        if getattr(self, "_small_table", None) is None:
+            self._small_table = self._small_of(plan, coding)
+        return self._small_table
+
+    def _small_of(self, plan: CellPlan, coding: _Coding) -> Any:
         import polars as pl
 
         part = pd.DataFrame(
@@ -489,15 +514,9 @@ class _PolarsRows(_Rows):
         cell = plan.cell[np.minimum(where, plan.keys.size - 1)]
         factor = np.where(cell >= 0, plan.factor[np.maximum(cell, 0)], 0.0)
         factor[cell == -2] = np.nan
-        small = self._table.with_columns(
+        return self._table.with_columns(
             pl.Series(_G, factor, dtype=pl.Float64), pl.Series(_CELL, cell, dtype=pl.Int64)
         )
-        params = inspect.signature(pl.LazyFrame.join).parameters
-        options: dict[str, Any] = {"how": "left"}
-        options["nulls_equal" if "nulls_equal" in params else "join_nulls"] = True
-        if "maintain_order" in params:
-            options["maintain_order"] = "left"
-        return self.lazy.join(small.lazy(), on=coding.columns, **options)
 
     def _weight_expr(self, plan: CellPlan, coding: _Coding) -> Any:
         import polars as pl
@@ -526,6 +545,16 @@ class _PolarsRows(_Rows):
         """Remember how to give each row its weight and cell (for :meth:`map_reduce`)."""
         self._coding, self._plan = coding, plan
 
+    def with_weights(self, name: str) -> Any:
+        """The frame with its weights as column ``name`` (lazy for a LazyFrame)."""
+        joined = self._joined(self._plan, self._coding)
+        out = joined.with_columns(self._weight_expr(self._plan, self._coding).alias(name))
+        out = out.drop([_G, _CELL])
+        if not self.eager:
+            return out
+        out = out.collect()
+        return out.to_arrow() if frame_kind(self.source) == "pyarrow" else out
+
     def _chunks(self, columns: Sequence[Hashable]) -> Any:
         import polars as pl
 
@@ -537,24 +566,20 @@ class _PolarsRows(_Rows):
         )
         if plan.shift:
             d = d * math.ldexp(1.0, -plan.shift)
-        lazy = (
-            self._joined(plan, coding)
-            .with_row_index(_ROW)
-            .select(
-                pl.col(_ROW),
-                self._weight_expr(plan, coding).alias("__w"),
-                d.alias("__d"),
-                pl.col(_CELL).fill_null(-2),
-                *[pl.col(c).alias(f"__c_{k}") for k, c in enumerate(columns)],
-            )
-        )
-        table = lazy.collect() if self.eager else None
         offset = 0
-        while True:
-            if table is not None:
-                part = table.slice(offset, _CHUNK_ROWS)
-            else:
-                part = lazy.slice(offset, _CHUNK_ROWS).collect()
+        while True:  # slice the rows first: a scan reads only its slice (row groups of Parquet)
+            rows = self.lazy.slice(offset, _CHUNK_ROWS).with_row_index(_ROW, offset=offset)
+            part = (
+                self._joined(plan, coding, rows)
+                .select(
+                    pl.col(_ROW),
+                    self._weight_expr(plan, coding).alias("__w"),
+                    d.alias("__d"),
+                    pl.col(_CELL).fill_null(-2),
+                    *[pl.col(c).alias(f"__c_{k}") for k, c in enumerate(columns)],
+                )
+                .collect()
+            )
             if part.height == 0 and offset > 0:
                 return
             yield part

@@ -112,8 +112,12 @@ def rake(
 
     Parameters
     ----------
-    data : pandas.DataFrame
-        One row per sampled unit; never modified.
+    data : pandas.DataFrame, Dask DataFrame, Polars DataFrame or LazyFrame, or PyArrow Table
+        One row per sampled unit; never modified. Dask and Polars data are raked on the cells
+        of the crossed levels without collecting the rows, with lazy weights and the same
+        numbers as pandas (:mod:`raking.survey.frames`; a
+        :class:`~raking.survey.frame_results.FrameRakeResult`; no replicates, one-stage
+        designs).
     targets : mapping
         ``{column: {level: target}}`` (or a :class:`pandas.Series` indexed by level) for each
         raking variable, adjusted in this order. A tuple of columns as key rakes to their joint
