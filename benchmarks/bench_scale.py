@@ -500,18 +500,30 @@ def header() -> list[str]:
             versions.append(f"{name} {md.version(name)}")
         except md.PackageNotFoundError:
             versions.append(f"{name} missing")
-    commit = subprocess.run(
-        ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    commit = _git("rev-parse", "--short", "HEAD") or "?"
+    changed = _git(
+        "status", "--porcelain", "--untracked-files=no", "--", str(HERE.parent / "raking")
+    )
+    if changed:
+        commit += f" + uncommitted changes in {len(changed.splitlines())} file(s) of raking/"
+    import raking
+
+    source = Path(raking.__file__).resolve().parent.parent
+    if source != HERE.parent:
+        commit = f"raking imported from {source}, not from this checkout"
     return [
         f"machine : {platform.platform()}, nproc={os.cpu_count()}, {_memory_gib():.0f} GiB memory",
         f"python  : {platform.python_version()}, {', '.join(versions)}",
-        f"commit  : {commit or '?'}",
+        f"commit  : {commit}",
         f"date    : {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
     ]
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(HERE), *args], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip()
 
 
 def _memory_gib() -> float:
