@@ -126,7 +126,11 @@ def rake_frame(
         raise ValueError("no row of data is left to rake after na='drop' / unknown='zero'.")
     if weights is not None:
         _check_bad_weights(rows, coding, groups, keys, raked, radix, name)
-    counts = groups["n"].to_numpy(dtype=np.int64)[raked]
+    # the cells in the pandas path's order (its mixed-radix key, first variable fastest), so
+    # that the solver sums them in the same order
+    order = np.flatnonzero(raked)
+    order = order[np.argsort(_pandas_key(codes[:, order], radix), kind="stable")]
+    counts = groups["n"].to_numpy(dtype=np.int64)[order]
     n_cells = int(raked.sum())
     if n_cells > MAX_CELLS:
         raise ValueError(
@@ -139,7 +143,7 @@ def rake_frame(
     t_raw = [t for _, _, t in variables.values()]
     shift = 0
     if weights is not None:
-        raw = groups["d"].to_numpy(dtype=np.float64)[raked]
+        raw = groups["d"].to_numpy(dtype=np.float64)[order]
         lo = float(groups["dmin"].to_numpy()[raked].min())
         hi = float(groups["dmax"].to_numpy()[raked].max())
         shift = design_scale(np.array([lo, hi]), name=name, labels=["(smallest)", "(largest)"])[1]
@@ -154,7 +158,7 @@ def rake_frame(
     design0 = total_value / n
     if weights is None:
         cell_d = counts * design0
-    cell_codes = np.ascontiguousarray(codes[:, raked], dtype=code_dtype(n_levels))
+    cell_codes = np.ascontiguousarray(codes[:, order], dtype=code_dtype(n_levels))
     units = _Units(cell_codes, cell_d, counts, np.arange(n_cells))
     n_rows, sample = _level_sums(units, n_levels)
     t_run = scaled_targets(t, shift, bounds, names=list(variables))
@@ -170,12 +174,12 @@ def rake_frame(
         shift=shift if bounds is not None else 0,
     )
     cell = np.full(keys.size, -1, dtype=np.int64)
-    cell[raked] = np.arange(n_cells)
+    cell[order] = np.arange(n_cells)
     cell[dropped] = -2
     plan = CellPlan(keys, cell, result.weights, shift, design0 if weights is None else 1.0, radix)
     rows.attach(coding, plan)
-    d2 = groups["d2"].to_numpy(dtype=np.float64)[raked] if weights is not None else None
-    spread = _spread(groups, raked, cell_codes, n_levels) if weights is not None else False
+    d2 = groups["d2"].to_numpy(dtype=np.float64)[order] if weights is not None else None
+    spread = _spread(groups, order, cell_codes, n_levels) if weights is not None else False
     state = FrameState(
         rows=rows,
         coding=coding,
@@ -220,6 +224,16 @@ def _refuse(unsupported: dict[str, Any]) -> None:
     )
 
 
+def _pandas_key(codes: np.ndarray, radix: tuple[int, ...]) -> np.ndarray:
+    """The key of :func:`raking.survey.weights.cells_from_codes` (first variable fastest)."""
+    key = np.zeros(codes.shape[1], dtype=np.int64)  # fits: check_radix bounds the product
+    stride = 1
+    for c, r in zip(codes, radix, strict=True):
+        key += c.astype(np.int64) * stride
+        stride *= r - 2
+    return key
+
+
 def _check_bad_weights(
     rows: Any,
     coding: _Coding,
@@ -255,11 +269,11 @@ def _check_bad_weights(
 
 
 def _spread(
-    groups: pd.DataFrame, raked: np.ndarray, cell_codes: np.ndarray, n_levels: list[int]
+    groups: pd.DataFrame, order: np.ndarray, cell_codes: np.ndarray, n_levels: list[int]
 ) -> bool:
     """Whether the design weights vary within some level (as ``RakeResult``'s check)."""
-    lo_c = groups["dmin"].to_numpy(dtype=np.float64)[raked]
-    hi_c = groups["dmax"].to_numpy(dtype=np.float64)[raked]
+    lo_c = groups["dmin"].to_numpy(dtype=np.float64)[order]
+    hi_c = groups["dmax"].to_numpy(dtype=np.float64)[order]
     for c, size in zip(cell_codes, n_levels, strict=True):
         lo = np.full(size, np.inf)
         hi = np.full(size, -np.inf)

@@ -210,8 +210,13 @@ class _Rows:
     kind: str
     meta: pd.DataFrame  # an empty pandas frame with the columns (and, for Dask, the dtypes)
 
-    def groups(self, coding: _Coding) -> pd.DataFrame:
-        """Per group of codes: ``key``, ``n``, ``d``, ``d2``, ``dmin``, ``dmax``, ``bad``."""
+    def groups(self, coding: _Coding, radix: tuple[int, ...]) -> pd.DataFrame:
+        """Per group of codes: ``key``, ``n``, ``d``, ``d2``, ``dmin``, ``dmax``, ``bad``.
+
+        ``key``: the mixed-radix key of the codes (:func:`_group_keys`), sorted; ``n`` rows;
+        ``d``, ``d2``: sums of the design weights and their squares (1 without ``weights``);
+        ``dmin``, ``dmax``; ``bad``: rows whose design weight is missing, <= 0 or not finite.
+        """
         raise NotImplementedError
 
     def weights(self, plan: CellPlan, coding: _Coding) -> Any:
@@ -312,7 +317,7 @@ class _DaskRows(_Rows):
         self.ddf = ddf
         self.meta = ddf._meta
 
-    def groups(self, coding: _Coding, radix: tuple[int, ...]) -> pd.DataFrame:  # type: ignore[override]
+    def groups(self, coding: _Coding, radix: tuple[int, ...]) -> pd.DataFrame:
         parts = self.ddf.map_partitions(_partition_groups, coding, radix, meta=_empty_groups())
         summed = parts.groupby("key").agg(_AGG, split_every=8)
         return summed.compute().reset_index().sort_values("key", ignore_index=True)
@@ -448,7 +453,7 @@ class _PolarsRows(_Rows):
 
         return pl.col(coding.weights).cast(pl.Float64)
 
-    def groups(self, coding: _Coding, radix: tuple[int, ...]) -> pd.DataFrame:  # type: ignore[override]
+    def groups(self, coding: _Coding, radix: tuple[int, ...]) -> pd.DataFrame:
         import polars as pl
 
         cols = coding.columns
@@ -467,7 +472,7 @@ class _PolarsRows(_Rows):
                 "dmax": d.max(),
                 "bad": (~good).cast(pl.Int64).sum(),
             }
-        table = self.lazy.group_by(cols).agg(**sums).collect()
+        table = _collect(self.lazy.group_by(cols).agg(**sums), streaming=not self.eager)
         self._table = table.select(cols)
         part = pd.DataFrame({c: pd.Series(table[c].to_list(), dtype=object) for c in cols})
         codes = coding.codes(part)
@@ -641,6 +646,22 @@ class _PolarsRows(_Rows):
             frames.append(sub.value_counts(dropna=False).rename("count").reset_index())
             offset += _CHUNK_ROWS
         return _collect_counts(pd.concat(frames, ignore_index=True), columns)
+
+
+def _collect(lazy: Any, *, streaming: bool) -> Any:
+    """``lazy.collect()``, by the streaming engine when ``streaming`` (a scan of files).
+
+    The streaming engine reads the rows in batches, so counting the cells of a
+    ``scan_parquet`` never holds its columns in memory (``engine="streaming"``; polars < 1.23:
+    ``streaming=True``).
+    """
+    import polars as pl
+
+    if not streaming:
+        return lazy.collect()
+    if "engine" in inspect.signature(pl.LazyFrame.collect).parameters:
+        return lazy.collect(engine="streaming")
+    return lazy.collect(streaming=True)
 
 
 def _as_pandas(series: Any) -> pd.Series:
