@@ -43,7 +43,14 @@ from raking.results import RakingWeights
 from raking.survey.design import SurveyDesign
 from raking.survey.estimates import EstimateTable, SurveyEstimate
 from raking.survey.linearization import RakingProjection, ResidualNotConverged
-from raking.validation import check_ci, check_columns
+from raking.survey.results import RakeResult
+from raking.validation import (
+    check_ci,
+    check_columns,
+    check_estimate_na,
+    raise_missing_values,
+    raise_no_complete_rows,
+)
 
 __all__ = ["CellProjection", "FrameRakeResult"]
 
@@ -146,12 +153,11 @@ class FrameState:
 
     def design_now(self) -> FrameDesign:
         """The design (one pass over the rows, on first use)."""
-        return _cached_design(self)
+        return self._design_value
 
-
-@functools.lru_cache(maxsize=32)
-def _cached_design(state: FrameState) -> FrameDesign:
-    return state.design()
+    @functools.cached_property
+    def _design_value(self) -> FrameDesign:
+        return self.design()
 
 
 @dataclass(frozen=True, eq=False)
@@ -285,18 +291,19 @@ class FrameRakeResult:
     # ---------------------------------------------------------------- estimators
 
     def mean(
-        self, column: Hashable | list[Hashable], *, by: Hashable | None = None
+        self, column: Hashable | list[Hashable], *, by: Hashable | None = None, na: str = "error"
     ) -> SurveyEstimate | EstimateTable:
         r"""Raked mean :math:`\sum w y / \sum w` (per domain with ``by``), with its linearised SE.
 
         As :meth:`raking.survey.results.RakeResult.mean` (a list of columns or ``by``: an
-        :class:`EstimateTable` with ``cov``), computed by passes over the rows (module
+        :class:`EstimateTable` with ``cov``; ``na="omit"``: over the rows where the column(s)
+        are present, a domain, as R's ``na.rm=TRUE``), computed by passes over the rows (module
         docstring).
         """
-        return self._table("mean", column, by)
+        return self._table("mean", column, by, check_estimate_na(na))
 
     def total(
-        self, column: Hashable | list[Hashable], *, by: Hashable | None = None
+        self, column: Hashable | list[Hashable], *, by: Hashable | None = None, na: str = "error"
     ) -> SurveyEstimate | EstimateTable:
         r"""Raked total :math:`\sum w y`, as :meth:`raking.survey.results.RakeResult.total`."""
         if not self.total_known:
@@ -305,18 +312,24 @@ class FrameRakeResult:
                 "were shares and no total= was given (the weights sum to the sample's own "
                 f"{self.weight_total:.6g}). Rake with targets as population counts or pass total=N."
             )
-        return self._table("total", column, by)
+        return self._table("total", column, by, check_estimate_na(na))
 
     def proportion(
-        self, column: Hashable, *, by: Hashable | None = None, ci: str = "wald"
+        self,
+        column: Hashable,
+        *,
+        by: Hashable | None = None,
+        ci: str = "wald",
+        na: str = "error",
     ) -> EstimateTable:
         """Raked share of each level of ``column`` (per domain of ``by``), Wald intervals.
 
         As :meth:`raking.survey.results.RakeResult.proportion` with ``ci="wald"``; the logit
         and beta intervals need the design's degrees of freedom per domain, not offered on
-        frames.
+        frames. ``na="omit"``: the shares among the rows where ``column`` is present.
         """
         ci = check_ci(ci)
+        na = check_estimate_na(na)
         if ci != "wald":
             raise NotImplementedError(
                 f"proportion(ci={ci!r}) is not offered for Dask or Polars frames; take the "
@@ -324,9 +337,10 @@ class FrameRakeResult:
                 "a pandas DataFrame."
             )
         self._check_columns([column], "the estimate")
-        level_labels = self._levels(column)
+        level_labels = self._levels(column, missing=na)
         ys = [_Indicator(column, lv) for lv in level_labels]
-        estimates, domains, _ = self._estimates("mean", ys, by)
+        kept = (column,) if na == "omit" else ()
+        estimates, domains, _ = self._estimates("mean", ys, by, kept)
         if by is None:
             return EstimateTable(
                 f"proportions of {column}", tuple(level_labels), tuple(estimates), column
@@ -376,26 +390,33 @@ class FrameRakeResult:
                 f"For the share of each level use proportion({column!r})."
             )
 
-    def _levels(self, column: Hashable) -> list[Any]:
-        """The sorted levels of ``column`` among the sampled rows (missing values: an error)."""
+    def _levels(self, column: Hashable, *, missing: str = "by") -> list[Any]:
+        """The sorted levels of ``column`` among the sampled rows, as ``RakeResult._levels``.
+
+        ``missing``: ``"omit"`` leaves missing values out; ``"error"`` (``proportion``) and
+        ``"by"`` (a domain column) refuse them with the pandas path's message.
+        """
+        levels, absent = self._levels_found(column)
+        if missing != "omit" and absent:
+            _raise_missing_levels(column, missing)
+        return levels
+
+    def _levels_found(self, column: Hashable) -> tuple[list[Any], bool]:
+        """The sorted levels of ``column`` among the sampled rows, and whether some are missing."""
         chunk = functools.partial(_levels_chunk, column=column)
         table = self._state.rows.map_reduce([column], chunk, ["level"])
-        missing = pd.isna(table["level"]).to_numpy()
-        if missing.any():
-            raise ValueError(
-                f"column {column!r} has missing values; give them a level (fillna) to estimate "
-                "by or for it."
-            )
-        return list(pd.Index(table["level"].tolist()).sort_values())
+        absent = pd.isna(table["level"]).to_numpy()
+        return list(pd.Index(table["level"][~absent].tolist()).sort_values()), bool(absent.any())
 
     def _table(
-        self, kind: str, column: Hashable | list[Hashable], by: Hashable | None
+        self, kind: str, column: Hashable | list[Hashable], by: Hashable | None, na: str
     ) -> SurveyEstimate | EstimateTable:
         columns = column if isinstance(column, list) else [column]
         self._check_columns(columns, "the estimate")
         for c in columns:
             self._check_numeric(c)
-        estimates, domains, cov = self._estimates(kind, list(columns), by)
+        kept = tuple(columns) if na == "omit" else ()
+        estimates, domains, cov = self._estimates(kind, list(columns), by, kept)
         if not isinstance(column, list) and by is None:
             return estimates[0]
         what = ", ".join(map(str, columns))
@@ -413,20 +434,24 @@ class FrameRakeResult:
         )
 
     def _estimates(
-        self, kind: str, ys: list, by: Hashable | None
+        self, kind: str, ys: list, by: Hashable | None, kept: tuple = ()
     ) -> tuple[list[SurveyEstimate], list[Any], Callable[[], np.ndarray]]:
-        """The estimates of every (domain, y) (domains outer), their labels and lazy ``cov``."""
+        """The estimates of every (domain, y) (domains outer), their labels and lazy ``cov``.
+
+        ``kept``: the columns that must be present in a row for it to count (``na="omit"``).
+        """
         s = self._state
+        domains: list[Any] = [None]
+        by_missing = False
         if by is not None:
             self._check_columns([by], "by")
-            domains = self._levels(by)
-        else:
-            domains = [None]
-        spec = _Spec(kind, tuple(ys), by, tuple(domains))
+            domains, by_missing = self._levels_found(by)
+        spec = _Spec(kind, tuple(ys), by, tuple(domains), kept)
         sums = s.rows.map_reduce(spec.columns, functools.partial(_point_chunk, spec=spec), ["k"])
         point = _Points.of(spec, sums)
-        _raise_missing(self, spec, point, sums)
-        notes = self._notes()
+        notes = self._notes() + _check_missing(self, spec, point, sums)  # y's errors first
+        if by_missing:
+            _raise_missing_levels(by, "by")
         srs_pass = functools.partial(_cell_chunk, spec=spec, point=point)
         cells = s.rows.map_reduce(spec.columns, srs_pass, ["cell"])
         vsrs = point.srs(cells, kind)
@@ -629,6 +654,7 @@ class _Spec:
     ys: tuple
     by: Hashable | None
     domains: tuple
+    kept: tuple = ()  # columns a row must have (na="omit")
 
     @property
     def size(self) -> int:
@@ -647,24 +673,46 @@ class _Spec:
         for y in self.ys:
             if isinstance(y, _Indicator):
                 series = arrays[y.column]
-                out.append((series == y.level).to_numpy(dtype=np.float64))
+                out.append(_equals(series, y.level).astype(np.float64))
             else:
                 series = arrays[y]
                 out.append(series.to_numpy(dtype=np.float64, na_value=np.nan))
         return out
 
-    def domain_masks(self, arrays: dict[str, Any]) -> list[np.ndarray]:
-        """Each domain's rows in the chunk."""
+    @property
+    def numeric(self) -> list[Hashable]:
+        """The numeric columns estimated (not the indicators of a proportion)."""
+        return [y for y in self.ys if not isinstance(y, _Indicator)]
+
+    def present(self, arrays: dict[str, Any]) -> np.ndarray:
+        """The rows where every ``kept`` column has a value."""
+        out = np.ones(arrays["w"].shape[0], dtype=bool)
+        for c in self.kept:
+            out &= ~arrays[c].isna().to_numpy()
+        return out
+
+    def domain_masks(self, arrays: dict[str, Any], *, kept: bool = True) -> list[np.ndarray]:
+        """Each domain's rows in the chunk (with ``kept``: those with the ``kept`` columns)."""
         n = arrays["w"].shape[0]
         if self.by is None:
-            return [np.ones(n, dtype=bool)]
-        series = arrays[self.by]
-        return [(series == dom).to_numpy(dtype=bool) for dom in self.domains]
+            masks = [np.ones(n, dtype=bool)]
+        else:
+            series = arrays[self.by]
+            masks = [_equals(series, dom) for dom in self.domains]
+        if kept and self.kept:
+            present = self.present(arrays)
+            masks = [m & present for m in masks]
+        return masks
 
     def parts(self, arrays: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(y, domain mask)`` of every estimate, domains outer."""
         values = self.values(arrays)
         return [(y, dom) for dom in self.domain_masks(arrays) for y in values]
+
+
+def _equals(series: pd.Series, value: object) -> np.ndarray:
+    """``series == value`` as a NumPy bool array (missing values: False), for any dtype."""
+    return pd.array(series == value, dtype="boolean").to_numpy(dtype=bool, na_value=False)
 
 
 def _levels_chunk(arrays: dict[str, Any], column: Hashable) -> pd.DataFrame:
@@ -679,19 +727,37 @@ def _levels_chunk(arrays: dict[str, Any], column: Hashable) -> pd.DataFrame:
 
 
 def _point_chunk(arrays: dict[str, Any], spec: _Spec) -> pd.DataFrame:
-    r"""Per estimate ``k``: :math:`\sum w y 1_D`, :math:`\sum w 1_D`, rows with w > 0, NaN y."""
+    r"""Per estimate ``k``: :math:`\sum w y 1_D`, :math:`\sum w 1_D`, rows with w > 0.
+
+    ``had``: the domain's rows with w > 0 before ``na="omit"``. Rows ``k = -1 - j``: the raked
+    rows missing numeric column ``j`` (``nan``); ``k = -1 - len(numeric)``: the raked rows
+    left out by ``na="omit"``.
+    """
     w = arrays["w"]
     w0 = np.where(arrays["cell"] >= 0, w, 0.0)
-    out: dict[str, list] = {"k": [], "wy": [], "w": [], "rows": [], "nan": []}
-    for k, (y, dom) in enumerate(spec.parts(arrays)):
-        keep = dom & (w0 > 0)
-        bad = np.isnan(y) & keep
+    raked = w0 > 0
+    out: dict[str, list] = {"k": [], "wy": [], "w": [], "rows": [], "had": [], "nan": []}
+
+    def add(
+        k: int, wy: float = 0.0, ws: float = 0.0, rows: int = 0, had: int = 0, nan: int = 0
+    ) -> None:
+        for key, value in zip(out, (k, wy, ws, rows, had, nan), strict=True):
+            out[key].append(value)
+
+    raw = [d for d in spec.domain_masks(arrays, kept=False) for _ in spec.ys]
+    for k, ((y, dom), before) in enumerate(zip(spec.parts(arrays), raw, strict=True)):
         yd = np.where(dom & ~np.isnan(y), y, 0.0)
-        out["k"].append(k)
-        out["wy"].append(float(np.dot(w0, yd)))
-        out["w"].append(float(w0[dom].sum()))
-        out["rows"].append(int(np.count_nonzero(keep)))
-        out["nan"].append(int(np.count_nonzero(bad)))
+        rows = int(np.count_nonzero(dom & raked))
+        add(
+            k,
+            float(np.dot(w0, yd)),
+            float(w0[dom].sum()),
+            rows,
+            int(np.count_nonzero(before & raked)),
+        )
+    for j, c in enumerate(spec.numeric):
+        add(-1 - j, nan=int(np.count_nonzero(arrays[c].isna().to_numpy() & raked)))
+    add(-1 - len(spec.numeric), nan=int(np.count_nonzero(~spec.present(arrays) & raked)))
     return pd.DataFrame(out)
 
 
@@ -703,7 +769,7 @@ class _Points:
     wsum: np.ndarray
     ymean: np.ndarray  # weighted mean of y over the domain's rows of positive weight
     rows: np.ndarray
-    nan: np.ndarray
+    had: np.ndarray  # rows of positive weight in the domain before na="omit"
     kind: str
 
     @classmethod
@@ -719,7 +785,7 @@ class _Points:
             w,
             mean,
             sums["rows"].to_numpy(np.int64),
-            sums["nan"].to_numpy(np.int64),
+            sums["had"].to_numpy(np.int64),
             spec.kind,
         )
 
@@ -749,23 +815,42 @@ class _Points:
         return out
 
 
-def _raise_missing(
-    result: FrameRakeResult, spec: _Spec, point: _Points, sums: pd.DataFrame
-) -> None:
-    """Missing values of y among the raked rows: the pandas path's error, with rows."""
-    for k in range(spec.size):
-        if not point.nan[k]:
-            continue
-        y = spec.ys[k % len(spec.ys)]
-        column = y.column if isinstance(y, _Indicator) else y
-        count = int(point.nan[: k + 1][k :: -len(spec.ys)].max()) if spec.by else int(point.nan[k])
-        rows = result._state.rows
-        labels = rows.labels_where([column], functools.partial(_missing_y, column=column))
-        raise ValueError(
-            f"column {column!r} has {count} missing value(s) among the raked rows "
-            f"(rows {labels}); an estimate needs every value. Fill them, or rake without "
-            f"those rows (rake(data.dropna(subset=[{column!r}]), ...))."
+def _raise_missing_levels(column: Hashable, missing: str) -> None:
+    """``RakeResult._levels``' error for missing values of a level column."""
+    fix = "give them a level (fillna) to estimate by it"
+    if missing == "error":
+        fix = (
+            "give them a level (fillna), or pass na='omit' to leave those rows out (R's "
+            "na.rm=TRUE: the shares among the other rows)"
         )
+    raise ValueError(f"column {column!r} has missing values; {fix}.")
+
+
+def _check_missing(
+    result: FrameRakeResult, spec: _Spec, point: _Points, sums: pd.DataFrame
+) -> tuple[str, ...]:
+    """Missing values of the analysis columns among the raked rows, as the pandas path.
+
+    ``na="error"``: the first numeric column with some raises (naming rows); ``na="omit"``: a
+    domain left without rows raises, else the note saying how many raked rows were left out.
+    """
+    count = dict(zip(sums["k"].tolist(), sums["nan"].tolist(), strict=True))
+    if not spec.kept:
+        for j, column in enumerate(spec.numeric):
+            if count.get(-1 - j, 0):
+                rows = result._state.rows.labels_where(
+                    [column], functools.partial(_missing_y, column=column)
+                )
+                raise_missing_values([column], int(count[-1 - j]), rows)
+        return ()
+    for k in range(spec.size):
+        if point.had[k] and not point.rows[k]:
+            y = spec.ys[k % len(spec.ys)]
+            column = y.column if isinstance(y, _Indicator) else y
+            label = spec.domains[k // len(spec.ys)]
+            raise_no_complete_rows([column], spec.by, label)
+    omitted = int(count.get(-1 - len(spec.numeric), 0))
+    return RakeResult._omitted_note(list(spec.kept), np.ones(omitted, dtype=bool))
 
 
 def _missing_y(arrays: dict[str, Any], column: Hashable) -> np.ndarray:
@@ -825,7 +910,8 @@ def _labels(arrays: dict[str, Any], col: Hashable | None, rows: np.ndarray, n: i
         return pd.Series(np.zeros(n, dtype=np.int8))
     values = arrays[col][rows].reset_index(drop=True)
     if isinstance(values.dtype, pd.CategoricalDtype):  # groups of its values, not categories
-        values = values.astype(object)
+        categories = values.cat.categories.dtype
+        values = values.astype(object if values.isna().any() else categories)
     return values
 
 

@@ -268,7 +268,7 @@ def _labels_chunk(
     arrays: dict[str, Any], predicate: Callable[[dict[str, Any]], np.ndarray]
 ) -> pd.DataFrame:
     hit = predicate(arrays)
-    labels = pd.Series(list(arrays["index"][hit][:10]), dtype=object)
+    labels = pd.Series(arrays["index"][hit][:10])  # the index's dtype (sorted as numbers)
     return pd.DataFrame({"label": labels, "n": np.ones(labels.size, dtype=np.int64)})
 
 
