@@ -319,7 +319,7 @@ class _DaskRows(_Rows):
 
     def groups(self, coding: _Coding, radix: tuple[int, ...]) -> pd.DataFrame:
         parts = self.ddf.map_partitions(_partition_groups, coding, radix, meta=_empty_groups())
-        summed = parts.groupby("key").agg(_AGG, split_every=8)
+        summed = parts.groupby("key").agg(_AGG, split_every=8, split_out=1)
         return summed.compute().reset_index().sort_values("key", ignore_index=True)
 
     def weights(self, plan: CellPlan, coding: _Coding) -> Any:
@@ -341,7 +341,7 @@ class _DaskRows(_Rows):
 
         shared = dask.delayed((self._plan, chunk), traverse=False)
         parts = self.ddf.map_partitions(_run_chunk, self._coding, shared, columns, meta=empty)
-        summed = parts.groupby(list(keys), dropna=False).sum(split_every=8)
+        summed = parts.groupby(list(keys), dropna=False).sum(split_every=8, split_out=1)
         return summed.compute().reset_index().sort_values(list(keys), ignore_index=True)
 
     def attach(self, coding: _Coding, plan: CellPlan) -> None:
