@@ -331,6 +331,10 @@ def test_what_frames_refuse_is_named():
         res.ratio("y", "z")
     with pytest.raises(NotImplementedError, match="ci='wald'"):
         res.proportion("age", ci="logit")
+    with pytest.raises(NotImplementedError, match=r"calibrate\(method='linear'\) is not offered"):
+        raking.calibrate(ddf, TARGETS, weights="w", method="linear")
+    calibrated = raking.calibrate(pl.from_pandas(df), TARGETS, weights="w")  # raking: offered
+    close(weights_of(calibrated, df), raking.calibrate(df, TARGETS, weights="w").weights)
     with pytest.raises(TypeError, match=r"data must be a pandas\.DataFrame, a Dask DataFrame"):
         raking.rake([1, 2, 3], TARGETS)
 

@@ -230,6 +230,7 @@ def calibrate(
         )
     rep_kind = check_replicates(replicates)
     n_rep, rho = check_replicate_options(rep_kind, **replicate_options)  # type: ignore[arg-type]
+    _refuse_frames(data, method, numeric)
     if not categorical:
         if total is None:
             raise_without_population_size(list(numeric))
@@ -500,6 +501,21 @@ def _newton(
             return _Solution(g, misfit, iteration, False, True)
         lam, u, g, misfit, err, phi = lam_new, u_new, g_new, misfit_new, err_new, phi_new
     return _Solution(g, misfit, max_iter, False, False)
+
+
+def _refuse_frames(data: object, method: str, numeric: object) -> None:
+    """Dask and Polars frames are raked (``raking.rake``), not calibrated otherwise."""
+    from raking.survey.frames import frame_kind
+
+    kind = frame_kind(data)
+    if kind is None:
+        return
+    what = f"method={method!r}" + (" with numeric totals" if numeric else "")
+    raise NotImplementedError(
+        f"calibrate({what}) is not offered for {kind} frames: only raking to level totals "
+        "is (method='raking' without numeric totals, which is raking.rake). Calibrate a "
+        "pandas DataFrame of the columns it needs (for Dask: ddf[columns].compute())."
+    )
 
 
 def _raw_design(data: pd.DataFrame, weights: object, rows: np.ndarray) -> np.ndarray:
