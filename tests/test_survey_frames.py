@@ -416,3 +416,16 @@ def test_na_omit_estimates_as_pandas():
             with pytest.raises(ValueError) as want:
                 call(ref)
             assert str(got.value) == str(want.value)
+
+
+def test_crossed_margin_as_pandas():
+    df = sample(3000, seed=21)
+    cells = [(r, s) for r in ["north", "south", "east", "west"] for s in "FM"]
+    targets = {("region", "sex"): dict.fromkeys(cells, 1 / 8), "age": TARGETS["age"]}
+    options = {"weights": "w", "strata": "stratum", "cluster": "psu"}
+    ref = raking.rake(df, targets, **options)
+    for data in (dd.from_pandas(df, npartitions=4), pl.from_pandas(df).lazy()):
+        res = raking.rake(data, targets, **options)
+        close(weights_of(res, df), ref.weights.to_numpy())
+        one, one_ref = res.mean("y"), ref.mean("y")
+        close([one.estimate, one.se], [one_ref.estimate, one_ref.se])
