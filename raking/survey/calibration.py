@@ -43,6 +43,7 @@ from raking.survey.codes import column
 from raking.survey.frontend import (
     _as_float,
     _design_weights,
+    _DesignOptions,
     _replicate_design,
     _warn_replicates,
     rake,
@@ -58,8 +59,6 @@ from raking.validation import (
     check_numeric_reach,
     check_option,
     check_positive_int,
-    check_replicate_options,
-    check_replicates,
     check_tol,
     raise_if_out_of_reach_with_total,
     raise_on_collinear,
@@ -67,7 +66,6 @@ from raking.validation import (
     raise_on_share_totals,
     raise_without_population_size,
     split_calibration_totals,
-    stage_columns,
 )
 
 __all__ = ["calibrate"]
@@ -200,21 +198,20 @@ def calibrate(
     bounds = check_calibration_bounds(bounds, method)
     tol = check_tol(tol)
     max_iter = check_positive_int(max_iter, name="max_iter")
-    design = {
-        "strata": strata,
-        "cluster": cluster,
-        "fpc": fpc,
-        "lonely_psu": lonely_psu,
-        "nest": nest,
-    }
-    replicate_options = {
-        "n_replicates": n_replicates,
-        "seed": seed,
-        "fay_rho": fay_rho,
-        "replicate_scale": replicate_scale,
-        "replicate_rscales": replicate_rscales,
-        "replicate_mse": replicate_mse,
-    }
+    options = _DesignOptions(
+        strata=strata,
+        cluster=cluster,
+        fpc=fpc,
+        lonely_psu=lonely_psu,
+        nest=nest,
+        replicates=replicates,
+        n_replicates=n_replicates,
+        seed=seed,
+        fay_rho=fay_rho,
+        replicate_scale=replicate_scale,
+        replicate_rscales=replicate_rscales,
+        replicate_mse=replicate_mse,
+    )
     if method == "raking" and not numeric:
         return rake(
             data,
@@ -224,17 +221,14 @@ def calibrate(
             max_iter=max_iter,
             bounds=bounds,
             total=total,
-            replicates=replicates,
-            **design,
-            **replicate_options,
+            **options.keywords(),
         )
-    rep_kind = check_replicates(replicates)
-    n_rep, rho = check_replicate_options(rep_kind, **replicate_options)  # type: ignore[arg-type]
     _refuse_frames(data, method, numeric)
     if not categorical:
         if total is None:
             raise_without_population_size(list(numeric))
         categorical = {_INTERCEPT: {_INTERCEPT: total}}
+    design = options.keywords(replicates=False)
     base = rake(data, categorical, weights=weights, steps=0, total=total, bounds=bounds, **design)  # type: ignore[arg-type]
     if numeric and not base.total_known:
         raise_on_share_totals(list(numeric))
@@ -293,24 +287,10 @@ def calibrate(
             stacklevel=2,
         )
     result = _calibrated_result(base, method, numeric, x, w, solution, errors, names, tol)
-    if rep_kind is None:
+    if options.kind is None:
         return result
-    spec = _replicate_design(
-        data,
-        rep_kind,
-        replicates,
-        {"strata": s.strata, "cluster": s.cluster, "fraction": s.fraction},
-        stage_columns(strata, cluster, fpc)[0][0],
-        s.sample_pos,
-        s.raked_pos,
-        d,
-        n_replicates=n_rep,
-        seed=seed,
-        rho=rho,
-        scale=replicate_scale,
-        rscales=replicate_rscales,
-        mse=bool(replicate_mse),
-    )
+    columns = {"strata": s.strata, "cluster": s.cluster, "fraction": s.fraction}
+    spec = _replicate_design(data, options, columns, s.sample_pos, s.raked_pos, d)
     spec = replace(spec, detail=f"each calibrated by method={method!r}")
     reps = _recalibrate(matrix, spec, d, s.design, t, dist, scale, tol, max_iter)
     _warn_replicates(reps, None, bounds)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -282,10 +283,13 @@ def rake(
     tol = check_tol(tol)
     max_iter = check_positive_int(max_iter, name="max_iter")
     bounds = check_bounds(bounds)
-    lonely_psu = check_lonely_psu(lonely_psu)
-    rep_kind = check_replicates(replicates)
-    n_rep, rho = check_replicate_options(
-        rep_kind,
+    options = _DesignOptions(
+        strata=strata,
+        cluster=cluster,
+        fpc=fpc,
+        lonely_psu=lonely_psu,
+        nest=nest,
+        replicates=replicates,
         n_replicates=n_replicates,
         seed=seed,
         fay_rho=fay_rho,
@@ -293,7 +297,7 @@ def rake(
         replicate_rscales=replicate_rscales,
         replicate_mse=replicate_mse,
     )
-    stage_strata, stage_cluster, stage_fpc = stage_columns(strata, cluster, fpc)
+    stage_strata, stage_cluster, stage_fpc = options.stages
     variables = _parse_targets(targets, data)
     codes = [_code_variable(data, cols, levels, na) for cols, levels, _ in variables.values()]
     dropped, raked = _row_status(data, variables, codes, na, unknown)
@@ -340,26 +344,11 @@ def rake(
         full[sample_pos] = 0.0
         full[raked] = result.weights
     columns = _design_columns(
-        data, sample_pos, stage_strata, stage_cluster, stage_fpc, lonely_psu, nest=nest
+        data, sample_pos, stage_strata, stage_cluster, stage_fpc, options.lonely_psu, nest=nest
     )
     reraked = None
-    if rep_kind is not None:
-        spec = _replicate_design(
-            data,
-            rep_kind,
-            replicates,
-            columns,
-            stage_strata[0],
-            sample_pos,
-            raked_pos,
-            d,
-            n_replicates=n_rep,
-            seed=seed,
-            rho=rho,
-            scale=replicate_scale,
-            rscales=replicate_rscales,
-            mse=bool(replicate_mse),
-        )
+    if options.kind is not None:
+        spec = _replicate_design(data, options, columns, sample_pos, raked_pos, d)
         factors, run = _rake_replicates(
             units,
             d_run,
@@ -682,29 +671,81 @@ def _result(
     )
 
 
+@dataclass(frozen=True)
+class _DesignOptions:
+    """The design and replicate options of :func:`rake` and ``calibrate``, checked once.
+
+    Built from their keyword arguments as given, which :meth:`keywords` hands on; checking sets
+    ``lonely_psu`` to its checked value, ``stages`` (the column of each stage for ``strata``,
+    ``cluster`` and ``fpc``, as :func:`raking.validation.stage_columns` returns them), ``kind``
+    (the replicate type, ``None`` without replicates: :func:`raking.validation.check_replicates`),
+    ``n_rep`` and ``rho`` (bootstrap replicates and Fay's factor, as
+    :func:`raking.validation.check_replicate_options` returns them).
+    """
+
+    strata: Any
+    cluster: Any
+    fpc: Any
+    lonely_psu: str
+    nest: bool
+    replicates: Any
+    n_replicates: int | None
+    seed: Any
+    fay_rho: float | None
+    replicate_scale: Any
+    replicate_rscales: Any
+    replicate_mse: bool
+    stages: tuple[list[Hashable | None], ...] = field(init=False)
+    kind: str | None = field(init=False)
+    n_rep: int | None = field(init=False)
+    rho: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        lonely_psu = check_lonely_psu(self.lonely_psu)
+        kind = check_replicates(self.replicates)
+        n_rep, rho = check_replicate_options(
+            kind,
+            n_replicates=self.n_replicates,
+            seed=self.seed,
+            fay_rho=self.fay_rho,
+            replicate_scale=self.replicate_scale,
+            replicate_rscales=self.replicate_rscales,
+            replicate_mse=self.replicate_mse,
+        )
+        stages = stage_columns(self.strata, self.cluster, self.fpc)
+        for name, value in zip(
+            ("lonely_psu", "kind", "n_rep", "rho", "stages"),
+            (lonely_psu, kind, n_rep, rho, stages),
+            strict=True,
+        ):
+            object.__setattr__(self, name, value)
+
+    def keywords(self, *, replicates: bool = True) -> dict[str, Any]:
+        """The options as :func:`rake`'s keyword arguments (``replicates=False``: the design's)."""
+        names = ["strata", "cluster", "fpc", "lonely_psu", "nest"]
+        if replicates:
+            names += ["replicates", "n_replicates", "seed", "fay_rho", "replicate_scale"]
+            names += ["replicate_rscales", "replicate_mse"]
+        return {name: getattr(self, name) for name in names}
+
+
 def _replicate_design(
     data: pd.DataFrame,
-    kind: str,
-    replicates: object,
+    options: _DesignOptions,
     columns: dict[str, Any],
-    strata: Hashable | None,
     sample_pos: np.ndarray,
     raked_pos: np.ndarray,
     d: np.ndarray,
-    *,
-    n_replicates: int | None,
-    seed: object,
-    rho: float,
-    scale: object,
-    rscales: object,
-    mse: bool,
 ) -> replicate_methods.ReplicateDesign:
     """The replicate design weights of the raked rows (multipliers of ``d``), checked.
 
-    Built from the first-stage design of the sampled rows: ``strata`` (the first stage's
-    stratum column, whose labels number BRR's strata and name them in messages) and
-    ``columns["cluster"]`` (PSU codes), ``columns["fraction"]``; or the table ``replicates``.
+    Built from the first-stage design of the sampled rows: the first stage's stratum column of
+    ``options`` (whose labels number BRR's strata and name them in messages) and
+    ``columns["cluster"]`` (PSU codes), ``columns["fraction"]``; or the table of replicate
+    weights ``options.replicates``.
     """
+    kind, replicates, strata = options.kind, options.replicates, options.stages[0][0]
+    mse = bool(options.replicate_mse)
     s = sample_pos.size
     if kind == "given":
         values = replicates
@@ -717,7 +758,9 @@ def _replicate_design(
         arr = check_replicate_weights(values, len(data), rows, data.index)  # type: ignore[arg-type]
         n_rep = arr.shape[1]
         names = names or tuple(f"r{j + 1}" for j in range(n_rep))
-        scale_value, rscale_values = check_replicate_scales(scale, rscales, n_rep)
+        scale_value, rscale_values = check_replicate_scales(
+            options.replicate_scale, options.replicate_rscales, n_rep
+        )
         return replicate_methods.given(
             arr[rows], d, names, scale=scale_value, rscales=rscale_values, mse=mse
         )
@@ -749,10 +792,11 @@ def _replicate_design(
             )
     elif kind == "bootstrap":
         spec = replicate_methods.bootstrap(
-            h, psu, s, n_replicates=n_replicates, rng=check_seed(seed), mse=mse  # type: ignore[arg-type]
+            h, psu, s, n_replicates=options.n_rep, rng=check_seed(options.seed), mse=mse  # type: ignore[arg-type]
         )
     else:
-        spec = replicate_methods.brr(h, psu, [_plain(x) for x in labels], s, rho=rho, mse=mse)  # type: ignore[arg-type, union-attr]
+        plain = [_plain(x) for x in labels]  # type: ignore[union-attr]
+        spec = replicate_methods.brr(h, psu, plain, s, rho=options.rho, mse=mse)  # type: ignore[arg-type]
     return spec.restrict(raked_pos)
 
 
