@@ -176,7 +176,7 @@ def run_pandas(files: list[Path], out: Path, seed: int) -> dict:
 
     import raking
 
-    times: dict[str, float] = {}
+    times = _Phases()
     start = time.perf_counter()
     frame = pd.read_parquet(files)
     times["read"] = time.perf_counter() - start
@@ -198,7 +198,7 @@ def run_dask(files: list[Path], out: Path, seed: int, workers: int) -> dict:
 
     import raking
 
-    times: dict[str, float] = {}
+    times = _Phases()
     start = time.perf_counter()
     with (
         LocalCluster(
@@ -238,7 +238,7 @@ def run_polars(files: list[Path], out: Path, seed: int) -> dict:
 
     import raking
 
-    times: dict[str, float] = {}
+    times = _Phases()
     start = time.perf_counter()
     frame = pl.scan_parquet([str(f) for f in files])
     result = raking.rake(frame, targets(seed), **RAKE_OPTIONS)
@@ -267,6 +267,21 @@ def warm_up(file: Path, seed: int) -> None:
     raking.rake(frame, targets(seed), **RAKE_OPTIONS).mean("y")
 
 
+class _Phases(dict):
+    """Seconds per phase, with this process's peak RSS so far (GiB) at the end of each phase."""
+
+    def __setitem__(self, phase: str, seconds: float) -> None:
+        import resource
+
+        super().__setitem__(phase, seconds)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+        self.peaks[phase] = peak
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peaks: dict[str, float] = {}
+
+
 def child(args: argparse.Namespace) -> None:
     """Run one method on the files of ``args.data``; write its JSON record to ``args.record``."""
     files = sorted(Path(args.data).glob("part-*.parquet"))
@@ -279,6 +294,7 @@ def child(args: argparse.Namespace) -> None:
     else:
         record = run_polars(files, out, args.seed)
     record.setdefault("roles", {str(os.getpid()): "process"})
+    record["peaks"] = record["times"].peaks
     Path(args.record).write_text(json.dumps(record))
 
 
@@ -463,6 +479,8 @@ def details(run: Run) -> str:
         + (f"; {run.record['partitions']} partitions" if "partitions" in run.record else ""),
     ]
     lines += [f"    peak RSS {gib(peak)} GiB  {label}" for label, peak in run.per_process()]
+    peaks = ", ".join(f"{k} {v:.2f}" for k, v in run.record.get("peaks", {}).items())
+    lines.append(f"    peak RSS (GiB) of the {run.method} process by the end of: {peaks}")
     return "\n".join(lines)
 
 
