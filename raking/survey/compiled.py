@@ -298,10 +298,10 @@ def rake_batch(
 ) -> tuple[np.ndarray, ...]:
     """Rake ``R`` replicates of the same units at once, parallel over replicates.
 
-    The compiled twin of :func:`raking.survey.loops._run_unbounded_batch` and
-    :func:`~raking.survey.loops._run_bounded_batch` (same steps, checks and stopping rule per
-    replicate; tested equal to 1e-12): each thread rakes whole replicates, all of whose
-    passes run over the ``m`` units of one replicate (in cache for cells).
+    The compiled twin of :func:`raking.survey.loops._run_unbounded` and
+    :func:`~raking.survey.loops._run_bounded` on ``R`` replicates (same steps, checks and
+    stopping rule per replicate; tested equal to 1e-11): each thread rakes whole replicates,
+    all of whose passes run over the ``m`` units of one replicate (in cache for cells).
 
     Parameters
     ----------

@@ -61,17 +61,7 @@ import numpy as np
 from raking.exceptions import ConvergenceWarning
 from raking.results import RakingWeights
 from raking.survey.compiled import numba_available
-from raking.survey.loops import (
-    _NUMBA_MIN_UNITS,
-    _BatchRun,
-    _one_hot,
-    _passes,
-    _Run,
-    _run_bounded,
-    _run_bounded_batch,
-    _run_unbounded,
-    _run_unbounded_batch,
-)
+from raking.survey.loops import _NUMBA_MIN_UNITS, _gemm_passes, _one, _passes, _Run, _run
 from raking.validation import (
     check_bounded_levels,
     check_bounds,
@@ -476,24 +466,26 @@ def _rake_units(
     total = float(targets[0].sum())
     unit_codes, unit_d = units.codes, units.design
     passes = _passes(backend, unit_d.shape[0])
-    if steps == 0:
-        w = unit_d * (total / unit_d.sum())
-        margins = passes.scale_count(unit_codes, offsets, w, -1, None, 0, p)
-        run = _Run(w, margins, 0, bool(np.isfinite(margins).all()), False)
-    elif bounds is None:
-        run = _run_unbounded(
-            passes, unit_codes, offsets, targets, unit_d, total, steps, tol, max_iter
-        )
-    else:
-        run = _run_bounded(
-            passes, unit_codes, offsets, targets, unit_d, total, steps, tol, max_iter, bounds
-        )
+    run = _run(
+        _one(passes),
+        unit_codes,
+        offsets,
+        targets,
+        unit_d[None],
+        total,
+        steps,
+        tol,
+        max_iter,
+        bounds,
+    )
+    w, steps_done = run.w[0], int(run.steps[0])
+    converged, stalled = bool(run.converged[0]), bool(run.stalled[0])
     if units.cell_of_row is None:
-        weights = run.w
+        weights = w
     else:
-        weights = (run.w / unit_d)[units.cell_of_row]
+        weights = (w / unit_d)[units.cell_of_row]
         weights *= design
-    margins = tuple(run.margins[offsets[v] : offsets[v + 1]] for v in range(p))
+    margins = tuple(run.margins[0, offsets[v] : offsets[v + 1]] for v in range(p))
     errors = tuple(
         float(np.max(np.abs(m - t))) / total if t.size else 0.0
         for m, t in zip(margins, targets, strict=True)
@@ -505,17 +497,17 @@ def _rake_units(
     result = RakingWeights(
         weights=weights,
         margins=margins,
-        steps=run.steps,
-        sweeps=-(-run.steps // p),
-        converged=run.converged,
+        steps=steps_done,
+        sweeps=-(-steps_done // p),
+        converged=converged,
         marginal_error=error,
         variable_errors=errors,
         tol=None if steps is not None else tol,
-        stalled=run.stalled,
+        stalled=stalled,
         units=int(unit_d.shape[0]),
         method=f"{'cells' if units.cell_of_row is not None else 'rows'}, {passes.name}",
     )
-    if steps is None and not run.converged:
+    if steps is None and not converged:
         _warn_not_converged(result, bounds)
     return result
 
@@ -534,7 +526,7 @@ def _rake_replicates(
     backend: str | None = None,
     shift: int = 0,
     start: np.ndarray | None = None,
-) -> tuple[np.ndarray, _BatchRun]:
+) -> tuple[np.ndarray, _Run]:
     r"""Rake ``R`` replicates of the same units in one batched call; their raking factors.
 
     Replicate ``r`` has design weights :math:`d_i a_r(g_i)` (``group`` :math:`g` of each row,
@@ -543,8 +535,9 @@ def _rake_replicates(
     of replicate unit design weights :math:`D_{ru} = \sum_{i \in u} d_i a_r(g_i)`, with the
     same targets, steps, tolerance and bounds as the full sample (:func:`_rake_units`), each
     replicate stopping on its own. ``R x C`` from 100,000 runs compiled, parallel over
-    replicates (:func:`raking.survey.compiled.rake_batch`), else vectorised NumPy
-    (:func:`raking.survey.loops._run_unbounded_batch`); ``backend`` forces one.
+    replicates (:func:`raking.survey.compiled.rake_batch`), else the driver of the single rake
+    (:func:`raking.survey.loops._run`) on ``R`` replicates with NumPy passes
+    (:func:`raking.survey.loops._gemm_passes`); ``backend`` forces one.
 
     ``start`` (unbounded raking to ``tol`` only): a raking factor per unit to start every
     replicate from, :math:`W^{(0)}_{ru} = D_{ru}\, \gamma_u` -- the full sample's factors,
@@ -579,29 +572,17 @@ def _rake_replicates(
         key = units.cell_of_row[:, None].astype(np.int64) * n_rep + np.arange(n_rep)
         summed = np.bincount(key.ravel(), (design[:, None] * multipliers[group]).ravel(), m * n_rep)
         d_rep = summed.reshape(m, n_rep).T.copy()
-    if steps == 0:
-        w = d_rep * (total / d_rep.sum(axis=1, keepdims=True))
-        margins = np.concatenate([w @ e for e in _one_hot(units.codes, offsets)], axis=1)
-        finite = np.isfinite(margins).all(axis=1)
-        no = np.zeros(n_rep, dtype=bool)
-        errors = np.max(np.abs(margins - np.concatenate(targets)), axis=1) / total
-        run = _BatchRun(w, margins, np.zeros(n_rep, dtype=np.int64), finite, no, errors)
-    elif backend == "numba":
+    w0 = d_rep if bounds is not None else _start(d_rep, start, steps)
+    if backend == "numba" and steps != 0:
         from raking.survey.compiled import rake_batch
 
-        w0 = d_rep if bounds is not None else _start(d_rep, start, steps)
         t_all = np.concatenate(targets)
-        run = _BatchRun(
+        run = _Run(
             *rake_batch(units.codes, offsets, t_all, w0, total, steps, tol, max_iter, bounds)
         )
-    elif bounds is None:
-        run = _run_unbounded_batch(
-            units.codes, offsets, targets, _start(d_rep, start, steps), total, steps, tol, max_iter
-        )
     else:
-        run = _run_bounded_batch(
-            units.codes, offsets, targets, d_rep, total, steps, tol, max_iter, bounds
-        )
+        passes = _gemm_passes(units.codes, offsets)
+        run = _run(passes, units.codes, offsets, targets, w0, total, steps, tol, max_iter, bounds)
     factors = np.divide(run.w, d_rep, out=np.zeros_like(run.w), where=d_rep > 0)
     if shift:
         factors = np.ldexp(factors, shift)
