@@ -71,10 +71,11 @@ def add_rake_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the ``rake`` subcommand to the subparsers ``sub`` of the ``raking`` command."""
     rake = sub.add_parser(
         "rake",
-        help="rake the rows of a CSV file to target margins and write the weights",
-        description="Rake the rows of DATA (a CSV file with a header line) so that their "
-        "weighted level counts match the targets, write the weights to OUT and print the "
-        "summary.",
+        help="rake the rows of a CSV file or of Parquet files to target margins and write the "
+        "weights",
+        description="Rake the rows of DATA (a CSV file with a header line, or Parquet files, "
+        "streamed) so that their weighted level counts match the targets, write the weights "
+        "(columns row, weight) to OUT and print the summary.",
     )
     rake.add_argument(
         "data",
