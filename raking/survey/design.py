@@ -359,6 +359,40 @@ class SurveyDesign:
             if t.lonely.any()
         )
 
+    def lonely_psu_notes(self, se: float, *, n_rows: int) -> tuple[str, ...]:
+        """What the SE did with strata of a single PSU (``lonely_psu=``), or why it is NaN.
+
+        The variance of a total needs two PSUs per stratum (the factor :math:`n / (n - 1)`). A
+        sample of ``n_rows <= 1`` without a design gets a NaN SE, as R ``survey`` with
+        ``options(survey.lonely.psu = "fail")``; the other ``lonely_psu`` options are said in a
+        note, with why the SE is NaN if it is. Empty with ``lonely_psu="error"`` (such strata
+        were refused up front).
+        """
+        if n_rows <= 1 and np.isnan(se):
+            return (
+                "SE is NaN: the sample has a single row (one PSU), whose variance cannot be "
+                "estimated (n - 1 = 0); rake a sample of at least two rows",
+            )
+        if not self.lonely_strata or self.lonely_psu == "error":
+            return ()
+        where = ", ".join(f"{count} at stage {stage}" for stage, count in self.lonely_strata)
+        what = {
+            "certainty": "contribute 0 (as sampled with certainty)",
+            "remove": "contribute 0 (removed from the variance)",
+            "adjust": "are measured from 0, not from their stratum mean",
+            "average": "get the average variance of the other strata of their stage and unit",
+        }[self.lonely_psu]
+        note = (
+            f"strata with a single sampled unit (PSU at stage 1; {where}) {what}: "
+            f"lonely_psu={self.lonely_psu!r}"
+        )
+        if np.isnan(se):
+            note += (
+                "; SE is NaN: every stratum of a stage within some unit has a single PSU, so "
+                "there is no variance to average (R gives NA too); use another lonely_psu"
+            )
+        return (note,)
+
     def _raise_on_lonely(
         self, strata: Sequence[Coded | None], cluster: Sequence[Coded | None], firsts: list
     ) -> None:

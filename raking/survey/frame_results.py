@@ -43,7 +43,7 @@ from raking.results import RakingWeights
 from raking.survey.design import SurveyDesign
 from raking.survey.estimates import EstimateTable, SurveyEstimate
 from raking.survey.linearization import RakingProjection, ResidualNotConverged
-from raking.survey.results import RakeResult
+from raking.survey.results import RakeResult, margin_table
 from raking.validation import (
     check_ci,
     check_columns,
@@ -205,24 +205,7 @@ class FrameRakeResult:
     ) -> FrameRakeResult:
         """The result of :func:`raking.survey.frame_rake.rake_frame` (margins as pandas')."""
         total = float(t[0].sum())
-        frames = []
-        for (key, (_, levels, _)), tv, rows, dsum, m in zip(
-            variables.items(), t, n_rows, sample, result.margins, strict=True
-        ):
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "variable": [key] * tv.size,
-                        "level": levels,
-                        "n": rows,
-                        "sample": dsum / dsum.sum(),
-                        "target": tv / total,
-                        "raked": m / total,
-                    }
-                )
-            )
-        margins = pd.concat(frames, ignore_index=True)
-        margins["error"] = margins["raked"] - margins["target"]
+        margins = margin_table(variables, t, n_rows, sample, result.margins)
         return cls(
             weights=weights,
             converged=result.converged,
@@ -599,31 +582,8 @@ class FrameRakeResult:
         )
 
     def _lonely_psu_notes(self, se: float, design: FrameDesign) -> tuple[str, ...]:
-        if self.n <= 1 and np.isnan(se):
-            return (
-                "SE is NaN: the sample has a single row (one PSU), whose variance cannot be "
-                "estimated (n - 1 = 0); rake a sample of at least two rows",
-            )
-        sampling = design.sampling
-        if not sampling.lonely_strata or sampling.lonely_psu == "error":
-            return ()
-        where = ", ".join(f"{count} at stage {stage}" for stage, count in sampling.lonely_strata)
-        what = {
-            "certainty": "contribute 0 (as sampled with certainty)",
-            "remove": "contribute 0 (removed from the variance)",
-            "adjust": "are measured from 0, not from their stratum mean",
-            "average": "get the average variance of the other strata of their stage and unit",
-        }[sampling.lonely_psu]
-        note = (
-            f"strata with a single sampled unit (PSU at stage 1; {where}) {what}: "
-            f"lonely_psu={sampling.lonely_psu!r}"
-        )
-        if np.isnan(se):
-            note += (
-                "; SE is NaN: every stratum of a stage within some unit has a single PSU, so "
-                "there is no variance to average (R gives NA too); use another lonely_psu"
-            )
-        return (note,)
+        """The design's note on lonely PSUs or a NaN SE (:meth:`SurveyDesign.lonely_psu_notes`)."""
+        return design.sampling.lonely_psu_notes(se, n_rows=self.n)
 
 
 _NOT_OFFERED = (

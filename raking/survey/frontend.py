@@ -37,7 +37,7 @@ from raking.survey.codes import (
     has_column,
 )
 from raking.survey.design import Coded, SurveyDesign
-from raking.survey.results import RakeResult, _Design
+from raking.survey.results import RakeResult, _Design, margin_table
 from raking.survey.weights import (
     _level_sums,
     _rake_replicates,
@@ -634,24 +634,7 @@ def _result(
     bounds: tuple[float, float] | None,
 ) -> RakeResult:
     total = float(t[0].sum())
-    frames = []
-    for (key, (_, levels, _)), tv, rows, dsum, m in zip(
-        variables.items(), t, n_rows, sample, result.margins, strict=True
-    ):
-        frames.append(
-            pd.DataFrame(
-                {
-                    "variable": [key] * tv.size,
-                    "level": levels,
-                    "n": rows,
-                    "sample": dsum / dsum.sum(),
-                    "target": tv / total,
-                    "raked": m / total,
-                }
-            )
-        )
-    margins = pd.concat(frames, ignore_index=True)
-    margins["error"] = margins["raked"] - margins["target"]
+    margins = margin_table(variables, t, n_rows, sample, result.margins)
     return RakeResult(
         weights=pd.Series(full, index=data.index, name="weight"),
         converged=result.converged,

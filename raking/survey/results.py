@@ -856,39 +856,8 @@ class RakeResult:
         )
 
     def _lonely_psu_notes(self, se: float) -> tuple[str, ...]:
-        """What the SE did with strata of a single PSU (``lonely_psu=``), or why it is NaN.
-
-        The variance of a total needs two PSUs per stratum (the factor :math:`n / (n - 1)`). A
-        sample of one row without a design gets a NaN SE, as R ``survey`` with
-        ``options(survey.lonely.psu = "fail")`` (with ``strata=`` or ``cluster=`` and
-        ``lonely_psu="error"``, :func:`raking.rake` refuses a lonely stratum up front); the
-        other ``lonely_psu`` options are said in a note, with why the SE is NaN if it is.
-        """
-        if self._design.final.size <= 1 and np.isnan(se):
-            return (
-                "SE is NaN: the sample has a single row (one PSU), whose variance cannot be "
-                "estimated (n - 1 = 0); rake a sample of at least two rows",
-            )
-        design = self._sampling
-        if not design.lonely_strata or design.lonely_psu == "error":
-            return ()
-        where = ", ".join(f"{count} at stage {stage}" for stage, count in design.lonely_strata)
-        what = {
-            "certainty": "contribute 0 (as sampled with certainty)",
-            "remove": "contribute 0 (removed from the variance)",
-            "adjust": "are measured from 0, not from their stratum mean",
-            "average": "get the average variance of the other strata of their stage and unit",
-        }[design.lonely_psu]
-        note = (
-            f"strata with a single sampled unit (PSU at stage 1; {where}) {what}: "
-            f"lonely_psu={design.lonely_psu!r}"
-        )
-        if np.isnan(se):
-            note += (
-                "; SE is NaN: every stratum of a stage within some unit has a single PSU, so "
-                "there is no variance to average (R gives NA too); use another lonely_psu"
-            )
-        return (note,)
+        """The design's note on lonely PSUs or a NaN SE (:meth:`SurveyDesign.lonely_psu_notes`)."""
+        return self._sampling.lonely_psu_notes(se, n_rows=self._design.final.size)
 
     @functools.cached_property
     def _sampling(self) -> SurveyDesign:
@@ -1062,3 +1031,38 @@ class RakeResult:
         if zeroed:
             notes.append(f"{zeroed} rows of levels without target have weight 0")
         return tuple(notes)
+
+
+def margin_table(
+    variables: dict,
+    t: list[np.ndarray],
+    n_rows: list[np.ndarray],
+    sample: list[np.ndarray],
+    raked: list[np.ndarray],
+) -> pd.DataFrame:
+    """``RakeResult.margins``: one row per (variable, level), shares of the target total.
+
+    Columns ``variable``, ``level``, ``n`` (sample rows), ``sample`` (design-weighted share),
+    ``target`` and ``raked`` (shares of the total T of ``t[0]``) and ``error = raked - target``;
+    ``variables`` as parsed by :func:`raking.survey.codes._parse_targets`, ``raked`` the raked
+    weights' level sums.
+    """
+    total = float(t[0].sum())
+    frames = [
+        pd.DataFrame(
+            {
+                "variable": [key] * tv.size,
+                "level": levels,
+                "n": rows,
+                "sample": dsum / dsum.sum(),
+                "target": tv / total,
+                "raked": m / total,
+            }
+        )
+        for (key, (_, levels, _)), tv, rows, dsum, m in zip(
+            variables.items(), t, n_rows, sample, raked, strict=True
+        )
+    ]
+    margins = pd.concat(frames, ignore_index=True)
+    margins["error"] = margins["raked"] - margins["target"]
+    return margins
