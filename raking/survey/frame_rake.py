@@ -33,6 +33,7 @@ from raking.survey.frames import (
     rows_of,
 )
 from raking.survey.frontend import _check_levels, _check_weight_total, _ldexp, _plain
+from raking.survey.results import varies_within_levels
 from raking.survey.weights import (
     _level_sums,
     _rake_units,
@@ -274,14 +275,7 @@ def _spread(
     """Whether the design weights vary within some level (as ``RakeResult``'s check)."""
     lo_c = groups["dmin"].to_numpy(dtype=np.float64)[order]
     hi_c = groups["dmax"].to_numpy(dtype=np.float64)[order]
-    for c, size in zip(cell_codes, n_levels, strict=True):
-        lo = np.full(size, np.inf)
-        hi = np.full(size, -np.inf)
-        np.minimum.at(lo, c, lo_c)
-        np.maximum.at(hi, c, hi_c)
-        if np.any(hi - lo > 1e-9 * hi):
-            return True
-    return False
+    return varies_within_levels(cell_codes, n_levels, lo_c, hi_c)
 
 
 # ------------------------------------------------------------------------------------------

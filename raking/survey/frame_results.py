@@ -43,7 +43,7 @@ from raking.results import RakingWeights
 from raking.survey.design import SurveyDesign
 from raking.survey.estimates import EstimateTable, SurveyEstimate
 from raking.survey.linearization import RakingProjection, ResidualNotConverged
-from raking.survey.results import RakeResult, margin_table
+from raking.survey.results import RakeResult, _RakeFields, margin_table
 from raking.validation import (
     check_ci,
     check_columns,
@@ -161,7 +161,7 @@ class FrameState:
 
 
 @dataclass(frozen=True, eq=False)
-class FrameRakeResult:
+class FrameRakeResult(_RakeFields):
     """Raked weights of a Dask or Polars frame: diagnostics, lazy weights and estimates.
 
     The attributes are :class:`raking.survey.results.RakeResult`'s, except ``weights``:
@@ -176,18 +176,6 @@ class FrameRakeResult:
     """
 
     weights: Any
-    converged: bool
-    iterations: int
-    steps: int
-    marginal_error: float
-    variable_errors: pd.Series
-    tol: float | None
-    weight_total: float
-    total_known: bool
-    bounds: tuple[float, float] | None
-    margins: pd.DataFrame
-    method: str
-    stalled: bool
     _state: FrameState = field(repr=False, compare=False)
 
     @classmethod

@@ -88,7 +88,30 @@ class _Design:
 
 
 @dataclass(frozen=True, eq=False)
-class RakeResult:
+class _RakeFields:
+    """The diagnostics every raked result holds, documented on each result.
+
+    Pandas: :class:`RakeResult`; Dask and Polars:
+    :class:`raking.survey.frame_results.FrameRakeResult`.
+    """
+
+    weights: Any
+    converged: bool
+    iterations: int
+    steps: int
+    marginal_error: float
+    variable_errors: pd.Series
+    tol: float | None
+    weight_total: float
+    total_known: bool
+    bounds: tuple[float, float] | None
+    margins: pd.DataFrame
+    method: str
+    stalled: bool
+
+
+@dataclass(frozen=True, eq=False)
+class RakeResult(_RakeFields):
     """Raked weights of a DataFrame, with diagnostics and estimators (see :func:`raking.rake`).
 
     Attributes
@@ -127,18 +150,6 @@ class RakeResult:
     """
 
     weights: pd.Series
-    converged: bool
-    iterations: int
-    steps: int
-    marginal_error: float
-    variable_errors: pd.Series
-    tol: float | None
-    weight_total: float
-    total_known: bool
-    bounds: tuple[float, float] | None
-    margins: pd.DataFrame
-    method: str
-    stalled: bool
     _design: _Design = field(repr=False, compare=False)
     _data: pd.DataFrame = field(repr=False, compare=False)
 
@@ -885,14 +896,7 @@ class RakeResult:
         means) and ``calibrate()``'s (design-weighted ones, ours) coincide.
         """
         d = self._design.design
-        for c, size in zip(self._design.codes, self._design.n_levels, strict=True):
-            lo = np.full(size, np.inf)
-            hi = np.full(size, -np.inf)
-            np.minimum.at(lo, c, d)
-            np.maximum.at(hi, c, d)
-            if np.any(hi - lo > 1e-9 * hi):
-                return True
-        return False
+        return varies_within_levels(self._design.codes, self._design.n_levels, d, d)
 
     def _analysis(
         self, columns: Sequence[Hashable], na: str
@@ -1066,3 +1070,21 @@ def margin_table(
     margins = pd.concat(frames, ignore_index=True)
     margins["error"] = margins["raked"] - margins["target"]
     return margins
+
+
+def varies_within_levels(
+    codes: Sequence[np.ndarray], n_levels: Sequence[int], low: np.ndarray, high: np.ndarray
+) -> bool:
+    """Whether the design weights spread by more than 1e-9 relative within some level.
+
+    ``codes[v]`` is the level of each unit (row or cell) in variable ``v``; ``low`` and
+    ``high`` the smallest and largest design weight of each unit (the weight itself for rows).
+    """
+    for c, size in zip(codes, n_levels, strict=True):
+        lo = np.full(size, np.inf)
+        hi = np.full(size, -np.inf)
+        np.minimum.at(lo, c, low)
+        np.maximum.at(hi, c, high)
+        if np.any(hi - lo > 1e-9 * hi):
+            return True
+    return False
