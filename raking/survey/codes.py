@@ -169,9 +169,19 @@ def _unknown_levels(
 ) -> None:
     cols, levels, _ = variable
     sub = pd.DataFrame({k: data[col].to_numpy()[rows] for k, col in enumerate(cols)})
-    counts = sub.value_counts(dropna=False)
-    counts = counts[counts > 0]  # a categorical's unused categories come with count 0
-    labels = [lv if len(cols) > 1 else lv[0] for lv in counts.index]
+    report_unknown_levels(key, sub.value_counts(dropna=False), levels, raise_=raise_)
+
+
+def report_unknown_levels(
+    key: Hashable, counts: pd.Series, levels: list, *, raise_: bool
+) -> None:
+    """Raise (``unknown="error"``) or warn (``"zero"``) about levels the targets do not list.
+
+    ``counts``: rows per unknown level, indexed by tuples of the columns' values (a
+    categorical's unused categories, with count 0, are left out).
+    """
+    counts = counts[counts > 0]
+    labels = [lv if len(lv) > 1 else lv[0] for lv in counts.index]
     if raise_:
         raise_on_unknown_levels(key, labels, counts.tolist(), levels)
     shown = ", ".join(f"{lv!r} ({c} rows)" for lv, c in zip(labels[:10], counts, strict=False))
@@ -179,5 +189,5 @@ def _unknown_levels(
         f"unknown='zero': rows with level(s) {shown} of targets[{key!r}], which the targets do "
         "not list, get weight 0.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=5,
     )

@@ -64,8 +64,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raking.survey.codes import _NA, _UNKNOWN, _code_variable
-from raking.validation import check_weights_dtype, raise_on_na, raise_on_unknown_levels
+from raking.survey.codes import _NA, _UNKNOWN, _code_variable, report_unknown_levels
+from raking.validation import check_weights_dtype, raise_on_na
 
 __all__ = ["MAX_CELLS", "frame_kind"]
 
@@ -744,8 +744,6 @@ def raise_row_errors(
     Returns the masks (over the groups) of dropped and zeroed groups; raises (naming rows
     through one more pass over the data) as :func:`raking.survey.frontend._row_status`.
     """
-    import warnings
-
     n = groups["n"].to_numpy()
     dropped = np.zeros(codes.shape[1], dtype=bool)
     for v, (key, (cols, levels, _)) in enumerate(variables.items()):
@@ -783,16 +781,6 @@ def raise_row_errors(
             return out
 
         counts = rows.value_counts(list(cols), mask, coding.columns)
-        counts = counts[counts > 0]
-        labels = [lv if len(cols) > 1 else lv[0] for lv in counts.index]
-        if unknown == "error":
-            raise_on_unknown_levels(key, labels, counts.tolist(), levels)
-        shown = ", ".join(f"{lv!r} ({c} rows)" for lv, c in zip(labels[:10], counts, strict=False))
-        warnings.warn(
-            f"unknown='zero': rows with level(s) {shown} of targets[{key!r}], which the targets "
-            "do not list, get weight 0.",
-            UserWarning,
-            stacklevel=4,
-        )
+        report_unknown_levels(key, counts, levels, raise_=unknown == "error")
         zeroed |= unknown_groups
     return dropped, zeroed
