@@ -287,7 +287,7 @@ def _design_chunk(
     arrays: dict[str, Any], strata: Hashable | None, cluster: Hashable | None, fpc: Hashable | None
 ) -> pd.DataFrame:
     """Rows per (stratum, PSU, fpc) among the sampled rows of a chunk (labels as objects)."""
-    sampled = arrays["cell"] >= -1
+    sampled = arrays["sampled"]
     out = {}
     for key, col in (("s", strata), ("c", cluster), ("f", fpc)):
         out[key] = _labels(arrays, col, sampled, int(sampled.sum()))
@@ -319,7 +319,7 @@ def _frame_design(
         stage = Stage(None, np.zeros(1, np.intp), np.array([n_sampled]), None, np.zeros(1, np.intp))
         return FrameDesign(SurveyDesign((stage,), lonely_psu), table, None, None, None, True)
     chunk = functools.partial(_design_chunk, strata=strata, cluster=cluster, fpc=fpc)
-    table = rows.map_reduce(columns, chunk, ["s", "c", "f"])
+    table = rows.map_reduce(columns, chunk, ["s", "c", "f"], weights=False)
     for key, owner, col in (("s", "strata", strata), ("c", "cluster", cluster), ("f", "fpc", fpc)):
         missing = pd.isna(table[key]).to_numpy() if col is not None else np.zeros(len(table), bool)
         if missing.any():
@@ -371,7 +371,7 @@ def _frame_design(
 
 def _missing_in(arrays: dict[str, Any], column: Hashable) -> np.ndarray:
     """Sampled rows of a chunk with a missing value in ``column``."""
-    return (arrays["cell"] >= -1) & arrays[column].isna().to_numpy()
+    return arrays["sampled"] & arrays[column].isna().to_numpy()
 
 
 def _sort_key(values: pd.Series) -> pd.Series:

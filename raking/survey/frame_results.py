@@ -375,7 +375,7 @@ class FrameRakeResult(_RakeFields):
     def _levels_found(self, column: Hashable) -> tuple[list[Any], bool]:
         """The sorted levels of ``column`` among the sampled rows, and whether some are missing."""
         chunk = functools.partial(_levels_chunk, column=column)
-        table = self._state.rows.map_reduce([column], chunk, ["level"])
+        table = self._state.rows.map_reduce([column], chunk, ["level"], weights=False)
         absent = pd.isna(table["level"]).to_numpy()
         return list(pd.Index(table["level"][~absent].tolist()).sort_values()), bool(absent.any())
 
@@ -664,7 +664,7 @@ def _equals(series: pd.Series, value: object) -> np.ndarray:
 
 
 def _levels_chunk(arrays: dict[str, Any], column: Hashable) -> pd.DataFrame:
-    sampled = arrays["cell"] >= -1
+    sampled = arrays["sampled"]
     values = _labels(arrays, column, sampled, int(sampled.sum()))
     return (
         pd.DataFrame({"level": values, "n": np.ones(values.size, dtype=np.int64)})
@@ -810,22 +810,30 @@ def _cell_chunk(arrays: dict[str, Any], spec: _Spec, point: _Points) -> pd.DataF
     r"""Per raked cell and estimate: :math:`\sum d u`, :math:`\sum d u^2`, SRS sum of squares.
 
     The last is :math:`\sum w (y - \bar y)^2` over the domain's rows of positive weight (the
-    design effect's SRS variance).
+    design effect's SRS variance). The cells are integers ``0 .. C-1``: the sums are
+    bincounts, returned for the cells the chunk has.
     """
     cell = arrays["cell"]
     raked = cell >= 0
-    w, d = arrays["w"], arrays["d"]
-    cols: dict[str, np.ndarray] = {"cell": cell[raked]}
+    c = cell[raked]
+    w, d = arrays["w"][raked], arrays["d"][raked]
+    size = int(c.max()) + 1 if c.size else 0
+    present = np.flatnonzero(np.bincount(c, minlength=size))
+    cols: dict[str, np.ndarray] = {"cell": present.astype(np.int64)}
+
+    def per_cell(values: np.ndarray) -> np.ndarray:
+        return np.bincount(c, values, minlength=size)[present]
+
     for k, (y, dom) in enumerate(spec.parts(arrays)):
         y0 = np.where(np.isnan(y), 0.0, y)
         u = point.influence(k, y0, dom)[raked]
-        du = d[raked] * u
-        cols[f"S{k}"] = du
-        cols[f"Q{k}"] = du * u
-        keep = (dom & (w > 0))[raked]
+        du = d * u
+        cols[f"S{k}"] = per_cell(du)
+        cols[f"Q{k}"] = per_cell(du * u)
+        keep = dom[raked] & (w > 0)
         centred = y0[raked] - point.ymean[k]
-        cols[f"V{k}"] = np.where(keep, w[raked] * centred * centred, 0.0)
-    return pd.DataFrame(cols).groupby("cell", sort=False).sum().reset_index()
+        cols[f"V{k}"] = per_cell(np.where(keep, w * centred * centred, 0.0))
+    return pd.DataFrame(cols)
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,11 @@ class CellPlan:
     design0: float
     radix: tuple[int, ...]
 
+    @property
+    def drops(self) -> bool:
+        """Whether some group is dropped (``na="drop"``): else every row is sampled."""
+        return bool(np.any(self.cell == -2))
+
 
 def _group_keys(codes: Sequence[np.ndarray], radix: Sequence[int]) -> np.ndarray:
     r"""Mixed-radix int64 key of each row's codes (shifted by 2).
@@ -268,12 +273,16 @@ class _Rows:
         columns: Sequence[Hashable],
         chunk: Callable[[dict[str, Any]], pd.DataFrame],
         keys: Sequence[str],
+        *,
+        weights: bool = True,
     ) -> pd.DataFrame:
         """``chunk`` on every chunk of rows, then the sums of its output per ``keys``.
 
         ``chunk`` gets ``{"w": weights, "d": design weights (scaled), "cell": cells,
-        "index": row labels, column: pandas Series}`` and returns a small pandas DataFrame
-        with the ``keys`` columns and columns to sum.
+        "sampled": cell >= -1, "index": row labels, column: pandas Series}`` and returns a
+        small pandas DataFrame with the ``keys`` columns and columns to sum. With
+        ``weights=False`` it gets only ``"sampled"``, ``"index"`` and the columns, and the
+        rows are coded only when some are dropped (else every row is sampled).
         """
         raise NotImplementedError
 
@@ -381,13 +390,18 @@ class _DaskRows(_Rows):
         columns: Sequence[Hashable],
         chunk: Callable[[dict[str, Any]], pd.DataFrame],
         keys: Sequence[str],
+        *,
+        weights: bool = True,
     ) -> pd.DataFrame:
-        empty = chunk(_empty_chunk(self.meta, columns))
+        empty = chunk(_empty_chunk(self.meta, columns, weights=weights))
         import dask
 
-        shared = dask.delayed((self._plan, chunk), traverse=False)
-        rows = self._read(self._coding, columns)
-        parts = rows.map_partitions(_run_chunk, self._coding, shared, columns, meta=empty)
+        code = weights or self._plan.drops
+        shared = dask.delayed((self._plan if code else None, chunk), traverse=False)
+        rows = self._read(self._coding if code else None, columns)
+        parts = rows.map_partitions(
+            _run_chunk, self._coding, shared, columns, weights, meta=empty
+        )
         summed = parts.groupby(list(keys), dropna=False).sum(split_every=8, split_out=1)
         return summed.compute().reset_index().sort_values(list(keys), ignore_index=True)
 
@@ -395,13 +409,15 @@ class _DaskRows(_Rows):
         """Remember how to give each row its weight and cell (for :meth:`map_reduce`)."""
         self._coding, self._plan = coding, plan
 
-    def _read(self, coding: _Coding, columns: Sequence[Hashable] = ()) -> Any:
-        """The columns a pass reads: the raked ones, the design weights and ``columns``.
+    def _read(self, coding: _Coding | None, columns: Sequence[Hashable] = ()) -> Any:
+        """The columns a pass reads: ``columns``, and the raked ones and the design weights.
 
-        Selected before ``map_partitions``, so that a Parquet scan reads only those columns.
+        Without ``coding``, only ``columns``. Selected before ``map_partitions``, so that a
+        Parquet scan reads only those columns.
         """
-        weights = [] if coding.weights is None else [coding.weights]
-        wanted = list(dict.fromkeys([*coding.columns, *weights, *columns]))
+        raked = [] if coding is None else coding.columns
+        weights = [] if coding is None or coding.weights is None else [coding.weights]
+        wanted = list(dict.fromkeys([*raked, *weights, *columns]))
         known = [c for c in wanted if c in self.meta.columns]  # the estimates check the rest
         return self.ddf[known]
 
@@ -456,13 +472,12 @@ def _partition_weights(part: pd.DataFrame, coding: _Coding, plan: CellPlan) -> p
     return pd.Series(w, index=part.index, name="weight")
 
 
-def _empty_chunk(meta: pd.DataFrame, columns: Sequence[Hashable]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "w": np.zeros(0),
-        "d": np.zeros(0),
-        "cell": np.zeros(0, dtype=np.int64),
-        "index": meta.index[:0],
-    }
+def _empty_chunk(
+    meta: pd.DataFrame, columns: Sequence[Hashable], *, weights: bool = True
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"sampled": np.zeros(0, dtype=bool), "index": meta.index[:0]}
+    if weights:
+        out.update(w=np.zeros(0), d=np.zeros(0), cell=np.zeros(0, dtype=np.int64))
     for c in columns:
         out[c] = meta[c].iloc[:0] if c in meta.columns else pd.Series([], dtype=np.float64)
     return out
@@ -471,19 +486,23 @@ def _empty_chunk(meta: pd.DataFrame, columns: Sequence[Hashable]) -> dict[str, A
 def _run_chunk(
     part: pd.DataFrame,
     coding: _Coding,
-    shared: tuple[CellPlan, Callable[[dict[str, Any]], pd.DataFrame]],
+    shared: tuple[CellPlan | None, Callable[[dict[str, Any]], pd.DataFrame]],
     columns: Sequence[Hashable],
+    weights: bool = True,
 ) -> pd.DataFrame:
+    """``chunk`` on one pandas partition (``plan`` None: every row sampled, none coded)."""
     plan, chunk = shared
-    codes = coding.codes(part)
-    raw = coding.design(part) if coding.weights is not None else np.full(len(part), plan.design0)
-    w, cell = row_weights(codes, raw, plan)
-    arrays: dict[str, Any] = {
-        "w": w,
-        "d": np.ldexp(raw, -plan.shift),
-        "cell": cell,
-        "index": part.index,
-    }
+    arrays: dict[str, Any] = {"index": part.index}
+    if plan is None:
+        arrays["sampled"] = np.ones(len(part), dtype=bool)
+    else:
+        codes = coding.codes(part)
+        design0 = np.full(len(part), plan.design0)
+        raw = coding.design(part) if coding.weights is not None else design0
+        w, cell = row_weights(codes, raw, plan)
+        arrays["sampled"] = cell >= -1
+        if weights:
+            arrays.update(w=w, d=np.ldexp(raw, -plan.shift), cell=cell)
     for c in columns:
         arrays[c] = part[c]
     return chunk(arrays)
@@ -616,10 +635,16 @@ class _PolarsRows(_Rows):
         out = out.collect()
         return out.to_arrow() if frame_kind(self.source) == "pyarrow" else out
 
-    def _chunks(self, columns: Sequence[Hashable]) -> Any:
+    def _chunks(self, columns: Sequence[Hashable], weights: bool = True) -> Any:
+        """Slices of ``_CHUNK_ROWS`` rows: row numbers, ``columns`` (as ``__c_k``), and more.
+
+        When ``weights`` or some rows are dropped, also each row's weight, design weight and
+        cell.
+        """
         import polars as pl
 
         plan, coding = self._plan, self._coding
+        code = weights or plan.drops
         d = (
             pl.lit(plan.design0, dtype=pl.Float64)
             if coding.weights is None
@@ -630,17 +655,21 @@ class _PolarsRows(_Rows):
         offset = 0
         while True:  # slice the rows first: a scan reads only its slice (row groups of Parquet)
             rows = self.lazy.slice(offset, _CHUNK_ROWS).with_row_index(_ROW, offset=offset)
-            part = (
-                self._joined(plan, coding, rows)
-                .select(
-                    pl.col(_ROW),
-                    self._weight_expr(plan, coding).alias("__w"),
-                    d.alias("__d"),
-                    pl.col(_CELL).fill_null(-2),
-                    *[pl.col(c).alias(f"__c_{k}") for k, c in enumerate(columns)],
+            own = [pl.col(c).alias(f"__c_{k}") for k, c in enumerate(columns)]
+            if code:
+                part = (
+                    self._joined(plan, coding, rows)
+                    .select(
+                        pl.col(_ROW),
+                        self._weight_expr(plan, coding).alias("__w"),
+                        d.alias("__d"),
+                        pl.col(_CELL).fill_null(-2),
+                        *own,
+                    )
+                    .collect()
                 )
-                .collect()
-            )
+            else:
+                part = rows.select(pl.col(_ROW), *own).collect()
             if part.height == 0 and offset > 0:
                 return
             yield part
@@ -653,15 +682,19 @@ class _PolarsRows(_Rows):
         columns: Sequence[Hashable],
         chunk: Callable[[dict[str, Any]], pd.DataFrame],
         keys: Sequence[str],
+        *,
+        weights: bool = True,
     ) -> pd.DataFrame:
         out = []
-        for part in self._chunks(columns):
-            arrays: dict[str, Any] = {
-                "w": part["__w"].to_numpy(),
-                "d": part["__d"].to_numpy(),
-                "cell": part[_CELL].to_numpy(),
-                "index": pd.Index(part[_ROW].to_numpy()),
-            }
+        for part in self._chunks(columns, weights):
+            arrays: dict[str, Any] = {"index": pd.Index(part[_ROW].to_numpy())}
+            if _CELL in part.columns:
+                cell = part[_CELL].to_numpy()
+                arrays["sampled"] = cell >= -1
+                if weights:
+                    arrays.update(w=part["__w"].to_numpy(), d=part["__d"].to_numpy(), cell=cell)
+            else:
+                arrays["sampled"] = np.ones(part.height, dtype=bool)
             for k, c in enumerate(columns):
                 arrays[c] = _as_pandas(part[f"__c_{k}"])
             out.append(chunk(arrays))
