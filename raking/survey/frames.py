@@ -635,44 +635,28 @@ class _PolarsRows(_Rows):
         out = out.collect()
         return out.to_arrow() if frame_kind(self.source) == "pyarrow" else out
 
-    def _chunks(self, columns: Sequence[Hashable], weights: bool = True) -> Any:
-        """Slices of ``_CHUNK_ROWS`` rows: row numbers, ``columns`` (as ``__c_k``), and more.
+    def _chunks(self, columns: Sequence[Hashable], weights: bool) -> Any:
+        """Slices of ``_CHUNK_ROWS`` rows as pandas frames (index: the row numbers).
 
-        When ``weights`` or some rows are dropped, also each row's weight, design weight and
-        cell.
+        Each holds ``columns`` and, when the rows must be coded (``weights``, or some rows
+        dropped), the raked columns and the design weights.
         """
         import polars as pl
 
-        plan, coding = self._plan, self._coding
-        code = weights or plan.drops
-        d = (
-            pl.lit(plan.design0, dtype=pl.Float64)
-            if coding.weights is None
-            else pl.col(coding.weights).cast(pl.Float64)
-        )
-        if plan.shift:
-            d = d * math.ldexp(1.0, -plan.shift)
+        coding = self._coding
+        wanted = list(columns)
+        if weights or self._plan.drops:
+            extra = [] if coding.weights is None else [coding.weights]
+            wanted = [*coding.columns, *extra, *columns]
+        wanted = list(dict.fromkeys(wanted))
         offset = 0
         while True:  # slice the rows first: a scan reads only its slice (row groups of Parquet)
-            rows = self.lazy.slice(offset, _CHUNK_ROWS).with_row_index(_ROW, offset=offset)
-            own = [pl.col(c).alias(f"__c_{k}") for k, c in enumerate(columns)]
-            if code:
-                part = (
-                    self._joined(plan, coding, rows)
-                    .select(
-                        pl.col(_ROW),
-                        self._weight_expr(plan, coding).alias("__w"),
-                        d.alias("__d"),
-                        pl.col(_CELL).fill_null(-2),
-                        *own,
-                    )
-                    .collect()
-                )
-            else:
-                part = rows.select(pl.col(_ROW), *own).collect()
+            rows = self.lazy.slice(offset, _CHUNK_ROWS).select([pl.col(c) for c in wanted])
+            part = rows.collect()
             if part.height == 0 and offset > 0:
                 return
-            yield part
+            index = pd.RangeIndex(offset, offset + part.height)
+            yield pd.DataFrame({c: _as_pandas(part[c]).set_axis(index) for c in wanted})
             if part.height < _CHUNK_ROWS:
                 return
             offset += _CHUNK_ROWS
@@ -685,19 +669,12 @@ class _PolarsRows(_Rows):
         *,
         weights: bool = True,
     ) -> pd.DataFrame:
-        out = []
-        for part in self._chunks(columns, weights):
-            arrays: dict[str, Any] = {"index": pd.Index(part[_ROW].to_numpy())}
-            if _CELL in part.columns:
-                cell = part[_CELL].to_numpy()
-                arrays["sampled"] = cell >= -1
-                if weights:
-                    arrays.update(w=part["__w"].to_numpy(), d=part["__d"].to_numpy(), cell=cell)
-            else:
-                arrays["sampled"] = np.ones(part.height, dtype=bool)
-            for k, c in enumerate(columns):
-                arrays[c] = _as_pandas(part[f"__c_{k}"])
-            out.append(chunk(arrays))
+        code = weights or self._plan.drops
+        shared = (self._plan if code else None, chunk)
+        out = [
+            _run_chunk(part, self._coding, shared, columns, weights)
+            for part in self._chunks(columns, weights)
+        ]
         return _sum_groups(out, keys)
 
     def first_rows(
