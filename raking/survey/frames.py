@@ -73,6 +73,8 @@ MAX_CELLS = 10_000_000
 """Most non-empty cells of the crossed codes a Dask or Polars frame is raked on."""
 
 _CHUNK_ROWS = 1_000_000  # rows per chunk when the estimates read a Polars frame
+_GROUP_ROWS = 10_000_000  # rows per slice when the cells of a lazy Polars frame are counted
+_MERGE = 8  # partial tables of the slices merged at a time
 _G = "__raking_g"  # the factor column of the Polars join
 _CELL = "__raking_cell"  # the cell column of the Polars join (-1: zeroed, -2: dropped)
 _ROW = "__raking_row"
@@ -548,7 +550,7 @@ class _PolarsRows(_Rows):
                 "dmax": d.max(),
                 "bad": (~good).cast(pl.Int64).sum(),
             }
-        table = _collect(self.lazy.group_by(cols).agg(**sums), streaming=not self.eager)
+        table = self._grouped(cols, sums)
         self._table = table.select(cols)
         part = pd.DataFrame({c: pd.Series(table[c].to_list(), dtype=object) for c in cols})
         codes = coding.codes(part)
@@ -562,6 +564,34 @@ class _PolarsRows(_Rows):
         # one row per group of raw values; several raw groups can share codes (e.g. 1 and 1.0)
         agg = {**_AGG, "_group": "first"}
         return out.groupby("key", sort=True).agg(agg).reset_index()
+
+    def _grouped(self, cols: list[Hashable], sums: dict[str, Any]) -> Any:
+        """``sums`` per group of the raw values of ``cols``, a Polars DataFrame.
+
+        A lazy frame is grouped ``_GROUP_ROWS`` rows at a time (slices, by the streaming
+        engine) and the partial tables merged every ``_MERGE`` slices, so that the memory is
+        bounded by a slice and the groups' table, not by the rows: Polars' streaming
+        ``group_by`` of all rows at once grew to 1.5 GiB at 10^8 rows of 750,000 groups.
+        """
+        import polars as pl
+
+        if self.eager:
+            return self.lazy.group_by(cols).agg(**sums).collect()
+        merged = {
+            key: getattr(pl.col(key), {"dmin": "min", "dmax": "max"}.get(key, "sum"))()
+            for key in sums
+        }
+        parts: list[Any] = []
+        offset = 0
+        while True:
+            rows = self.lazy.slice(offset, _GROUP_ROWS)
+            parts.append(_collect(rows.group_by(cols).agg(**sums), streaming=True))
+            done = int(parts[-1]["n"].sum()) < _GROUP_ROWS
+            if len(parts) == _MERGE or (done and len(parts) > 1):
+                parts = [pl.concat(parts).group_by(cols).agg(**merged)]
+            if done:
+                return parts[0]
+            offset += _GROUP_ROWS
 
     def _joined(self, plan: CellPlan, coding: _Coding, source: Any = None) -> Any:
         """The rows (of ``source``, default all) with their factor and cell.

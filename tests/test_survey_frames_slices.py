@@ -1,0 +1,89 @@
+"""A lazy Polars frame is counted in slices (bounded memory): the same cells, weights and SEs.
+
+``raking.survey.frames._GROUP_ROWS`` rows are grouped at a time and the partial tables merged
+every ``_MERGE`` slices; shrunk here so that a small frame takes many slices and merges, with
+missing levels (``na="drop"``), NaN, null and zeroed unknown levels spread over the slices.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import raking
+
+pl = pytest.importorskip("polars")
+
+TARGETS = {
+    "region": {"north": 0.2, "south": 0.3, "east": 0.25, "west": 0.25},
+    "age": {0.0: 0.15, 1.0: 0.25, 2.0: 0.3, 3.0: 0.3},
+    "flag": {True: 0.45, False: 0.55},
+}
+
+
+def sample(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    stratum = rng.integers(0, 4, n)
+    region = rng.choice(
+        np.array(["north", "south", "east", "west", "nowhere"], dtype=object),
+        n,
+        p=[0.2, 0.3, 0.25, 0.24, 0.01],
+    )
+    region[rng.random(n) < 0.01] = None
+    age = rng.integers(0, 4, n).astype(float)
+    age[rng.random(n) < 0.02] = np.nan
+    return pd.DataFrame(
+        {
+            "region": pd.Series(region, dtype=object),
+            "age": age,
+            "flag": rng.random(n) < 0.4,
+            "stratum": stratum,
+            "psu": stratum * 50 + rng.integers(0, 9, n),
+            "w": rng.uniform(1.0, 3.0, n) * (1 + stratum),
+            "y": rng.normal(20.0, 4.0, n),
+        }
+    )
+
+
+@pytest.mark.parametrize(("rows", "merge"), [(97, 3), (1000, 2), (2999, 8)])
+def test_sliced_counting_equals_pandas(monkeypatch, rows, merge):
+    from raking.survey import frames
+
+    monkeypatch.setattr(frames, "_GROUP_ROWS", rows)
+    monkeypatch.setattr(frames, "_MERGE", merge)
+    df = sample(3000, seed=rows)
+    options = {
+        "weights": "w",
+        "strata": "stratum",
+        "cluster": "psu",
+        "na": "drop",
+        "unknown": "zero",
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # unknown='zero' warns, in both paths
+        ref = raking.rake(df, TARGETS, **options)
+        res = raking.rake(pl.from_pandas(df).lazy(), TARGETS, **options)
+    got = res.weights.collect().to_series().to_numpy()
+    want = ref.weights.to_numpy()
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+    assert (got == 0).sum() == (want == 0).sum() > 0  # the unknown level, zeroed
+    one, one_ref = res.mean("y"), ref.mean("y")
+    np.testing.assert_allclose([one.estimate, one.se], [one_ref.estimate, one_ref.se], rtol=1e-12)
+    assert res.n == ref.n
+
+
+def test_sliced_counting_gives_the_pandas_errors(monkeypatch):
+    from raking.survey import frames
+
+    monkeypatch.setattr(frames, "_GROUP_ROWS", 250)
+    df = sample(1000, seed=7)
+    for options in ({"weights": "w"}, {"weights": "w", "na": "drop"}):
+        with pytest.raises(ValueError) as want:
+            raking.rake(df, TARGETS, **options)
+        with pytest.raises(ValueError) as got:
+            raking.rake(pl.from_pandas(df).lazy(), TARGETS, **options)
+        assert str(got.value) == str(want.value)
