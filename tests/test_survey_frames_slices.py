@@ -87,3 +87,29 @@ def test_sliced_counting_gives_the_pandas_errors(monkeypatch):
         with pytest.raises(ValueError) as got:
             raking.rake(pl.from_pandas(df).lazy(), TARGETS, **options)
         assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("eager", [True, False])
+def test_estimate_chunks_merged_as_they_come_equal_pandas(monkeypatch, eager):
+    """The estimates' chunk tables are summed every ``_MERGE`` chunks (bounded memory)."""
+    from raking.survey import frames
+
+    monkeypatch.setattr(frames, "_CHUNK_ROWS", 230)  # 2,000 rows: nine chunks
+    monkeypatch.setattr(frames, "_MERGE", 2)
+    df = sample(2000, seed=3).dropna()
+    df = df[df["region"] != "nowhere"].reset_index(drop=True)
+    options = {"weights": "w", "strata": "stratum", "cluster": "psu", "total": 1e5}
+    ref = raking.rake(df, TARGETS, **options)
+    data = pl.from_pandas(df)
+    res = raking.rake(data if eager else data.lazy(), TARGETS, **options)
+    for got, want in (
+        (res.mean("y"), ref.mean("y")),
+        (res.total("y"), ref.total("y")),
+        (res.proportion("stratum"), ref.proportion("stratum")),
+    ):
+        mine, theirs = getattr(got, "estimates", [got]), getattr(want, "estimates", [want])
+        for a, b in zip(mine, theirs, strict=True):
+            np.testing.assert_allclose([a.estimate, a.se], [b.estimate, b.se], rtol=1e-12)
+    by, by_ref = res.mean("y", by="region"), ref.mean("y", by="region")
+    for a, b in zip(by.estimates, by_ref.estimates, strict=True):
+        np.testing.assert_allclose([a.estimate, a.se], [b.estimate, b.se], rtol=1e-12)

@@ -701,10 +701,11 @@ class _PolarsRows(_Rows):
     ) -> pd.DataFrame:
         code = weights or self._plan.drops
         shared = (self._plan if code else None, chunk)
-        out = [
-            _run_chunk(part, self._coding, shared, columns, weights)
-            for part in self._chunks(columns, weights)
-        ]
+        out: list[pd.DataFrame] = []
+        for part in self._chunks(columns, weights):
+            out.append(_run_chunk(part, self._coding, shared, columns, weights))
+            if len(out) == _MERGE:  # bounded: a chunk's table can be as large as the cells
+                out = [_sum_groups(out, keys)]
         return _sum_groups(out, keys)
 
     def first_rows(
