@@ -439,6 +439,25 @@ def test_totals_accepted_as_equal_are_rescaled_to_the_first(gap):
     np.testing.assert_allclose(res.table.sum(axis=0), targets[1] / (1 + gap), atol=1e-10)
 
 
+def test_totals_within_four_eps_are_left_as_given():
+    """A gap below the attainable tol is not rescaled (the same arrays come back), and balances."""
+    import array_api_compat.numpy as xp
+
+    from raking.validation._arrays import check_targets
+
+    table = np.array([[2.0, 1.0, 1.0], [1.0, 4.0, 2.0]])
+    py = np.array([0.3, 0.3, 0.4])
+    for ulps, kept in ((0, True), (2, True), (4, True), (40, False)):
+        scaled = py * (1 + ulps * np.finfo(np.float64).eps)
+        out = check_targets([np.array([0.4, 0.6]), scaled], table, xp=xp)
+        assert (out[1] is scaled) == kept, ulps
+        if not kept:
+            assert out[1].sum() == pytest.approx(1.0, rel=1e-16, abs=0)
+        res, messages = run(table, [np.array([0.4, 0.6]), scaled])
+        assert res.converged and not messages
+        np.testing.assert_allclose(res.table.sum(axis=0), py, atol=2e-15)
+
+
 def test_batched_totals_are_rescaled_per_table():
     rng = np.random.default_rng(10)
     table = rng.uniform(0.1, 1, (3, 4, 5))

