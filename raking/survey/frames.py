@@ -462,10 +462,15 @@ def _compute(collection: Any) -> Any:
 
     The cell plan travels in the graph of each pass (about 20 bytes a cell: 15 MiB at 750,000
     cells), as it must; the warning is meant for data embedded by mistake, so its threshold is
-    raised to 1 GiB for these computations only.
+    raised to 1 GiB for these computations only. Only where ``distributed`` is loaded (no
+    distributed client otherwise): setting its key first would hide its defaults.
     """
+    import sys
+
     import dask
 
+    if "distributed" not in sys.modules:
+        return collection.compute()
     with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GiB"}):
         return collection.compute()
 
