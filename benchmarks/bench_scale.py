@@ -208,6 +208,10 @@ def run_dask(files: list[Path], out: Path, seed: int, workers: int) -> dict:
     ):
         pids = client.run(os.getpid)
         times["cluster start"] = time.perf_counter() - start
+        # untimed, as the client's own warm-up: each worker imports raking and loads the
+        # Numba kernels before the timed work (the imports compile from source where
+        # PYTHONDONTWRITEBYTECODE is set)
+        client.run(warm_up, files[0], seed)
         start = time.perf_counter()
         ddf = dd.read_parquet([str(f) for f in files])
         result = raking.rake(ddf, targets(seed), **RAKE_OPTIONS)
@@ -258,7 +262,10 @@ def run_polars(files: list[Path], out: Path, seed: int) -> dict:
 
 
 def warm_up(file: Path, seed: int) -> None:
-    """Untimed: rake the first row group with pandas (loads the Numba kernels from the cache)."""
+    """Untimed: rake the first row group with pandas (imports, and loads the Numba kernels).
+
+    Run in each method's process before its timer starts, and in each Dask worker.
+    """
     import pyarrow.parquet as pq
 
     import raking
