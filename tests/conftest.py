@@ -5,6 +5,15 @@ from __future__ import annotations
 import importlib
 import os
 
+# In a pytest-xdist worker (pyproject's -n auto: one worker per CPU), torch's OpenMP and
+# OpenBLAS run one thread each, as the Dask workers do (raking.simulation.montecarlo): two
+# workers of 2 threads each on 2 cores spin against each other (torch tests took 3-10x longer).
+# Set before NumPy or torch is imported; the processes the tests start inherit it. Numba keeps
+# its threads, so the parallel kernels still run on several.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_variable, "1")
+
 import numpy as np
 import pytest
 from hypothesis import settings
@@ -16,6 +25,26 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """Workers for pyproject's ``-n auto``: one per usable CPU for the whole suite, none otherwise.
+
+    A run that names its tests (``pytest tests/test_x.py``) stays in this process: starting
+    workers costs more than it saves on a few tests. A whole-suite run (no path: ``testpaths``)
+    uses every CPU this process may run on (``sched_getaffinity``, not psutil's physical cores,
+    which count a 2-vCPU CI machine as 1). ``PYTEST_XDIST_AUTO_NUM_WORKERS`` or ``-n N`` overrides.
+    """
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # pytest-xdist's own hook reads it
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        return 0
+    if hasattr(os, "sched_getaffinity"):
+        cpus = len(os.sched_getaffinity(0))
+    else:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return cpus if cpus > 1 else 0
 
 
 def _namespaces() -> list:
