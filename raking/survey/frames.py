@@ -28,8 +28,10 @@ Backends (two, on purpose):
   Dask Series with ``ddf``'s partitions and index (``ddf.assign(weight=result.weights)``);
   nothing is computed on the client but the cell table.
 - **Polars** (``DataFrame``, ``LazyFrame``; a ``pyarrow.Table`` goes through
-  ``polars.from_arrow``, without copying): one ``group_by`` of the raw values of the raked
-  columns (null and NaN kept as groups), coded on the client by the pandas coder, and a left
+  ``polars.from_arrow``, without copying): a ``group_by`` of the raw values of the raked
+  columns (null and NaN kept as groups; a lazy frame ``_GROUP_ROWS`` rows at a time, the
+  partial tables merged, so memory does not grow with the rows), coded on the client by the
+  pandas coder, and a left
   join of the rows with that small table (null-equal keys) for the weights -- the same lazy plan
   for eager and lazy frames, so a ``LazyFrame`` (e.g. ``polars.scan_parquet``) is streamed and
   ``result.weights`` is a ``LazyFrame`` with one column ``weight``
@@ -43,7 +45,9 @@ codes and errors by construction. Two small backends behind one interface (:clas
 keep the raking, the checks and the estimates in one client-side code path.
 
 Estimates (:mod:`raking.survey.frame_results`) read the rows in chunks (Dask partitions, or
-slices of a Polars frame, ``_CHUNK_ROWS`` rows each) as NumPy arrays and reduce group sums.
+slices of a Polars frame, ``_CHUNK_ROWS`` rows each, as pandas frames): each row's cell and
+weight come from its coded key looked up in the cell plan (:func:`row_weights`), and the chunks'
+group sums are reduced (Dask's tree reduction; for Polars, summed every ``_MERGE`` chunks).
 
 Limits. More than ``MAX_CELLS`` non-empty cells (a raked column with nearly one level per
 row) is refused with a message: the cell table would not be small, and a row-level raking of
