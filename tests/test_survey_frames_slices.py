@@ -12,6 +12,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import raking
 
@@ -113,3 +115,25 @@ def test_estimate_chunks_merged_as_they_come_equal_pandas(monkeypatch, eager):
     by, by_ref = res.mean("y", by="region"), ref.mean("y", by="region")
     for a, b in zip(by.estimates, by_ref.estimates, strict=True):
         np.testing.assert_allclose([a.estimate, a.se], [b.estimate, b.se], rtol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 2**62 - 1), min_size=1, max_size=50, unique=True),
+    st.booleans(),
+)
+def test_row_plan_keys_round_trip_in_the_smallest_dtype(keys, cells):
+    """The row passes' plan carries the keys as steps: the same keys, in 1-8 bytes a step."""
+    from raking.survey.frames import CellPlan
+
+    keys = np.sort(np.array(keys, dtype=np.int64))
+    cell = np.arange(keys.size) % 3 - 1  # zeroed (-1), cells 0 and 1
+    plan = CellPlan(keys, cell, np.array([2.0, 3.0]), 0, 1.0, (4,))
+    rows = plan.for_rows(cells=cells)
+    np.testing.assert_array_equal(rows.keys, keys)
+    top = int(np.diff(keys).max()) if keys.size > 1 else 0
+    assert rows.steps.dtype.itemsize == next(b for b in (1, 2, 4, 8) if top < 256**b)
+    want = np.where(cell >= 0, np.take([2.0, 3.0], np.maximum(cell, 0)), 0.0)
+    np.testing.assert_array_equal(rows.factor[:-1], want)
+    assert np.isnan(rows.factor[-1])
+    assert (rows.cell is not None) == cells
