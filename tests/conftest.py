@@ -6,8 +6,9 @@ import importlib
 import os
 
 # In a pytest-xdist worker (pyproject's -n auto: one worker per CPU), torch's OpenMP and
-# OpenBLAS run one thread each, as the Dask workers do (raking.simulation.montecarlo): two
-# workers of 2 threads each on 2 cores spin against each other (torch tests took 3-10x longer).
+# OpenBLAS run one thread each, as the Dask workers do (raking.simulation.montecarlo): the
+# workers already fill the cores, and more threads than cores make OpenMP threads spin-wait
+# (on 2 loaded cores: 44-48 s CPU for two torch test files with 1 thread, 51-57 s with 2).
 # Set before NumPy or torch is imported; the processes the tests start inherit it. Numba keeps
 # its threads, so the parallel kernels still run on several.
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -33,8 +34,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 
     A run that names its tests (``pytest tests/test_x.py``) stays in this process: starting
     workers costs more than it saves on a few tests. A whole-suite run (no path: ``testpaths``)
-    uses every CPU this process may run on (``sched_getaffinity``, not psutil's physical cores,
-    which count a 2-vCPU CI machine as 1). ``PYTEST_XDIST_AUTO_NUM_WORKERS`` or ``-n N`` overrides.
+    uses every CPU this process may run on (``sched_getaffinity``; pytest-xdist's own count is
+    psutil's physical cores when psutil is installed, 1 on a VM whose 2 vCPUs are the
+    hyperthreads of one core). ``PYTEST_XDIST_AUTO_NUM_WORKERS`` or ``-n N`` overrides it.
     """
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # pytest-xdist's own hook reads it
