@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from raking.survey.codes import _NA_HINT, _UNKNOWN_HINT, _parse_targets, column
-from raking.survey.design import Coded, Stage, SurveyDesign
+from raking.survey.design import Coded, Stage, SurveyDesign, _label
 from raking.survey.frame_results import FrameDesign, FrameRakeResult, FrameState, _labels
 from raking.survey.frames import (
     MAX_CELLS,
@@ -51,13 +51,13 @@ from raking.validation import (
     check_positive_int,
     check_steps,
     check_tol,
+    listed,
     raise_fpc_not_constant,
     raise_fpc_out_of_range,
     raise_single_unit,
     resolve_total,
     stage_columns,
 )
-from raking.validation._messages import listed
 
 __all__ = ["rake_frame"]
 
@@ -388,8 +388,6 @@ def _fractions(
     strata: Hashable | None,
 ) -> np.ndarray:
     """Sampling fraction per stratum (rows as units), checked as the pandas path."""
-    from raking.validation._design import _label
-
     def where(h: int) -> str:
         return f"stratum {_label(s_labels[h])}" if strata is not None else "the sample"
 
