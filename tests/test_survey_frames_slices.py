@@ -1,8 +1,10 @@
-"""A lazy Polars frame is counted in slices (bounded memory): the same cells, weights and SEs.
+"""A lazy Polars frame is counted in batches (bounded memory): the same cells, weights and SEs.
 
 ``raking.survey.frames._GROUP_ROWS`` rows are grouped at a time and the partial tables merged
-every ``_MERGE`` slices; shrunk here so that a small frame takes many slices and merges, with
-missing levels (``na="drop"``), NaN, null and zeroed unknown levels spread over the slices.
+every ``_MERGE`` batches; shrunk here so that a small frame takes many batches and merges, with
+missing levels (``na="drop"``), NaN, null and zeroed unknown levels spread over the batches.
+The batches are one streaming pass (``collect_batches``) where polars has it, else slices: both
+are tested, on a filtered frame too (whose slices would each recompute the filter).
 """
 
 from __future__ import annotations
@@ -50,8 +52,31 @@ def sample(n: int, seed: int) -> pd.DataFrame:
     )
 
 
+@pytest.fixture(params=["batches", "slices"])
+def streaming(request, monkeypatch):
+    """Both ways of reading a lazy frame in pieces: ``collect_batches``, or slices (polars < it)."""
+    if request.param == "slices":
+        monkeypatch.delattr(pl.LazyFrame, "collect_batches", raising=False)
+    elif not hasattr(pl.LazyFrame, "collect_batches"):
+        pytest.skip("this polars has no LazyFrame.collect_batches")
+    return request.param
+
+
+@pytest.mark.parametrize("rows", [1, 7, 40, 1000])
+def test_batches_are_the_rows_in_order(streaming, rows):
+    from raking.survey.frames import _batches
+
+    frame = pl.DataFrame({"a": np.arange(300), "b": np.arange(300) % 7})
+    lazy = frame.lazy().filter(pl.col("b") != 3).with_columns(c=pl.col("a") * 2)
+    parts = list(_batches(lazy, rows))
+    assert pl.concat(parts).equals(lazy.collect())
+    assert all(0 < p.height <= rows for p in parts)
+    empty = list(_batches(lazy.filter(pl.col("a") < 0), rows))
+    assert len(empty) == 1 and empty[0].height == 0 and empty[0].columns == ["a", "b", "c"]
+
+
 @pytest.mark.parametrize(("rows", "merge"), [(97, 3), (1000, 2), (2999, 8)])
-def test_sliced_counting_equals_pandas(monkeypatch, rows, merge):
+def test_sliced_counting_equals_pandas(monkeypatch, streaming, rows, merge):
     from raking.survey import frames
 
     monkeypatch.setattr(frames, "_GROUP_ROWS", rows)
@@ -78,7 +103,7 @@ def test_sliced_counting_equals_pandas(monkeypatch, rows, merge):
     assert res.n == ref.n
 
 
-def test_sliced_counting_gives_the_pandas_errors(monkeypatch):
+def test_sliced_counting_gives_the_pandas_errors(monkeypatch, streaming):
     from raking.survey import frames
 
     monkeypatch.setattr(frames, "_GROUP_ROWS", 250)
@@ -92,7 +117,7 @@ def test_sliced_counting_gives_the_pandas_errors(monkeypatch):
 
 
 @pytest.mark.parametrize("eager", [True, False])
-def test_estimate_chunks_merged_as_they_come_equal_pandas(monkeypatch, eager):
+def test_estimate_chunks_merged_as_they_come_equal_pandas(monkeypatch, streaming, eager):
     """The estimates' chunk tables are summed every ``_MERGE`` chunks (bounded memory)."""
     from raking.survey import frames
 
@@ -115,6 +140,35 @@ def test_estimate_chunks_merged_as_they_come_equal_pandas(monkeypatch, eager):
     by, by_ref = res.mean("y", by="region"), ref.mean("y", by="region")
     for a, b in zip(by.estimates, by_ref.estimates, strict=True):
         np.testing.assert_allclose([a.estimate, a.se], [b.estimate, b.se], rtol=1e-12)
+
+
+def test_a_filtered_lazy_frame_equals_pandas_on_its_rows(monkeypatch, streaming):
+    """A lazy frame whose rows come from a filter: weights, mean, SE and errors' row numbers."""
+    from raking.survey import frames
+
+    monkeypatch.setattr(frames, "_GROUP_ROWS", 300)
+    monkeypatch.setattr(frames, "_CHUNK_ROWS", 170)
+    df = sample(3000, seed=11).dropna()
+    df = df[df["region"] != "nowhere"].reset_index(drop=True)
+    keep = (df["y"] > 18.0).to_numpy()
+    ref_df = df[keep].reset_index(drop=True)
+    lazy = pl.from_pandas(df).lazy().filter(pl.col("y") > 18.0)
+    options = {"weights": "w", "strata": "stratum", "cluster": "psu", "total": 1e5}
+    ref = raking.rake(ref_df, TARGETS, **options)
+    res = raking.rake(lazy, TARGETS, **options)
+    got = res.weights.collect().to_series().to_numpy()
+    np.testing.assert_allclose(got, ref.weights.to_numpy(), rtol=1e-12)
+    for a, b in ((res.mean("y"), ref.mean("y")), (res.total("y"), ref.total("y"))):
+        np.testing.assert_allclose([a.estimate, a.se], [b.estimate, b.se], rtol=1e-12)
+    bad = ref_df.assign(w=ref_df["w"].where(ref_df.index != 500, -1.0))
+    lazy_bad = pl.from_pandas(
+        df.assign(w=df["w"].where(df.index != np.flatnonzero(keep)[500], -1.0))
+    )
+    with pytest.raises(ValueError) as want:
+        raking.rake(bad, TARGETS, **options)
+    with pytest.raises(ValueError) as got_error:
+        raking.rake(lazy_bad.lazy().filter(pl.col("y") > 18.0), TARGETS, **options)
+    assert str(got_error.value) == str(want.value)
 
 
 @settings(max_examples=60, deadline=None)

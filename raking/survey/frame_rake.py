@@ -388,6 +388,7 @@ def _fractions(
     strata: Hashable | None,
 ) -> np.ndarray:
     """Sampling fraction per stratum (rows as units), checked as the pandas path."""
+
     def where(h: int) -> str:
         return f"stratum {_label(s_labels[h])}" if strata is not None else "the sample"
 
